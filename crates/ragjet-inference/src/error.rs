@@ -1,0 +1,63 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong while loading or running an embedding model.
+///
+/// Bad user input (an empty list, a corrupt model folder, a bad option) is
+/// reported here; nothing in this crate panics on it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InferenceError {
+    /// A file the model folder must contain is absent.
+    #[error("model file {path} is missing")]
+    MissingFile {
+        /// The path that was looked for.
+        path: PathBuf,
+    },
+    /// A file exists but could not be read.
+    #[error("could not read {path}: {source}")]
+    Io {
+        /// The file that failed.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file was read but its content is not what a model folder holds
+    /// (bad JSON, truncated safetensors, missing or misshaped weights).
+    #[error("{path} is not a valid model file: {reason}")]
+    InvalidFile {
+        /// The file that failed.
+        path: PathBuf,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// The folder holds a model this crate cannot run (not BERT-family, or
+    /// a pooling mode or activation it does not implement).
+    #[error("unsupported model: {0}")]
+    Unsupported(String),
+    /// No model folder could be found (see [`crate::locate_default_model`]).
+    #[error("no model folder found: {0}")]
+    ModelNotFound(String),
+    /// `embed` was called with no texts.
+    #[error("no texts to embed: the input list is empty")]
+    EmptyInput,
+    /// An option is out of its valid range.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+    /// The tokenizer rejected the input.
+    #[error("tokenizer error: {0}")]
+    Tokenizer(String),
+    /// A tensor operation failed while running the model.
+    #[error("model execution failed: {0}")]
+    Tensor(#[from] candle_core::Error),
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = InferenceError> = std::result::Result<T, E>;
+
+pub(crate) fn invalid(path: impl Into<PathBuf>, reason: impl ToString) -> InferenceError {
+    InferenceError::InvalidFile {
+        path: path.into(),
+        reason: reason.to_string(),
+    }
+}

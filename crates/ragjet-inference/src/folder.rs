@@ -1,0 +1,169 @@
+//! Reading a sentence-transformers / Hugging Face model folder.
+
+use std::path::{Path, PathBuf};
+
+use candle_transformers::models::bert::Config as BertConfig;
+use serde::Deserialize;
+
+use crate::error::{invalid, InferenceError, Result};
+use crate::pooling::{PoolingConfigFile, PoolingMode};
+
+/// What a model folder says about how to embed, before any override.
+#[derive(Debug, Clone)]
+pub(crate) struct FolderSettings {
+    pub bert: BertConfig,
+    pub pooling: Vec<PoolingMode>,
+    pub normalize: bool,
+    pub max_seq_length: usize,
+    pub do_lower_case: bool,
+    pub weights: PathBuf,
+    pub tokenizer: PathBuf,
+}
+
+#[derive(Deserialize)]
+struct ModuleEntry {
+    #[serde(default)]
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct SentenceBertConfig {
+    max_seq_length: Option<usize>,
+    #[serde(default)]
+    do_lower_case: bool,
+}
+
+fn required(dir: &Path, name: &str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(InferenceError::MissingFile { path })
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|source| InferenceError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| invalid(path, e))
+}
+
+fn read_optional_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>> {
+    if path.is_file() {
+        read_json(path).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Checks that `config.json` describes a BERT encoder that candle's
+/// `BertModel` runs exactly, and parses it.
+fn bert_config(path: &Path) -> Result<BertConfig> {
+    let raw: serde_json::Value = read_json(path)?;
+    let model_type = raw.get("model_type").and_then(|v| v.as_str());
+    let architectures: Vec<&str> = raw
+        .get("architectures")
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    let is_bert = match model_type {
+        Some(t) => t == "bert",
+        None => architectures.iter().any(|a| a.starts_with("Bert")),
+    };
+    if !is_bert {
+        return Err(InferenceError::Unsupported(format!(
+            "architecture {} (model_type {:?}); only BERT-family encoders (MiniLM, BGE, E5) are supported",
+            architectures.join(", "),
+            model_type.unwrap_or("missing")
+        )));
+    }
+    if let Some(act) = raw.get("hidden_act").and_then(|v| v.as_str()) {
+        if !matches!(act, "gelu" | "gelu_approximate" | "relu") {
+            return Err(InferenceError::Unsupported(format!(
+                "hidden activation {act:?}"
+            )));
+        }
+    }
+    if let Some(pos) = raw.get("position_embedding_type").and_then(|v| v.as_str()) {
+        if pos != "absolute" {
+            return Err(InferenceError::Unsupported(format!(
+                "position embedding type {pos:?}"
+            )));
+        }
+    }
+    let config: BertConfig = serde_json::from_value(raw).map_err(|e| invalid(path, e))?;
+    if config.hidden_size == 0
+        || config.num_attention_heads == 0
+        || config.hidden_size % config.num_attention_heads != 0
+    {
+        return Err(invalid(
+            path,
+            "hidden_size must be a positive multiple of num_attention_heads",
+        ));
+    }
+    Ok(config)
+}
+
+impl FolderSettings {
+    pub fn read(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(InferenceError::ModelNotFound(format!(
+                "{} is not a directory",
+                dir.display()
+            )));
+        }
+        let bert = bert_config(&required(dir, "config.json")?)?;
+        let weights = required(dir, "model.safetensors")?;
+        let tokenizer = required(dir, "tokenizer.json")?;
+
+        // Without modules.json the folder is a plain Hugging Face model:
+        // mean pooling and no normalisation, as sentence-transformers assumes.
+        let mut pooling = vec![PoolingMode::Mean];
+        let mut normalize = false;
+        let modules_path = dir.join("modules.json");
+        if let Some(modules) = read_optional_json::<Vec<ModuleEntry>>(&modules_path)? {
+            for module in modules {
+                let kind = module.kind.rsplit('.').next().unwrap_or_default();
+                match kind {
+                    "Transformer" if module.path.is_empty() => {}
+                    "Pooling" => {
+                        let path = dir.join(&module.path).join("config.json");
+                        let cfg: PoolingConfigFile = read_json(&path)?;
+                        pooling = cfg.modes().map_err(InferenceError::Unsupported)?;
+                    }
+                    "Normalize" => normalize = true,
+                    _ => {
+                        return Err(InferenceError::Unsupported(format!(
+                            "sentence-transformers module {} at {:?} in {}",
+                            module.kind,
+                            module.path,
+                            modules_path.display()
+                        )))
+                    }
+                }
+            }
+        }
+
+        let sbert: Option<SentenceBertConfig> =
+            read_optional_json(&dir.join("sentence_bert_config.json"))?;
+        let max_positions = bert.max_position_embeddings;
+        let max_seq_length = sbert
+            .as_ref()
+            .and_then(|s| s.max_seq_length)
+            .unwrap_or(max_positions)
+            .min(max_positions);
+        Ok(Self {
+            bert,
+            pooling,
+            normalize,
+            max_seq_length,
+            do_lower_case: sbert.is_some_and(|s| s.do_lower_case),
+            weights,
+            tokenizer,
+        })
+    }
+}

