@@ -75,7 +75,10 @@ impl PoolingConfigFile {
             (self.pooling_mode_cls_token, PoolingMode::Cls),
             (self.pooling_mode_max_tokens, PoolingMode::Max),
             (self.pooling_mode_mean_tokens, PoolingMode::Mean),
-            (self.pooling_mode_mean_sqrt_len_tokens, PoolingMode::MeanSqrtLen),
+            (
+                self.pooling_mode_mean_sqrt_len_tokens,
+                PoolingMode::MeanSqrtLen,
+            ),
         ] {
             if on {
                 modes.push(mode);

@@ -98,7 +98,10 @@ fn normalisation_follows_the_folder_and_the_override() {
     assert!(!raw.normalize());
     let v = raw.embed_one("hello world").unwrap();
     let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    assert!((norm - 1.0).abs() > 1e-3, "unnormalised vector has norm {norm}");
+    assert!(
+        (norm - 1.0).abs() > 1e-3,
+        "unnormalised vector has norm {norm}"
+    );
 
     let unit = load(
         &dir,
@@ -227,7 +230,8 @@ fn progress_reports_every_batch() {
         },
     );
     let mut seen = Vec::new();
-    e.embed_with_progress(&mixed_texts(), |p| seen.push(p)).unwrap();
+    e.embed_with_progress(&mixed_texts(), |p| seen.push(p))
+        .unwrap();
     assert_eq!(seen.len(), 5);
     assert!(seen.windows(2).all(|w| w[0].done < w[1].done));
     assert_eq!(seen.last().unwrap().done, 40);
@@ -264,10 +268,16 @@ fn missing_files_are_named() {
 fn corrupt_files_are_invalid_not_panics() {
     let cases: [(&str, &[u8]); 5] = [
         ("config.json", b"{ not json"),
-        ("model.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":"),
+        (
+            "model.safetensors",
+            b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":",
+        ),
         ("tokenizer.json", b"{\"version\": 3}"),
         ("modules.json", b"[{\"path\": 3}]"),
-        ("1_Pooling/config.json", b"{\"pooling_mode_mean_tokens\": \"yes\"}"),
+        (
+            "1_Pooling/config.json",
+            b"{\"pooling_mode_mean_tokens\": \"yes\"}",
+        ),
     ];
     for (file, content) in cases {
         let (_tmp, dir) = tiny(TinyModel::default());

@@ -9,7 +9,9 @@ use ragjet_inference::{locate_default_model, Embedder, EmbedderOptions};
 fn fixtures() -> PathBuf {
     std::env::var_os("RAGJET_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"))
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
+        })
 }
 
 fn read_texts(path: &std::path::Path) -> Vec<String> {
@@ -41,7 +43,10 @@ fn min_cosine(got: &ragjet_inference::Embeddings, want: &[f32]) -> (f32, usize) 
             dot / (na * nb)
         })
         .enumerate()
-        .fold((f32::INFINITY, 0), |acc, (i, c)| if c < acc.0 { (c, i) } else { acc })
+        .fold(
+            (f32::INFINITY, 0),
+            |acc, (i, c)| if c < acc.0 { (c, i) } else { acc },
+        )
 }
 
 fn model() -> Embedder {

