@@ -37,6 +37,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test"
 cargo test
 
+step "cargo test: Redis tier of the cache, OTLP exporter of the telemetry (optional features)"
+cargo clippy -p ragjet-cache --all-targets --features redis -- -D warnings
+cargo test -p ragjet-cache --features redis
+cargo test -p ragjet-telemetry --features otlp,cuda
+
 step "ruff"
 ruff check bindings/python benches && ruff format --check bindings/python benches
 

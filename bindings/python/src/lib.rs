@@ -11,6 +11,11 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use ragjet::inference::{self, EmbedderOptions, InferenceError};
 
+// Embedding allocates large activation buffers per batch; the system
+// allocator returns them to the OS and page-faults them back each time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 create_exception!(
     _ragjet,
     RagjetError,

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use tokenizers::{Encoding, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-use crate::encoder::{BertEncoder, PaddedBatch};
+use crate::encoder::{BertEncoder, PackedBatch};
 use crate::error::{InferenceError, Result};
 use crate::folder::FolderSettings;
 use crate::pooling::{l2_normalize, pool_into, PoolingMode};
@@ -22,8 +22,8 @@ pub struct EmbedderOptions {
     pub num_threads: Option<usize>,
     /// Most texts in one forward pass (default 32, as sentence-transformers).
     pub max_batch_size: usize,
-    /// Most padded tokens (`rows × longest`) in one forward pass (default
-    /// 16384). Long texts then go in smaller batches, which bounds memory.
+    /// Most tokens in one forward pass (default 16384). Long texts then go
+    /// in smaller batches, which bounds memory.
     pub max_batch_tokens: usize,
     /// Texts longer than this many tokens (special tokens included) are
     /// truncated; default from `sentence_bert_config.json`, capped at the
@@ -343,15 +343,15 @@ impl Embedder {
         let hidden = self.encoder.hidden_size();
         let dim = self.dim();
         for batch in plan_batches(&lens, self.max_batch_size, self.max_batch_tokens) {
-            let seq_len = lens[batch[0]];
-            let mut padded = PaddedBatch::with_capacity(batch.len(), seq_len);
+            let tokens = batch.iter().map(|&i| lens[i]).sum();
+            let mut packed = PackedBatch::with_capacity(batch.len(), tokens);
             for &i in &batch {
-                padded.push(encodings[i].get_ids(), encodings[i].get_type_ids());
+                packed.push(encodings[i].get_ids(), encodings[i].get_type_ids());
             }
-            let states = self.encoder.forward(padded)?;
+            let states = self.encoder.forward(&packed)?;
             for (row, &i) in batch.iter().enumerate() {
                 let dst = &mut out[i * dim..(i + 1) * dim];
-                let src = &states[row * seq_len * hidden..(row + 1) * seq_len * hidden];
+                let src = &states[packed.offsets[row] * hidden..packed.offsets[row + 1] * hidden];
                 pool_into(src, lens[i], hidden, &self.pooling, dst);
                 if self.normalize {
                     l2_normalize(dst);
@@ -363,21 +363,24 @@ impl Embedder {
     }
 }
 
-/// Groups text indices into batches: longest texts first, each batch at
-/// most `max_rows` texts and `max_tokens` padded tokens (a text longer than
-/// the budget still gets a batch of its own). The first index of each batch
-/// is its longest text.
+/// Groups text indices into batches: longest texts first (texts of similar
+/// length share a batch, which balances attention work across threads), each
+/// batch at most `max_rows` texts and `max_tokens` tokens (a text longer than
+/// the budget still gets a batch of its own).
 pub(crate) fn plan_batches(lens: &[usize], max_rows: usize, max_tokens: usize) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lens.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
-    let mut batches: Vec<Vec<usize>> = Vec::new();
+    let mut batches: Vec<(Vec<usize>, usize)> = Vec::new();
     for i in order {
         match batches.last_mut() {
-            Some(b) if b.len() < max_rows && (b.len() + 1) * lens[b[0]] <= max_tokens => b.push(i),
-            _ => batches.push(vec![i]),
+            Some((b, tokens)) if b.len() < max_rows && *tokens + lens[i] <= max_tokens => {
+                b.push(i);
+                *tokens += lens[i];
+            }
+            _ => batches.push((vec![i], lens[i])),
         }
     }
-    batches
+    batches.into_iter().map(|(b, _)| b).collect()
 }
 
 #[cfg(test)]
@@ -388,10 +391,15 @@ mod tests {
     fn batches_respect_row_and_token_budgets() {
         let lens = [5, 100, 7, 100, 3, 50, 2];
         let batches = plan_batches(&lens, 3, 210);
-        // Longest first, 2 × 100 fits 210 but 3 × 100 does not.
+        // Longest first; 100 + 100 fits 210 but 100 + 100 + 50 does not.
         assert_eq!(batches[0], vec![1, 3]);
         assert_eq!(batches[1], vec![5, 2, 0]);
         assert_eq!(batches[2], vec![4, 6]);
+        // The token budget counts real tokens, not rows × longest.
+        assert_eq!(
+            plan_batches(&[100, 10, 10, 10], 8, 130),
+            vec![vec![0, 1, 2, 3]]
+        );
         let mut all: Vec<usize> = batches.concat();
         all.sort();
         assert_eq!(all, (0..lens.len()).collect::<Vec<_>>());

@@ -1,79 +1,478 @@
-//! The transformer forward pass, kept behind one small type so that the
-//! batching, tokenisation and pooling around it never depend on how it is
-//! computed (a faster CPU path or a CUDA path replaces only this file).
+//! The BERT encoder's forward pass on the CPU.
+//!
+//! The texts of a batch are packed end to end, with no padding: the matrix
+//! multiplications (candle, i.e. the `gemm` crate, threaded over the
+//! embedder's pool) see `tokens × hidden` rows, and attention runs per text
+//! and per head on that text's own tokens only. Everything between two
+//! matrix multiplications is one fused, in-place pass (see [`crate::kernels`]),
+//! done as candle custom ops on the same buffers. This file is the only one
+//! that knows how the forward pass is computed: batching, tokenisation and
+//! pooling around it do not change when it does.
 
-use candle_core::{DType, Device, Tensor};
+use std::cell::RefCell;
+use std::path::Path;
+
+use candle_core::{
+    CpuStorage, CustomOp1, DType, Device, InplaceOp1, InplaceOp2, Layout, Shape, Tensor,
+};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
+use rayon::prelude::*;
 
-use crate::error::{invalid, Result};
+use crate::error::{invalid, InferenceError, Result};
+use crate::kernels::{Activation, Kernels};
 
-/// One padded batch, row-major `rows × seq_len`, padding on the right.
-pub(crate) struct PaddedBatch {
-    pub rows: usize,
-    pub seq_len: usize,
-    pub input_ids: Vec<u32>,
+/// The texts of one batch, packed end to end: text `i` owns the token rows
+/// `offsets[i]..offsets[i + 1]`.
+pub(crate) struct PackedBatch {
+    pub ids: Vec<u32>,
     pub type_ids: Vec<u32>,
-    pub mask: Vec<u32>,
+    pub positions: Vec<u32>,
+    pub offsets: Vec<usize>,
 }
 
-impl PaddedBatch {
-    pub fn with_capacity(rows: usize, seq_len: usize) -> Self {
-        let n = rows * seq_len;
+impl PackedBatch {
+    pub fn with_capacity(texts: usize, tokens: usize) -> Self {
+        let mut offsets = Vec::with_capacity(texts + 1);
+        offsets.push(0);
         Self {
-            rows,
-            seq_len,
-            input_ids: Vec::with_capacity(n),
-            type_ids: Vec::with_capacity(n),
-            mask: Vec::with_capacity(n),
+            ids: Vec::with_capacity(tokens),
+            type_ids: Vec::with_capacity(tokens),
+            positions: Vec::with_capacity(tokens),
+            offsets,
         }
     }
 
-    /// Appends one text's tokens, padded with zeros to `seq_len`.
     pub fn push(&mut self, ids: &[u32], type_ids: &[u32]) {
-        let pad = self.seq_len - ids.len();
-        self.input_ids.extend_from_slice(ids);
-        self.input_ids.extend(std::iter::repeat_n(0, pad));
+        self.ids.extend_from_slice(ids);
         self.type_ids.extend_from_slice(type_ids);
-        self.type_ids.extend(std::iter::repeat_n(0, pad));
-        self.mask.extend(std::iter::repeat_n(1, ids.len()));
-        self.mask.extend(std::iter::repeat_n(0, pad));
+        self.positions.extend(0..ids.len() as u32);
+        self.offsets.push(self.ids.len());
+    }
+
+    pub fn tokens(&self) -> usize {
+        self.ids.len()
     }
 }
 
+struct Layer {
+    /// `[hidden, 3·hidden]`: query, key and value projections in one matmul.
+    qkv_t: Tensor,
+    qkv_bias: Vec<f32>,
+    out_t: Tensor,
+    out_bias: Vec<f32>,
+    attn_ln: (Vec<f32>, Vec<f32>),
+    up_t: Tensor,
+    up_bias: Vec<f32>,
+    down_t: Tensor,
+    down_bias: Vec<f32>,
+    ffn_ln: (Vec<f32>, Vec<f32>),
+}
+
 pub(crate) struct BertEncoder {
-    model: BertModel,
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type: Vec<f32>,
+    emb_ln: (Vec<f32>, Vec<f32>),
+    layers: Vec<Layer>,
+    hidden: usize,
+    heads: usize,
+    vocab: usize,
+    type_vocab: usize,
+    eps: f32,
+    act: Activation,
+    zeros: Vec<f32>,
+    kernels: Kernels,
     device: Device,
-    hidden_size: usize,
+}
+
+fn vec1(t: Tensor) -> candle_core::Result<Vec<f32>> {
+    t.to_vec1::<f32>()
+}
+
+fn transposed(t: Tensor) -> candle_core::Result<Tensor> {
+    t.t()?.contiguous()
 }
 
 impl BertEncoder {
-    pub fn load(config: &BertConfig, weights: &std::path::Path) -> Result<Self> {
+    pub fn load(config: &BertConfig, weights: &Path) -> Result<Self> {
         let device = Device::Cpu;
-        // SAFETY: the file is memory-mapped read-only; candle validates the
-        // safetensors header and every tensor's size before use.
+        // SAFETY: the file is memory-mapped read-only; safetensors validates
+        // the header and every tensor's extent before use.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &device) }
             .map_err(|e| invalid(weights, e))?;
-        let model = BertModel::load(vb, config).map_err(|e| invalid(weights, e))?;
+        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
+            vb.pp("bert")
+        } else {
+            vb
+        };
+        Self::from_var_builder(config, vb, device).map_err(|e| invalid(weights, e))
+    }
+
+    fn from_var_builder(
+        c: &BertConfig,
+        vb: VarBuilder,
+        device: Device,
+    ) -> candle_core::Result<Self> {
+        let h = c.hidden_size;
+        let ln = |vb: VarBuilder| -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
+            Ok((vec1(vb.get(h, "weight")?)?, vec1(vb.get(h, "bias")?)?))
+        };
+        let linear_t = |vb: &VarBuilder, out: usize, inp: usize| -> candle_core::Result<_> {
+            Ok((
+                transposed(vb.get((out, inp), "weight")?)?,
+                vec1(vb.get(out, "bias")?)?,
+            ))
+        };
+        let e = vb.pp("embeddings");
+        let flat = |t: Tensor| t.flatten_all().and_then(vec1);
+        let word = flat(e.get((c.vocab_size, h), "word_embeddings.weight")?)?;
+        let position = flat(e.get((c.max_position_embeddings, h), "position_embeddings.weight")?)?;
+        let token_type = flat(e.get((c.type_vocab_size, h), "token_type_embeddings.weight")?)?;
+        let emb_ln = ln(e.pp("LayerNorm"))?;
+
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let l = vb.pp(format!("encoder.layer.{i}"));
+            let a = l.pp("attention.self");
+            let (q, k, v) = (a.pp("query"), a.pp("key"), a.pp("value"));
+            let qkv_w = Tensor::cat(
+                &[
+                    q.get((h, h), "weight")?,
+                    k.get((h, h), "weight")?,
+                    v.get((h, h), "weight")?,
+                ],
+                0,
+            )?;
+            let mut qkv_bias = vec1(q.get(h, "bias")?)?;
+            qkv_bias.extend(vec1(k.get(h, "bias")?)?);
+            qkv_bias.extend(vec1(v.get(h, "bias")?)?);
+            let (out_t, out_bias) = linear_t(&l.pp("attention.output.dense"), h, h)?;
+            let (up_t, up_bias) = linear_t(&l.pp("intermediate.dense"), c.intermediate_size, h)?;
+            let (down_t, down_bias) = linear_t(&l.pp("output.dense"), h, c.intermediate_size)?;
+            layers.push(Layer {
+                qkv_t: transposed(qkv_w)?,
+                qkv_bias,
+                out_t,
+                out_bias,
+                attn_ln: ln(l.pp("attention.output.LayerNorm"))?,
+                up_t,
+                up_bias,
+                down_t,
+                down_bias,
+                ffn_ln: ln(l.pp("output.LayerNorm"))?,
+            });
+        }
         Ok(Self {
-            model,
+            word,
+            position,
+            token_type,
+            emb_ln,
+            layers,
+            hidden: h,
+            heads: c.num_attention_heads,
+            vocab: c.vocab_size,
+            type_vocab: c.type_vocab_size,
+            eps: c.layer_norm_eps as f32,
+            act: match c.hidden_act {
+                HiddenAct::Gelu => Activation::Gelu,
+                HiddenAct::GeluApproximate => Activation::GeluTanh,
+                HiddenAct::Relu => Activation::Relu,
+            },
+            zeros: vec![0.0; h],
+            kernels: Kernels::detect(),
             device,
-            hidden_size: config.hidden_size,
         })
     }
 
     pub fn hidden_size(&self) -> usize {
-        self.hidden_size
+        self.hidden
     }
 
-    /// Runs the encoder; returns the last hidden states, row-major
-    /// `rows × seq_len × hidden_size`.
-    pub fn forward(&self, batch: PaddedBatch) -> Result<Vec<f32>> {
-        let shape = (batch.rows, batch.seq_len);
-        let ids = Tensor::from_vec(batch.input_ids, shape, &self.device)?;
-        let types = Tensor::from_vec(batch.type_ids, shape, &self.device)?;
-        let mask = Tensor::from_vec(batch.mask, shape, &self.device)?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?;
-        Ok(hidden.flatten_all()?.to_vec1::<f32>()?)
+    /// Runs the encoder on a packed batch; returns the last hidden states,
+    /// row-major `tokens × hidden`, in the batch's token order.
+    pub fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
+        if let Some(&id) = batch.ids.iter().find(|&&id| id as usize >= self.vocab) {
+            return Err(InferenceError::Tokenizer(format!(
+                "token id {id} is outside the model's vocabulary of {}: tokenizer.json does not belong to this model",
+                self.vocab
+            )));
+        }
+        if batch
+            .type_ids
+            .iter()
+            .any(|&t| t as usize >= self.type_vocab)
+        {
+            return Err(InferenceError::Tokenizer(
+                "token type id outside the model's type vocabulary".into(),
+            ));
+        }
+        let mut x = self.embed(batch)?;
+        let attention = Attention {
+            offsets: &batch.offsets,
+            heads: self.heads,
+            hidden: self.hidden,
+            kernels: self.kernels,
+        };
+        for layer in &self.layers {
+            let qkv = x.matmul(&layer.qkv_t)?;
+            qkv.inplace_op1(&BiasAct {
+                kernels: self.kernels,
+                bias: &layer.qkv_bias,
+                act: None,
+            })?;
+            let context = qkv.apply_op1_no_bwd(&attention)?;
+            let attn = context.matmul(&layer.out_t)?;
+            attn.inplace_op2(
+                &x,
+                &ResidualLayerNorm {
+                    kernels: self.kernels,
+                    bias: &layer.out_bias,
+                    ln: &layer.attn_ln,
+                    eps: self.eps,
+                },
+            )?;
+            let up = attn.matmul(&layer.up_t)?;
+            up.inplace_op1(&BiasAct {
+                kernels: self.kernels,
+                bias: &layer.up_bias,
+                act: Some(self.act),
+            })?;
+            let down = up.matmul(&layer.down_t)?;
+            down.inplace_op2(
+                &attn,
+                &ResidualLayerNorm {
+                    kernels: self.kernels,
+                    bias: &layer.down_bias,
+                    ln: &layer.ffn_ln,
+                    eps: self.eps,
+                },
+            )?;
+            x = down;
+        }
+        Ok(x.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// Word + position + token-type embeddings, then layer norm.
+    fn embed(&self, batch: &PackedBatch) -> Result<Tensor> {
+        let h = self.hidden;
+        let mut x = vec![0.0f32; batch.tokens() * h];
+        x.par_chunks_mut(h)
+            .zip(batch.ids.par_iter())
+            .zip(batch.type_ids.par_iter().zip(batch.positions.par_iter()))
+            .for_each(|((row, &id), (&tt, &pos))| {
+                let w = &self.word[id as usize * h..][..h];
+                let t = &self.token_type[tt as usize * h..][..h];
+                for ((r, a), b) in row.iter_mut().zip(w).zip(t) {
+                    *r = a + b;
+                }
+                let p = &self.position[pos as usize * h..][..h];
+                self.kernels.residual_layer_norm(
+                    row,
+                    p,
+                    &self.zeros,
+                    &self.emb_ln.0,
+                    &self.emb_ln.1,
+                    self.eps,
+                );
+            });
+        Ok(Tensor::from_vec(x, (batch.tokens(), h), &self.device)?)
+    }
+}
+
+fn f32_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [f32]> {
+    let (start, end) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("kernel input must be contiguous".into()))?;
+    match s {
+        CpuStorage::F32(v) => Ok(&mut v[start..end]),
+        _ => candle_core::bail!("kernel input must be f32"),
+    }
+}
+
+fn f32_ref<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    let (start, end) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("kernel input must be contiguous".into()))?;
+    Ok(&s.as_slice::<f32>()?[start..end])
+}
+
+/// Rows per parallel task: enough tasks to balance the pool, few enough
+/// that each one streams a sizeable block.
+fn rows_per_task(rows: usize) -> usize {
+    rows.div_ceil(4 * rayon::current_num_threads()).max(1)
+}
+
+/// `x = act(x + bias)` in place (`act = None`: bias only).
+struct BiasAct<'a> {
+    kernels: Kernels,
+    bias: &'a [f32],
+    act: Option<Activation>,
+}
+
+impl InplaceOp1 for BiasAct<'_> {
+    fn name(&self) -> &'static str {
+        "ragjet-bias-act"
+    }
+
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
+        let x = f32_mut(s, l)?;
+        let n = self.bias.len();
+        let chunk = rows_per_task(x.len() / n) * n;
+        x.par_chunks_mut(chunk).for_each(|rows| match self.act {
+            Some(act) => self.kernels.bias_act(rows, self.bias, act),
+            None => self.kernels.bias_add(rows, self.bias),
+        });
+        Ok(())
+    }
+}
+
+/// `x = LayerNorm(x + bias + residual)` in place.
+struct ResidualLayerNorm<'a> {
+    kernels: Kernels,
+    bias: &'a [f32],
+    ln: &'a (Vec<f32>, Vec<f32>),
+    eps: f32,
+}
+
+impl InplaceOp2 for ResidualLayerNorm<'_> {
+    fn name(&self) -> &'static str {
+        "ragjet-residual-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let x = f32_mut(s1, l1)?;
+        let residual = f32_ref(s2, l2)?;
+        let h = self.bias.len();
+        let chunk = rows_per_task(x.len() / h) * h;
+        x.par_chunks_mut(chunk)
+            .zip(residual.par_chunks(chunk))
+            .for_each(|(rows, res)| {
+                self.kernels
+                    .residual_layer_norm(rows, res, self.bias, &self.ln.0, &self.ln.1, self.eps)
+            });
+        Ok(())
+    }
+}
+
+/// Multi-head self-attention over packed texts: `[tokens, 3·hidden]`
+/// (query | key | value, biases added) to `[tokens, hidden]`.
+struct Attention<'a> {
+    offsets: &'a [usize],
+    heads: usize,
+    hidden: usize,
+    kernels: Kernels,
+}
+
+/// A pointer shared by tasks that write disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: every task writes a disjoint set of elements (see `Attention`).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    // A method, not field access, so closures capture the Send + Sync wrapper.
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+thread_local! {
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+impl CustomOp1 for Attention<'_> {
+    fn name(&self) -> &'static str {
+        "ragjet-packed-attention"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let qkv = f32_ref(s, l)?;
+        let h = self.hidden;
+        let d = h / self.heads;
+        let tokens = *self.offsets.last().unwrap_or(&0);
+        if qkv.len() != tokens * 3 * h {
+            candle_core::bail!(
+                "attention input has {} values, expected {}",
+                qkv.len(),
+                tokens * 3 * h
+            );
+        }
+        let mut out = vec![0.0f32; tokens * h];
+        let out_ptr = SharedOut(out.as_mut_ptr());
+        let scale = 1.0 / (d as f32).sqrt();
+        let texts = self.offsets.len() - 1;
+        (0..texts * self.heads).into_par_iter().for_each(|task| {
+            let (text, head) = (task / self.heads, task % self.heads);
+            let start = self.offsets[text];
+            let len = self.offsets[text + 1] - start;
+            let row = 3 * h;
+            let q = qkv[start * row + head * d..].as_ptr();
+            let k = qkv[start * row + h + head * d..].as_ptr();
+            let v = qkv[start * row + 2 * h + head * d..].as_ptr();
+            SCORES.with_borrow_mut(|scores| {
+                scores.clear();
+                scores.resize(len * len, 0.0);
+                // SAFETY: all strides and extents stay inside `qkv`, `scores`
+                // and this text's rows of `out`; the (text, head) pairs write
+                // disjoint columns/rows of `out`, so tasks never overlap.
+                unsafe {
+                    // scores = scale · Q Kᵀ   (len × d) · (d × len)
+                    gemm::gemm(
+                        len,
+                        len,
+                        d,
+                        scores.as_mut_ptr(),
+                        1,
+                        len as isize,
+                        false,
+                        q,
+                        1,
+                        row as isize,
+                        k,
+                        row as isize,
+                        1,
+                        0.0,
+                        scale,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                    self.kernels.softmax_rows(scores, len);
+                    // out = P V   (len × len) · (len × d)
+                    let dst = out_ptr.ptr().add(start * h + head * d);
+                    gemm::gemm(
+                        len,
+                        d,
+                        len,
+                        dst,
+                        1,
+                        h as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        len as isize,
+                        v,
+                        1,
+                        row as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            });
+        });
+        Ok((CpuStorage::F32(out), Shape::from((tokens, h))))
     }
 }

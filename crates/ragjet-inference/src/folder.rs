@@ -98,7 +98,9 @@ fn bert_config(path: &Path) -> Result<BertConfig> {
     let config: BertConfig = serde_json::from_value(raw).map_err(|e| invalid(path, e))?;
     if config.hidden_size == 0
         || config.num_attention_heads == 0
-        || config.hidden_size % config.num_attention_heads != 0
+        || !config
+            .hidden_size
+            .is_multiple_of(config.num_attention_heads)
     {
         return Err(invalid(
             path,

@@ -24,6 +24,7 @@ mod embedder;
 mod encoder;
 mod error;
 mod folder;
+mod kernels;
 mod locate;
 mod pooling;
 

@@ -1,5 +1,43 @@
 //! Vector and keyword retrieval for ragjet: exact and HNSW indexes,
 //! metadata filters, BM25 and hybrid fusion.
 //!
-//! This crate is being built; it has no public API yet.
+//! * [`FlatIndex`] — exact search over contiguous f32/f16 rows, rayon
+//!   across rows for large indexes, a blocked path for query batches.
+//! * [`HnswIndex`] — approximate search on `hnsw_rs`, filters applied
+//!   during the graph walk, tombstone deletes and [`HnswIndex::compact`].
+//! * Both implement [`VectorIndex`]: string ids, upsert, delete by id and
+//!   by `ref_doc_id`, metadata + text per entry, [`MetadataFilters`] with
+//!   LlamaIndex semantics, crash-safe `save` / `load` ([`persist`]).
+//! * [`VectorStore`] holds named, isolated collections (namespaces).
+//! * [`Bm25Index`], [`reciprocal_rank_fusion`], [`alpha_fusion`] and
+//!   [`mmr`] for keyword, hybrid and diversified retrieval.
+//!
+//! All similarity arithmetic lives in [`distance`], so faster kernels can
+//! replace it in one place.
 #![warn(missing_docs)]
+
+pub mod bm25;
+pub mod distance;
+mod error;
+pub mod filter;
+mod flat;
+mod hnsw;
+mod hybrid;
+mod index;
+pub mod metrics;
+pub mod persist;
+mod records;
+mod store;
+mod topk;
+mod types;
+
+pub use bm25::{Bm25Index, Bm25Params};
+pub use distance::Metric;
+pub use error::{Result, RetrievalError};
+pub use filter::{FilterCondition, FilterNode, FilterOperator, MetadataFilter, MetadataFilters};
+pub use flat::{FlatConfig, FlatIndex, Storage};
+pub use hnsw::{HnswConfig, HnswIndex};
+pub use hybrid::{alpha_fusion, mmr, reciprocal_rank_fusion};
+pub use index::VectorIndex;
+pub use store::{AnyIndex, IndexSpec, VectorStore};
+pub use types::{Entry, Hit, Metadata, MetadataValue, Record};

@@ -1,0 +1,330 @@
+//! L2: an on-disk tier on redb.
+//!
+//! # Why redb
+//!
+//! redb is a pure-Rust, single-file, copy-on-write B-tree with ACID
+//! transactions: a commit either lands whole or not at all, so a power cut
+//! leaves the last committed state readable with no repair step of ours.
+//! Its workload fits a cache (point reads and small writes, one process);
+//! it builds without a C toolchain and opens in milliseconds. fjall (an
+//! LSM tree) would write faster under heavy ingest but brings background
+//! compaction threads and more tuning than a bounded cache needs.
+//!
+//! # Layout
+//!
+//! * `entries`: key (32 bytes) → (write sequence, envelope).
+//! * `order`: write sequence → key; the smallest sequence is evicted first
+//!   when the byte bound is passed (oldest write first, a FIFO: a read-path
+//!   LRU would turn every disk hit into a write transaction).
+//! * `meta`: running byte total and next sequence, updated in the same
+//!   transactions, so the bound survives restarts without a scan.
+//!
+//! Every envelope carries a CRC-32 and the key it was written under; an entry
+//! failing either check is a miss and is deleted.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
+
+use crate::clock::is_expired;
+use crate::codec::{self, Damage};
+use crate::error::{storage, CacheError, Result};
+use crate::key::CacheKey;
+use crate::stats::{Counters, TierStats};
+
+const ENTRIES: TableDefinition<&[u8; 32], (u64, &[u8])> = TableDefinition::new("entries");
+const ORDER: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("order");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const META_BYTES: &str = "bytes";
+const META_SEQ: &str = "next_seq";
+/// Bytes counted per entry on top of the envelope (key, sequence, B-tree
+/// overhead), so the bound means roughly what it says on disk.
+const ENTRY_OVERHEAD: u64 = 64;
+
+/// Settings of the disk tier.
+#[derive(Debug, Clone)]
+pub struct DiskConfig {
+    /// The database file (created when absent).
+    pub path: PathBuf,
+    /// Upper bound on stored bytes (compressed envelopes plus overhead).
+    pub max_bytes: u64,
+    /// Compress payloads with lz4.
+    pub compress: bool,
+    /// Payloads shorter than this are stored uncompressed.
+    pub compress_min_bytes: usize,
+    /// fsync every commit (`true`, default). With `false` a crash may lose
+    /// the latest writes but still leaves a consistent, readable store.
+    pub durable: bool,
+    /// redb page cache size.
+    pub page_cache_bytes: usize,
+}
+
+impl DiskConfig {
+    /// Defaults for a store at `path`: 1 GiB bound, lz4 above 256 bytes,
+    /// durable commits, 32 MiB page cache.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            max_bytes: 1 << 30,
+            compress: true,
+            compress_min_bytes: 256,
+            durable: true,
+            page_cache_bytes: 32 << 20,
+        }
+    }
+}
+
+pub(crate) struct DiskTier {
+    db: Database,
+    cfg: DiskConfig,
+    bytes: AtomicU64,
+    entries: AtomicU64,
+    pub counters: Arc<Counters>,
+    label: &'static str,
+}
+
+fn open_err(path: &Path, e: impl std::fmt::Display) -> CacheError {
+    CacheError::Open {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+fn meta(
+    t: &impl ReadableTable<&'static str, u64>,
+    k: &str,
+) -> std::result::Result<u64, redb::StorageError> {
+    Ok(t.get(k)?.map(|v| v.value()).unwrap_or(0))
+}
+
+impl DiskTier {
+    pub fn open(cfg: &DiskConfig, label: &'static str) -> Result<Self> {
+        if cfg.max_bytes == 0 {
+            return Err(CacheError::InvalidOption(
+                "disk max_bytes must be > 0".into(),
+            ));
+        }
+        if let Some(dir) = cfg.path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| open_err(&cfg.path, e))?;
+            }
+        }
+        let db = Database::builder()
+            .set_cache_size(cfg.page_cache_bytes)
+            .create(&cfg.path)
+            .map_err(|e| open_err(&cfg.path, e))?;
+        // Create the tables and read the running totals.
+        let tx = db.begin_write().map_err(|e| open_err(&cfg.path, e))?;
+        let (bytes, entries) = {
+            let e = tx.open_table(ENTRIES).map_err(|e| open_err(&cfg.path, e))?;
+            tx.open_table(ORDER).map_err(|e| open_err(&cfg.path, e))?;
+            let m = tx.open_table(META).map_err(|e| open_err(&cfg.path, e))?;
+            (
+                meta(&m, META_BYTES).map_err(|e| open_err(&cfg.path, e))?,
+                e.len().map_err(|e| open_err(&cfg.path, e))?,
+            )
+        };
+        tx.commit().map_err(|e| open_err(&cfg.path, e))?;
+        Ok(Self {
+            db,
+            cfg: cfg.clone(),
+            bytes: AtomicU64::new(bytes),
+            entries: AtomicU64::new(entries),
+            counters: Arc::new(Counters::default()),
+            label,
+        })
+    }
+
+    fn write_tx(&self) -> std::result::Result<redb::WriteTransaction, redb::Error> {
+        let mut tx = self.db.begin_write()?;
+        if !self.cfg.durable {
+            tx.set_durability(Durability::None).map_err(|e| {
+                redb::Error::from(redb::StorageError::Io(std::io::Error::other(e.to_string())))
+            })?;
+        }
+        Ok(tx)
+    }
+
+    /// Looks a key up. Returns the verified, uncompressed envelope; expired
+    /// or damaged entries are deleted and reported as misses. `Err` means
+    /// the store itself failed.
+    pub fn get(
+        &self,
+        key: &CacheKey,
+        now_ms: u64,
+    ) -> std::result::Result<Option<Vec<u8>>, redb::Error> {
+        let raw = {
+            let tx = self.db.begin_read()?;
+            let t = tx.open_table(ENTRIES)?;
+            match t.get(key.as_bytes())? {
+                None => return Ok(None),
+                Some(v) => v.value().1.to_vec(),
+            }
+        };
+        match codec::verify(key, &raw) {
+            Ok((h, env)) if !is_expired(h.expires_at_ms, now_ms) => Ok(Some(env)),
+            Ok(_) => {
+                self.remove(key)?;
+                Ok(None)
+            }
+            Err(Damage::Corrupt) | Err(Damage::WrongKey) => {
+                tracing::warn!(key = %key.to_hex(), "damaged L2 cache entry dropped");
+                Counters::add(&self.counters.errors, 1);
+                self.remove(key)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stores uncompressed envelopes in one transaction, evicting the oldest
+    /// writes past the byte bound. Entries larger than the bound are skipped.
+    pub fn put_many(&self, items: &[(CacheKey, &[u8])]) -> std::result::Result<(), redb::Error> {
+        let tx = self.write_tx()?;
+        let mut evicted = 0u64;
+        let (bytes, count) = {
+            let mut entries = tx.open_table(ENTRIES)?;
+            let mut order = tx.open_table(ORDER)?;
+            let mut m = tx.open_table(META)?;
+            let mut bytes = meta(&m, META_BYTES)?;
+            let mut seq = meta(&m, META_SEQ)?;
+            for (key, env) in items {
+                let stored = if self.cfg.compress {
+                    codec::compress(key, env, self.cfg.compress_min_bytes)
+                } else {
+                    None
+                };
+                let stored: &[u8] = stored.as_deref().unwrap_or(env);
+                let size = stored.len() as u64 + ENTRY_OVERHEAD;
+                if size > self.cfg.max_bytes {
+                    continue;
+                }
+                if let Some(old) = entries.remove(key.as_bytes())? {
+                    let (old_seq, old_env) = old.value();
+                    bytes = bytes.saturating_sub(old_env.len() as u64 + ENTRY_OVERHEAD);
+                    drop(old);
+                    order.remove(old_seq)?;
+                }
+                entries.insert(key.as_bytes(), (seq, stored))?;
+                order.insert(seq, key.as_bytes())?;
+                seq += 1;
+                bytes += size;
+                while bytes > self.cfg.max_bytes {
+                    let Some((_, victim)) = order.pop_first()? else {
+                        break;
+                    };
+                    let victim = *victim.value();
+                    if let Some(old) = entries.remove(&victim)? {
+                        bytes = bytes.saturating_sub(old.value().1.len() as u64 + ENTRY_OVERHEAD);
+                        evicted += 1;
+                    }
+                }
+            }
+            m.insert(META_BYTES, bytes)?;
+            m.insert(META_SEQ, seq)?;
+            (bytes, entries.len()?)
+        };
+        tx.commit()?;
+        self.bytes.store(bytes, Relaxed);
+        self.entries.store(count, Relaxed);
+        Counters::add(&self.counters.evictions, evicted);
+        crate::metrics::evictions(self.label, "l2", evicted);
+        Counters::add(&self.counters.writes, items.len() as u64);
+        Ok(())
+    }
+
+    fn remove_keys(&self, keys: &[[u8; 32]]) -> std::result::Result<u64, redb::Error> {
+        let tx = self.write_tx()?;
+        let mut removed = 0;
+        let (bytes, count) = {
+            let mut entries = tx.open_table(ENTRIES)?;
+            let mut order = tx.open_table(ORDER)?;
+            let mut m = tx.open_table(META)?;
+            let mut bytes = meta(&m, META_BYTES)?;
+            for k in keys {
+                if let Some(old) = entries.remove(k)? {
+                    let (seq, env) = old.value();
+                    bytes = bytes.saturating_sub(env.len() as u64 + ENTRY_OVERHEAD);
+                    drop(old);
+                    order.remove(seq)?;
+                    removed += 1;
+                }
+            }
+            m.insert(META_BYTES, bytes)?;
+            (bytes, entries.len()?)
+        };
+        tx.commit()?;
+        self.bytes.store(bytes, Relaxed);
+        self.entries.store(count, Relaxed);
+        Counters::add(&self.counters.evictions, removed);
+        crate::metrics::evictions(self.label, "l2", removed);
+        Ok(removed)
+    }
+
+    pub fn remove(&self, key: &CacheKey) -> std::result::Result<(), redb::Error> {
+        self.remove_keys(&[*key.as_bytes()]).map(|_| ())
+    }
+
+    /// Deletes every expired or damaged entry; returns how many.
+    pub fn purge_expired(&self, now_ms: u64) -> Result<u64> {
+        let dead: Vec<[u8; 32]> = {
+            let tx = self.db.begin_read().map_err(storage)?;
+            let t = tx.open_table(ENTRIES).map_err(storage)?;
+            let mut dead = Vec::new();
+            for row in t.iter().map_err(storage)? {
+                let (k, v) = row.map_err(storage)?;
+                let (_, env) = v.value();
+                match codec::header(env) {
+                    Some(h) if !is_expired(h.expires_at_ms, now_ms) => {}
+                    _ => dead.push(*k.value()),
+                }
+            }
+            dead
+        };
+        self.remove_keys(&dead).map_err(storage)
+    }
+
+    pub fn clear(&self) -> Result<()> {
+        let tx = self.write_tx().map_err(storage)?;
+        {
+            let mut e = tx.open_table(ENTRIES).map_err(storage)?;
+            e.retain(|_, _| false).map_err(storage)?;
+            let mut o = tx.open_table(ORDER).map_err(storage)?;
+            o.retain(|_, _| false).map_err(storage)?;
+            let mut m = tx.open_table(META).map_err(storage)?;
+            m.insert(META_BYTES, 0).map_err(storage)?;
+        }
+        tx.commit().map_err(storage)?;
+        self.bytes.store(0, Relaxed);
+        self.entries.store(0, Relaxed);
+        Ok(())
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Relaxed)
+    }
+
+    pub fn stats(&self) -> TierStats {
+        self.counters
+            .snapshot(self.bytes.load(Relaxed), self.entries.load(Relaxed))
+    }
+
+    /// Test hook: stores raw bytes under a key, bypassing every check.
+    #[cfg(test)]
+    pub fn put_raw(&self, key: &CacheKey, raw: &[u8]) {
+        let tx = self.db.begin_write().unwrap();
+        {
+            let mut entries = tx.open_table(ENTRIES).unwrap();
+            let mut order = tx.open_table(ORDER).unwrap();
+            let mut m = tx.open_table(META).unwrap();
+            let seq = meta(&m, META_SEQ).unwrap();
+            entries.insert(key.as_bytes(), (seq, raw)).unwrap();
+            order.insert(seq, key.as_bytes()).unwrap();
+            m.insert(META_SEQ, seq + 1).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+}

@@ -1,0 +1,47 @@
+//! Metric names and label values, kept in one place.
+//!
+//! Everything goes through the [`metrics`](https://docs.rs/metrics) facade;
+//! this crate never installs a recorder, so with none installed the calls
+//! cost an atomic load.
+
+/// Counter: cache lookups, labels `cache`, `tier` and `result` (hit|miss|error).
+pub const CACHE_REQUESTS_TOTAL: &str = "ragjet_cache_requests_total";
+/// Counter: entries evicted for space or expiry, labels `cache` and `tier`.
+pub const CACHE_EVICTIONS_TOTAL: &str = "ragjet_cache_evictions_total";
+/// Gauge: bytes held per tier, labels `cache` and `tier`.
+pub const CACHE_BYTES: &str = "ragjet_cache_bytes";
+
+/// Label key for the cache type.
+pub const LABEL_CACHE: &str = "cache";
+/// Label key for the tier.
+pub const LABEL_TIER: &str = "tier";
+/// Label key for the lookup result.
+pub const LABEL_RESULT: &str = "result";
+
+/// Value of the `result` label for a hit.
+pub const RESULT_HIT: &str = "hit";
+/// Value of the `result` label for a miss.
+pub const RESULT_MISS: &str = "miss";
+/// Value of the `result` label for a failed tier call.
+pub const RESULT_ERROR: &str = "error";
+
+/// Name of the span around every tiered lookup.
+pub const SPAN_GET: &str = "cache.get";
+/// Name of the span around a computation run on a miss.
+pub const SPAN_COMPUTE: &str = "cache.compute";
+
+pub(crate) fn request(cache: &'static str, tier: &'static str, result: &'static str) {
+    metrics::counter!(CACHE_REQUESTS_TOTAL, LABEL_CACHE => cache, LABEL_TIER => tier, LABEL_RESULT => result)
+        .increment(1);
+}
+
+pub(crate) fn evictions(cache: &'static str, tier: &'static str, n: u64) {
+    if n > 0 {
+        metrics::counter!(CACHE_EVICTIONS_TOTAL, LABEL_CACHE => cache, LABEL_TIER => tier)
+            .increment(n);
+    }
+}
+
+pub(crate) fn bytes(cache: &'static str, tier: &'static str, bytes: u64) {
+    metrics::gauge!(CACHE_BYTES, LABEL_CACHE => cache, LABEL_TIER => tier).set(bytes as f64);
+}

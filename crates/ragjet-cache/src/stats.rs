@@ -1,0 +1,109 @@
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Which tier of a [`crate::TieredCache`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TierKind {
+    /// In-memory tier.
+    L1,
+    /// On-disk tier.
+    L2,
+    /// Redis tier.
+    L3,
+}
+
+impl TierKind {
+    /// The `tier` metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            TierKind::L1 => "l1",
+            TierKind::L2 => "l2",
+            TierKind::L3 => "l3",
+        }
+    }
+}
+
+/// Which kind of cache, the `cache` metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheKind {
+    /// [`crate::EmbeddingCache`].
+    Embedding,
+    /// [`crate::RetrievalCache`].
+    Retrieval,
+    /// [`crate::ResponseCache`].
+    Response,
+    /// [`crate::SemanticCache`].
+    Semantic,
+    /// A [`crate::TieredCache`] used directly.
+    Generic,
+}
+
+impl CacheKind {
+    /// The `cache` metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CacheKind::Embedding => "embedding",
+            CacheKind::Retrieval => "retrieval",
+            CacheKind::Response => "response",
+            CacheKind::Semantic => "semantic",
+            CacheKind::Generic => "generic",
+        }
+    }
+}
+
+/// Counters of one tier, kept as atomics.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub errors: AtomicU64,
+    pub evictions: AtomicU64,
+    pub writes: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+
+    pub fn snapshot(&self, bytes: u64, entries: u64) -> TierStats {
+        TierStats {
+            hits: self.hits.load(Relaxed),
+            misses: self.misses.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            evictions: self.evictions.load(Relaxed),
+            writes: self.writes.load(Relaxed),
+            bytes,
+            entries,
+        }
+    }
+}
+
+/// A snapshot of one tier's statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TierStats {
+    /// Lookups answered by this tier.
+    pub hits: u64,
+    /// Lookups this tier could not answer (absent, expired, damaged, wrong type).
+    pub misses: u64,
+    /// Failed calls (I/O error, Redis down or slow); each degraded to a miss.
+    pub errors: u64,
+    /// Entries removed for space or because they expired or were damaged.
+    pub evictions: u64,
+    /// Entries written (puts and promotions).
+    pub writes: u64,
+    /// Bytes held (for L3: unknown, 0).
+    pub bytes: u64,
+    /// Entries held (for L3: unknown, 0).
+    pub entries: u64,
+}
+
+/// Statistics of every configured tier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// In-memory tier, when configured.
+    pub l1: Option<TierStats>,
+    /// Disk tier, when configured.
+    pub l2: Option<TierStats>,
+    /// Redis tier, when configured.
+    pub l3: Option<TierStats>,
+}

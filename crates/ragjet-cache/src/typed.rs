@@ -1,0 +1,435 @@
+//! Typed caches for the three costly steps of a RAG request: embedding,
+//! retrieval and answer generation. Each wraps a [`TieredCache`] and owns
+//! its key layout, so callers cannot forget a field that changes the result.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::CacheValue;
+use crate::disk::DiskConfig;
+use crate::error::{CacheError, Result};
+use crate::key::{CacheKey, Scope};
+use crate::memory::MemoryConfig;
+use crate::stats::{CacheKind, CacheStats};
+use crate::tiered::{TieredCache, TieredCacheBuilder};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Caches embedding vectors per (model id, model revision, text).
+///
+/// Default policy ([`EmbeddingCache::open`]): disk tier only, lz4
+/// compressed, TTL 24 h. Embeddings are expensive to recompute and
+/// valid for as long as the model is unchanged, so they belong on disk.
+#[derive(Debug)]
+pub struct EmbeddingCache {
+    cache: TieredCache,
+    model_id: String,
+    model_revision: String,
+}
+
+impl EmbeddingCache {
+    /// Default policy: a disk store at `path`, TTL 24 h, compressed.
+    pub fn open(
+        path: impl Into<PathBuf>,
+        model_id: impl Into<String>,
+        model_revision: impl Into<String>,
+    ) -> Result<Self> {
+        let cache = TieredCacheBuilder::new(CacheKind::Embedding)
+            .disk(DiskConfig::new(path))
+            .default_ttl(Some(24 * HOUR))
+            .build()?;
+        Ok(Self::with_cache(cache, model_id, model_revision))
+    }
+
+    /// Uses a cache configured by the caller (tiers, TTL, clock); build it
+    /// with [`CacheKind::Embedding`] so metrics are labelled right.
+    pub fn with_cache(
+        cache: TieredCache,
+        model_id: impl Into<String>,
+        model_revision: impl Into<String>,
+    ) -> Self {
+        Self {
+            cache,
+            model_id: model_id.into(),
+            model_revision: model_revision.into(),
+        }
+    }
+
+    /// The key of `text` for this model in `scope`.
+    pub fn key(&self, scope: &Scope, text: &str) -> CacheKey {
+        scope
+            .key("embedding")
+            .str(&self.model_id)
+            .str(&self.model_revision)
+            .bytes(blake3::hash(text.as_bytes()).as_bytes())
+            .finish()
+    }
+
+    /// The cached vector of `text`.
+    pub fn get(&self, scope: &Scope, text: &str) -> Option<Vec<f32>> {
+        self.cache.get(&self.key(scope, text))
+    }
+
+    /// Stores the vector of `text`.
+    pub fn put(&self, scope: &Scope, text: &str, vector: &[f32]) -> Result<()> {
+        self.cache.put(&self.key(scope, text), &vector.to_vec())
+    }
+
+    /// Returns one vector per text, in input order. Cached vectors are read;
+    /// the misses (each distinct text once) are computed in a single call of
+    /// `compute`, stored, and merged in. `compute` must return one vector
+    /// per text it is given, else [`CacheError::BatchSize`].
+    pub fn get_or_compute_many<S, E, F>(
+        &self,
+        scope: &Scope,
+        texts: &[S],
+        compute: F,
+    ) -> std::result::Result<Vec<Vec<f32>>, E>
+    where
+        S: AsRef<str>,
+        E: From<CacheError>,
+        F: FnOnce(&[&str]) -> std::result::Result<Vec<Vec<f32>>, E>,
+    {
+        let keys: Vec<CacheKey> = texts.iter().map(|t| self.key(scope, t.as_ref())).collect();
+        let mut out: Vec<Option<Vec<f32>>> = keys.iter().map(|k| self.cache.get(k)).collect();
+        // Distinct missing texts, in first-seen order, with every position.
+        let mut missing: Vec<&str> = Vec::new();
+        let mut positions: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, t) in texts.iter().enumerate() {
+            if out[i].is_none() {
+                let t = t.as_ref();
+                let slots = positions.entry(t).or_default();
+                if slots.is_empty() {
+                    missing.push(t);
+                }
+                slots.push(i);
+            }
+        }
+        if !missing.is_empty() {
+            let computed = {
+                let _span =
+                    tracing::debug_span!("cache.compute", cache = "embedding", n = missing.len())
+                        .entered();
+                compute(&missing)?
+            };
+            if computed.len() != missing.len() {
+                return Err(CacheError::BatchSize {
+                    expected: missing.len(),
+                    got: computed.len(),
+                }
+                .into());
+            }
+            let mut to_store = Vec::with_capacity(missing.len());
+            for (t, v) in missing.iter().zip(computed) {
+                let slots = &positions[t];
+                to_store.push((keys[slots[0]], v));
+            }
+            if let Err(e) = self.cache.put_many(&to_store) {
+                tracing::warn!(error = %e, "embeddings not cached");
+            }
+            for (t, (_, v)) in missing.iter().zip(to_store) {
+                for &i in &positions[t] {
+                    out[i] = Some(v.clone());
+                }
+            }
+        }
+        Ok(out.into_iter().map(|v| v.unwrap_or_default()).collect())
+    }
+
+    /// The underlying tiered cache (stats, clear, warm-up).
+    pub fn cache(&self) -> &TieredCache {
+        &self.cache
+    }
+
+    /// Per-tier statistics.
+    pub fn stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+}
+
+/// What a retrieval result depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct RetrievalQuery<'a> {
+    /// The query text.
+    pub query: &'a str,
+    /// Metadata filters as (field, value) pairs; order does not matter.
+    pub filters: &'a [(&'a str, &'a str)],
+    /// Number of results asked for.
+    pub top_k: usize,
+    /// Search mode (e.g. `dense`, `hybrid`).
+    pub mode: &'a str,
+}
+
+/// TTL policy of the retrieval cache.
+#[derive(Debug, Clone, Copy)]
+pub struct AdaptiveTtl {
+    /// TTL of a fresh entry.
+    pub base: Duration,
+    /// Longest TTL a popular entry can reach.
+    pub max: Duration,
+}
+
+impl Default for AdaptiveTtl {
+    /// 1 h, growing to at most 6 h.
+    fn default() -> Self {
+        Self {
+            base: HOUR,
+            max: 6 * HOUR,
+        }
+    }
+}
+
+impl AdaptiveTtl {
+    /// TTL granted after `hits` hits: `base × (1 + hits)`, capped at `max`.
+    pub fn ttl_after(&self, hits: u32) -> Duration {
+        self.base
+            .saturating_mul(hits.saturating_add(1))
+            .min(self.max.max(self.base))
+    }
+}
+
+/// Caches search results per (query, filters, top-k, mode, index version).
+///
+/// Default policy ([`RetrievalCache::new`]): memory tier, TTL 1 h, adaptive:
+/// each hit extends the entry to `base × (1 + hits)` from now, capped at
+/// 6 h, so popular queries stay while one-off ones leave. Bumping the index
+/// version (after an insert or delete) makes every older result unreachable.
+#[derive(Debug)]
+pub struct RetrievalCache {
+    cache: TieredCache,
+    index_version: AtomicU64,
+    ttl: AdaptiveTtl,
+}
+
+impl RetrievalCache {
+    /// Default policy with a 256 MiB memory tier.
+    pub fn new() -> Result<Self> {
+        let cache = TieredCacheBuilder::new(CacheKind::Retrieval)
+            .memory(MemoryConfig::default())
+            .build()?;
+        Ok(Self::with_cache(cache, AdaptiveTtl::default()))
+    }
+
+    /// Uses a cache configured by the caller; its default TTL is ignored in
+    /// favour of `ttl`.
+    pub fn with_cache(cache: TieredCache, ttl: AdaptiveTtl) -> Self {
+        Self {
+            cache,
+            index_version: AtomicU64::new(0),
+            ttl,
+        }
+    }
+
+    /// The current index version.
+    pub fn index_version(&self) -> u64 {
+        self.index_version.load(Ordering::SeqCst)
+    }
+
+    /// Invalidates every cached result; returns the new version.
+    pub fn bump_index_version(&self) -> u64 {
+        self.index_version.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Sets the index version (e.g. to the version stored with an index).
+    pub fn set_index_version(&self, v: u64) {
+        self.index_version.store(v, Ordering::SeqCst);
+    }
+
+    /// The key of `q` in `scope` at the current index version.
+    pub fn key(&self, scope: &Scope, q: &RetrievalQuery<'_>) -> CacheKey {
+        let mut filters: Vec<&(&str, &str)> = q.filters.iter().collect();
+        filters.sort();
+        let mut b = scope
+            .key("retrieval")
+            .str(q.query)
+            .u64(filters.len() as u64);
+        for (f, v) in filters {
+            b = b.str(f).str(v);
+        }
+        b.u64(q.top_k as u64)
+            .str(q.mode)
+            .u64(self.index_version())
+            .finish()
+    }
+
+    /// The cached result of `q`; a hit extends the entry's life.
+    pub fn get<V: CacheValue>(&self, scope: &Scope, q: &RetrievalQuery<'_>) -> Option<V> {
+        let key = self.key(scope, q);
+        let (v, h) = self.cache.get_with_header::<V>(&key)?;
+        let hits = h.hits.saturating_add(1);
+        let now = self.cache.clock().now_ms();
+        let exp = crate::clock::expiry(now, Some(self.ttl.ttl_after(hits)));
+        if h.expires_at_ms != 0 && exp > h.expires_at_ms {
+            if let Err(e) = self.cache.restamp(&key, &v, exp, hits) {
+                tracing::warn!(error = %e, "retrieval TTL not extended");
+            }
+        }
+        Some(v)
+    }
+
+    /// Stores the result of `q` with the base TTL.
+    pub fn put<V: CacheValue>(
+        &self,
+        scope: &Scope,
+        q: &RetrievalQuery<'_>,
+        value: &V,
+    ) -> Result<()> {
+        self.cache
+            .put_with_ttl(&self.key(scope, q), value, Some(self.ttl.base))
+    }
+
+    /// Returns the cached result or computes and stores it; concurrent
+    /// callers on the same missing query compute it once.
+    pub fn get_or_compute<V, E, F>(
+        &self,
+        scope: &Scope,
+        q: &RetrievalQuery<'_>,
+        compute: F,
+    ) -> std::result::Result<V, E>
+    where
+        V: CacheValue,
+        F: FnOnce() -> std::result::Result<V, E>,
+    {
+        if let Some(v) = self.get(scope, q) {
+            return Ok(v);
+        }
+        self.cache
+            .get_or_compute_with_ttl(&self.key(scope, q), Some(self.ttl.base), compute)
+    }
+
+    /// The underlying tiered cache.
+    pub fn cache(&self) -> &TieredCache {
+        &self.cache
+    }
+}
+
+/// Generation settings that change an answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplingParams {
+    /// Sampling temperature.
+    pub temperature: f32,
+    /// Nucleus sampling mass.
+    pub top_p: f32,
+    /// Token limit of the answer.
+    pub max_tokens: u32,
+    /// Random seed, when fixed.
+    pub seed: Option<u64>,
+    /// Stop sequences.
+    pub stop: Vec<String>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_p: 1.0,
+            max_tokens: 512,
+            seed: None,
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// Caches generated answers per (prompt, model, sampling parameters), per
+/// user: the scope must name a user, since answers may draw on what that
+/// user is allowed to see.
+///
+/// Default policy ([`ResponseCache::new`]): memory tier, TTL 30 min.
+#[derive(Debug)]
+pub struct ResponseCache {
+    cache: TieredCache,
+}
+
+impl ResponseCache {
+    /// Default policy with a 256 MiB memory tier.
+    pub fn new() -> Result<Self> {
+        let cache = TieredCacheBuilder::new(CacheKind::Response)
+            .memory(MemoryConfig::default())
+            .default_ttl(Some(HOUR / 2))
+            .build()?;
+        Ok(Self::with_cache(cache))
+    }
+
+    /// Uses a cache configured by the caller.
+    pub fn with_cache(cache: TieredCache) -> Self {
+        Self { cache }
+    }
+
+    /// The key of a request; [`CacheError::UserRequired`] when the scope
+    /// names no user.
+    pub fn key(
+        &self,
+        scope: &Scope,
+        prompt: &str,
+        model: &str,
+        p: &SamplingParams,
+    ) -> Result<CacheKey> {
+        if scope.user.is_none() {
+            return Err(CacheError::UserRequired);
+        }
+        let mut b = scope
+            .key("response")
+            .str(prompt)
+            .str(model)
+            .f32(p.temperature)
+            .f32(p.top_p)
+            .u64(p.max_tokens as u64)
+            .bool(p.seed.is_some())
+            .u64(p.seed.unwrap_or(0))
+            .u64(p.stop.len() as u64);
+        for s in &p.stop {
+            b = b.str(s);
+        }
+        Ok(b.finish())
+    }
+
+    /// The cached answer.
+    pub fn get(
+        &self,
+        scope: &Scope,
+        prompt: &str,
+        model: &str,
+        p: &SamplingParams,
+    ) -> Result<Option<String>> {
+        Ok(self.cache.get(&self.key(scope, prompt, model, p)?))
+    }
+
+    /// Stores an answer.
+    pub fn put(
+        &self,
+        scope: &Scope,
+        prompt: &str,
+        model: &str,
+        p: &SamplingParams,
+        answer: &str,
+    ) -> Result<()> {
+        self.cache
+            .put(&self.key(scope, prompt, model, p)?, &answer.to_string())
+    }
+
+    /// Returns the cached answer or generates it once (single flight).
+    pub fn get_or_compute<E, F>(
+        &self,
+        scope: &Scope,
+        prompt: &str,
+        model: &str,
+        p: &SamplingParams,
+        compute: F,
+    ) -> std::result::Result<String, E>
+    where
+        E: From<CacheError>,
+        F: FnOnce() -> std::result::Result<String, E>,
+    {
+        let key = self.key(scope, prompt, model, p)?;
+        self.cache.get_or_compute(&key, compute)
+    }
+
+    /// The underlying tiered cache.
+    pub fn cache(&self) -> &TieredCache {
+        &self.cache
+    }
+}

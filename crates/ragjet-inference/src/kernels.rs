@@ -1,0 +1,376 @@
+//! Element-wise CPU kernels of the encoder, fused so that each pass over the
+//! activations does all the work it can: bias + activation, bias + residual
+//! + layer norm, row softmax.
+//!
+//! Each kernel is written once as plain loops that auto-vectorise, and
+//! compiled three times: for AVX-512, for AVX2 + FMA, and for the baseline
+//! target. [`Kernels::detect`] picks the widest one the CPU runs; a test
+//! checks every compiled variant against the portable one.
+
+/// Activation functions of BERT-family feed-forward layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Activation {
+    /// Exact GELU, `x · Φ(x)` with the error function (PyTorch's default).
+    Gelu,
+    /// GELU's tanh approximation.
+    GeluTanh,
+    /// `max(x, 0)`.
+    Relu,
+}
+
+/// `e^x` for f32 without a libm call, so that loops over it vectorise.
+/// Cephes' polynomial; relative error below 2e-7 over the whole range, which
+/// is at the level of f32 rounding itself.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.3, 88.7);
+    // Round x·log2(e) to nearest with the 1.5·2^23 trick (no floor() call).
+    let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let r2 = r * r;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let y = p * r2 + r + 1.0;
+    y * f32::from_bits(((n as i32 + 127) << 23) as u32)
+}
+
+/// The error function (Abramowitz & Stegun 7.1.26, absolute error < 1.5e-7).
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_8) * t - 0.284_496_74) * t
+        + 0.254_829_6)
+        * t;
+    let y = 1.0 - poly * exp(-a * a);
+    y.copysign(x)
+}
+
+#[inline(always)]
+fn tanh(x: f32) -> f32 {
+    let e = exp(-2.0 * x.abs());
+    ((1.0 - e) / (1.0 + e)).copysign(x)
+}
+
+#[inline(always)]
+fn bias_act_body(rows: &mut [f32], bias: &[f32], act: Activation) {
+    for row in rows.chunks_exact_mut(bias.len()) {
+        match act {
+            Activation::Gelu => {
+                for (x, b) in row.iter_mut().zip(bias) {
+                    let v = *x + b;
+                    *x = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
+                }
+            }
+            Activation::GeluTanh => {
+                for (x, b) in row.iter_mut().zip(bias) {
+                    let v = *x + b;
+                    let inner = 0.797_884_6 * (v + 0.044_715 * v * v * v);
+                    *x = 0.5 * v * (1.0 + tanh(inner));
+                }
+            }
+            Activation::Relu => {
+                for (x, b) in row.iter_mut().zip(bias) {
+                    *x = (*x + b).max(0.0);
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn bias_add_body(rows: &mut [f32], bias: &[f32]) {
+    for row in rows.chunks_exact_mut(bias.len()) {
+        for (x, b) in row.iter_mut().zip(bias) {
+            *x += b;
+        }
+    }
+}
+
+/// `x = LayerNorm(x + bias + residual)`, row by row.
+#[inline(always)]
+fn residual_layer_norm_body(
+    rows: &mut [f32],
+    residual: &[f32],
+    bias: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) {
+    let h = gamma.len();
+    for (row, res) in rows.chunks_exact_mut(h).zip(residual.chunks_exact(h)) {
+        let mut sum = 0.0f32;
+        for ((x, r), b) in row.iter_mut().zip(res).zip(bias) {
+            *x += r + b;
+            sum += *x;
+        }
+        let mean = sum / h as f32;
+        let mut var = 0.0f32;
+        for x in row.iter_mut() {
+            *x -= mean;
+            var += *x * *x;
+        }
+        let inv = 1.0 / (var / h as f32 + eps).sqrt();
+        for ((x, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+            *x = *x * inv * g + b;
+        }
+    }
+}
+
+/// Softmax of each row of `scores` in place.
+#[inline(always)]
+fn softmax_rows_body(scores: &mut [f32], width: usize) {
+    for row in scores.chunks_exact_mut(width) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0f32;
+        for x in row.iter_mut() {
+            *x = exp(*x - max);
+            sum += *x;
+        }
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
+macro_rules! variant {
+    ($module:ident, $($feature:literal),*) => {
+        #[cfg(target_arch = "x86_64")]
+        mod $module {
+            use super::*;
+            $(#[target_feature(enable = $feature)])*
+            pub unsafe fn bias_act(rows: &mut [f32], bias: &[f32], act: Activation) {
+                bias_act_body(rows, bias, act)
+            }
+            $(#[target_feature(enable = $feature)])*
+            pub unsafe fn bias_add(rows: &mut [f32], bias: &[f32]) {
+                bias_add_body(rows, bias)
+            }
+            $(#[target_feature(enable = $feature)])*
+            pub unsafe fn residual_layer_norm(
+                rows: &mut [f32], residual: &[f32], bias: &[f32], gamma: &[f32], beta: &[f32], eps: f32,
+            ) {
+                residual_layer_norm_body(rows, residual, bias, gamma, beta, eps)
+            }
+            $(#[target_feature(enable = $feature)])*
+            pub unsafe fn softmax_rows(scores: &mut [f32], width: usize) {
+                softmax_rows_body(scores, width)
+            }
+        }
+    };
+}
+
+variant!(avx512, "avx512f", "avx512vl", "avx2", "fma");
+variant!(avx2, "avx2", "fma");
+
+/// Which compiled variant of the kernels runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kernels {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Kernels {
+    /// The widest variant this CPU supports.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+            {
+                return Kernels::Avx512;
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Kernels::Avx2;
+            }
+        }
+        Kernels::Portable
+    }
+
+    /// Every variant this CPU can run (for tests).
+    #[cfg(test)]
+    pub fn available() -> Vec<Self> {
+        let mut all = vec![Kernels::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                all.push(Kernels::Avx2);
+            }
+            if Kernels::detect() == Kernels::Avx512 {
+                all.push(Kernels::Avx512);
+            }
+        }
+        all
+    }
+
+    pub fn bias_act(self, rows: &mut [f32], bias: &[f32], act: Activation) {
+        match self {
+            Kernels::Portable => bias_act_body(rows, bias, act),
+            // SAFETY: the variant was chosen by `detect`, which checked the
+            // CPU features it was compiled for.
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2 => unsafe { avx2::bias_act(rows, bias, act) },
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx512 => unsafe { avx512::bias_act(rows, bias, act) },
+        }
+    }
+
+    pub fn bias_add(self, rows: &mut [f32], bias: &[f32]) {
+        match self {
+            Kernels::Portable => bias_add_body(rows, bias),
+            // SAFETY: as in `bias_act`.
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2 => unsafe { avx2::bias_add(rows, bias) },
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx512 => unsafe { avx512::bias_add(rows, bias) },
+        }
+    }
+
+    pub fn residual_layer_norm(
+        self,
+        rows: &mut [f32],
+        residual: &[f32],
+        bias: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+    ) {
+        match self {
+            Kernels::Portable => residual_layer_norm_body(rows, residual, bias, gamma, beta, eps),
+            // SAFETY: as in `bias_act`.
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2 => unsafe {
+                avx2::residual_layer_norm(rows, residual, bias, gamma, beta, eps)
+            },
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx512 => unsafe {
+                avx512::residual_layer_norm(rows, residual, bias, gamma, beta, eps)
+            },
+        }
+    }
+
+    pub fn softmax_rows(self, scores: &mut [f32], width: usize) {
+        match self {
+            Kernels::Portable => softmax_rows_body(scores, width),
+            // SAFETY: as in `bias_act`.
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx2 => unsafe { avx2::softmax_rows(scores, width) },
+            #[cfg(target_arch = "x86_64")]
+            Kernels::Avx512 => unsafe { avx512::softmax_rows(scores, width) },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn erf_ref(x: f64) -> f64 {
+        // High-precision series/continued fraction is overkill here: use the
+        // identity with a 1e-12-accurate numerical integral.
+        let n = 20_000;
+        let h = x / n as f64;
+        let f = |t: f64| (-t * t).exp();
+        let mut s = f(0.0) + f(x);
+        for i in 1..n {
+            s += f(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
+        }
+        s * h / 3.0 * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn exp_and_erf_are_accurate() {
+        for i in -800..=800 {
+            let x = i as f32 * 0.1;
+            let want = (x as f64).exp();
+            let got = exp(x) as f64;
+            assert!(
+                ((got - want) / want).abs() < 3e-7,
+                "exp({x}) = {got}, want {want}"
+            );
+        }
+        for i in -60..=60 {
+            let x = i as f32 * 0.1;
+            let got = erf(x) as f64;
+            let want = erf_ref(x as f64);
+            assert!((got - want).abs() < 3e-7, "erf({x}) = {got}, want {want}");
+        }
+    }
+
+    fn data(n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 125.0 - 4.0)
+            .collect()
+    }
+
+    #[test]
+    fn every_variant_agrees_with_the_portable_one() {
+        let h = 48;
+        let bias = data(h);
+        let gamma: Vec<f32> = data(h).iter().map(|x| 1.0 + x / 10.0).collect();
+        let residual = data(5 * h);
+        for kernels in Kernels::available() {
+            for act in [Activation::Gelu, Activation::GeluTanh, Activation::Relu] {
+                let (mut a, mut b) = (data(5 * h), data(5 * h));
+                Kernels::Portable.bias_act(&mut a, &bias, act);
+                kernels.bias_act(&mut b, &bias, act);
+                for (x, y) in a.iter().zip(&b) {
+                    assert!((x - y).abs() <= 1e-6, "{kernels:?} {act:?}: {x} vs {y}");
+                }
+            }
+            let (mut a, mut b) = (data(5 * h), data(5 * h));
+            Kernels::Portable.residual_layer_norm(&mut a, &residual, &bias, &gamma, &bias, 1e-12);
+            kernels.residual_layer_norm(&mut b, &residual, &bias, &gamma, &bias, 1e-12);
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= 1e-5, "{kernels:?} layer norm: {x} vs {y}");
+            }
+            let (mut a, mut b) = (data(5 * h), data(5 * h));
+            Kernels::Portable.softmax_rows(&mut a, h);
+            kernels.softmax_rows(&mut b, h);
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= 1e-6, "{kernels:?} softmax: {x} vs {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn gelu_matches_its_definition() {
+        let bias = vec![0.0; 4];
+        let mut x = vec![-3.0, -0.5, 0.7, 2.5];
+        let want: Vec<f64> = x
+            .iter()
+            .map(|&v: &f32| {
+                let v = v as f64;
+                0.5 * v * (1.0 + erf_ref(v / std::f64::consts::SQRT_2))
+            })
+            .collect();
+        Kernels::detect().bias_act(&mut x, &bias, Activation::Gelu);
+        for (g, w) in x.iter().zip(want) {
+            assert!((*g as f64 - w).abs() < 1e-6, "{g} vs {w}");
+        }
+    }
+
+    #[test]
+    fn layer_norm_and_softmax_match_definitions() {
+        let mut row = vec![1.0f32, 2.0, 3.0, 6.0];
+        let zeros = vec![0.0; 4];
+        let ones = vec![1.0; 4];
+        Kernels::detect().residual_layer_norm(&mut row, &zeros, &zeros, &ones, &zeros, 0.0);
+        let (mean, var) = (3.0f32, 3.5f32);
+        for (got, x) in row.iter().zip([1.0f32, 2.0, 3.0, 6.0]) {
+            assert!((got - (x - mean) / var.sqrt()).abs() < 1e-6);
+        }
+        let mut s = vec![1.0f32, 2.0, 3.0];
+        Kernels::detect().softmax_rows(&mut s, 3);
+        let z: f32 = [1.0f32, 2.0, 3.0].iter().map(|v| v.exp()).sum();
+        for (got, v) in s.iter().zip([1.0f32, 2.0, 3.0]) {
+            assert!((got - v.exp() / z).abs() < 1e-6);
+        }
+    }
+}

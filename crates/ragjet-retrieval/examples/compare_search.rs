@@ -1,0 +1,148 @@
+//! The ragjet side of `benches/compare_search.py`: reads the data set the
+//! script wrote, builds a `FlatIndex` and an `HnswIndex`, and prints one
+//! JSON object with build time, recall@10 and queries/s.
+//!
+//! ```text
+//! cargo run --release -p ragjet-retrieval --example compare_search -- \
+//!     DIR DIM M EF_CONSTRUCTION EF1,EF2,...
+//! ```
+//! `DIR` holds `base.f32`, `queries.f32` (raw little-endian f32, row-major)
+//! and `gt.i32` (10 exact neighbour rows per query).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Instant;
+
+use ragjet_retrieval::{Entry, FlatConfig, FlatIndex, HnswConfig, HnswIndex, Metric, VectorIndex};
+
+fn read_f32(path: &Path) -> Vec<f32> {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn read_i32(path: &Path) -> Vec<i32> {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    b.chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn recall(hits: &[Vec<String>], gt: &[i32]) -> f64 {
+    let mut found = 0;
+    for (i, h) in hits.iter().enumerate() {
+        let truth: HashSet<String> = gt[i * 10..(i + 1) * 10]
+            .iter()
+            .map(|x| x.to_string())
+            .collect();
+        found += h.iter().filter(|id| truth.contains(*id)).count();
+    }
+    found as f64 / (hits.len() * 10) as f64
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 6 {
+        eprintln!("usage: compare_search DIR DIM M EF_CONSTRUCTION EF1,EF2,...");
+        std::process::exit(2);
+    }
+    let dir = Path::new(&args[1]);
+    let dim: usize = args[2].parse().expect("DIM");
+    let m: usize = args[3].parse().expect("M");
+    let efc: usize = args[4].parse().expect("EF_CONSTRUCTION");
+    let efs: Vec<usize> = args[5].split(',').map(|s| s.parse().expect("EF")).collect();
+    let base = read_f32(&dir.join("base.f32"));
+    let queries = read_f32(&dir.join("queries.f32"));
+    let gt = read_i32(&dir.join("gt.i32"));
+    let n = base.len() / dim;
+    let nq = queries.len() / dim;
+    let qs: Vec<Vec<f32>> = queries.chunks_exact(dim).map(|q| q.to_vec()).collect();
+    let entries = || -> Vec<Entry> {
+        base.chunks_exact(dim)
+            .enumerate()
+            .map(|(i, v)| Entry::new(i.to_string(), v.to_vec()))
+            .collect()
+    };
+
+    // Exact search (vectors are unit length; dot = cosine).
+    let t = Instant::now();
+    let mut flat = FlatIndex::new(FlatConfig::new(dim, Metric::Dot)).expect("flat");
+    flat.upsert(entries()).expect("flat upsert");
+    let flat_build = t.elapsed().as_secs_f64();
+    let single_n = nq.min(200);
+    let t = Instant::now();
+    let mut flat_hits = Vec::new();
+    for q in &qs[..single_n] {
+        flat_hits.push(
+            flat.search(q, 10, None)
+                .expect("search")
+                .into_iter()
+                .map(|h| h.id)
+                .collect::<Vec<_>>(),
+        );
+    }
+    let flat_single_s = t.elapsed().as_secs_f64();
+    let batch_n = nq.min(1000);
+    let t = Instant::now();
+    let batch = flat.search_batch(&qs[..batch_n], 10, None).expect("batch");
+    let flat_batch_s = t.elapsed().as_secs_f64();
+    let batch_ids: Vec<Vec<String>> = batch
+        .into_iter()
+        .map(|h| h.into_iter().map(|h| h.id).collect())
+        .collect();
+
+    // HNSW.
+    let mut cfg = HnswConfig::new(dim, Metric::Cosine);
+    cfg.m = m;
+    cfg.ef_construction = efc;
+    cfg.capacity_hint = n;
+    let t = Instant::now();
+    let mut hnsw = HnswIndex::new(cfg).expect("hnsw");
+    hnsw.upsert(entries()).expect("hnsw upsert");
+    let hnsw_build = t.elapsed().as_secs_f64();
+    let mut per_ef = Vec::new();
+    for ef in efs {
+        let t = Instant::now();
+        let hits: Vec<Vec<String>> = qs
+            .iter()
+            .map(|q| {
+                hnsw.search_with_ef(q, 10, ef, None)
+                    .expect("search")
+                    .into_iter()
+                    .map(|h| h.id)
+                    .collect()
+            })
+            .collect();
+        let s = t.elapsed().as_secs_f64();
+        per_ef.push(format!(
+            "{{\"ef\": {ef}, \"recall\": {:.4}, \"qps\": {:.1}}}",
+            recall(&hits, &gt),
+            nq as f64 / s
+        ));
+    }
+    // Save and reload the graph (no rebuild) and check the answers agree.
+    let save_dir =
+        std::env::temp_dir().join(format!("ragjet_compare_search_{}", std::process::id()));
+    let t = Instant::now();
+    hnsw.save(&save_dir).expect("save");
+    let save_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let back = HnswIndex::load(&save_dir).expect("load");
+    let load_s = t.elapsed().as_secs_f64();
+    let same = qs.iter().take(100).all(|q| {
+        back.search(q, 10, None).expect("search") == hnsw.search(q, 10, None).expect("search")
+    });
+    let _ = std::fs::remove_dir_all(&save_dir);
+    println!(
+        "{{\"n\": {n}, \"dim\": {dim}, \"threads\": {}, \"flat_build_s\": {flat_build:.3}, \
+         \"flat_single_qps\": {:.1}, \"flat_single_recall\": {:.4}, \"flat_batch_qps\": {:.1}, \
+         \"flat_batch_recall\": {:.4}, \"hnsw_build_s\": {hnsw_build:.3}, \"hnsw_save_s\": {save_s:.3}, \"hnsw_load_s\": {load_s:.3}, \"reload_identical\": {same}, \"hnsw\": [{}]}}",
+        rayon::current_num_threads(),
+        single_n as f64 / flat_single_s,
+        recall(&flat_hits, &gt),
+        batch_n as f64 / flat_batch_s,
+        recall(&batch_ids, &gt),
+        per_ef.join(", ")
+    );
+}

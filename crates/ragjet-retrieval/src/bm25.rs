@@ -1,0 +1,215 @@
+//! BM25 keyword index over the same string ids as the vector indexes.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use unicode_segmentation::UnicodeSegmentation;
+
+use crate::error::{corrupt, Result, RetrievalError};
+use crate::persist;
+use crate::topk::TopK;
+use crate::types::Hit;
+
+/// BM25 parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Bm25Params {
+    /// Term-frequency saturation (usual range 1.2–2.0).
+    pub k1: f32,
+    /// Length normalisation, 0 (none) to 1 (full).
+    pub b: f32,
+}
+
+impl Default for Bm25Params {
+    fn default() -> Self {
+        Bm25Params { k1: 1.2, b: 0.75 }
+    }
+}
+
+/// Splits text on Unicode word boundaries (UAX #29) and lowercases; the
+/// same tokeniser is used for documents and queries.
+pub fn tokenize(text: &str) -> Vec<String> {
+    text.unicode_words().map(|w| w.to_lowercase()).collect()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Doc {
+    id: String,
+    len: u32,
+    /// Unique terms with their counts in this document.
+    terms: Vec<(String, u32)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Bm25File {
+    params: Bm25Params,
+    docs: Vec<Doc>,
+}
+
+/// Okapi BM25 with the non-negative IDF `ln(1 + (N − df + 0.5)/(df + 0.5))`.
+#[derive(Debug, Clone, Default)]
+pub struct Bm25Index {
+    params: Bm25Params,
+    docs: Vec<Option<Doc>>,
+    free: Vec<u32>,
+    by_id: HashMap<String, u32>,
+    postings: HashMap<String, Vec<(u32, u32)>>,
+    total_len: u64,
+}
+
+impl Bm25Index {
+    /// An empty index; `k1` must be ≥ 0 and `b` within 0..=1.
+    pub fn new(params: Bm25Params) -> Result<Self> {
+        if !(params.k1 >= 0.0 && params.k1.is_finite() && (0.0..=1.0).contains(&params.b)) {
+            return Err(RetrievalError::InvalidOption(format!(
+                "BM25 needs k1 >= 0 and 0 <= b <= 1, got {params:?}"
+            )));
+        }
+        Ok(Bm25Index {
+            params,
+            ..Default::default()
+        })
+    }
+
+    /// Number of documents.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether there is no document.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Adds or replaces a document.
+    pub fn upsert(&mut self, id: &str, text: &str) -> Result<()> {
+        if id.is_empty() {
+            return Err(RetrievalError::InvalidId("empty id".into()));
+        }
+        self.delete(id);
+        let tokens = tokenize(text);
+        let mut tf: HashMap<String, u32> = HashMap::new();
+        for t in &tokens {
+            *tf.entry(t.clone()).or_default() += 1;
+        }
+        let mut terms: Vec<(String, u32)> = tf.into_iter().collect();
+        terms.sort();
+        self.insert_doc(Doc {
+            id: id.to_string(),
+            len: tokens.len() as u32,
+            terms,
+        });
+        Ok(())
+    }
+
+    fn insert_doc(&mut self, doc: Doc) {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.docs.push(None);
+                (self.docs.len() - 1) as u32
+            }
+        };
+        for (t, n) in &doc.terms {
+            self.postings.entry(t.clone()).or_default().push((slot, *n));
+        }
+        self.total_len += doc.len as u64;
+        self.by_id.insert(doc.id.clone(), slot);
+        self.docs[slot as usize] = Some(doc);
+    }
+
+    /// Saves the index under `dir` with the same crash-safe, checksummed
+    /// layout as the vector indexes ([`crate::persist`]).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let _span = tracing::info_span!("index.save", kind = "bm25").entered();
+        let file = Bm25File {
+            params: self.params,
+            docs: self.docs.iter().flatten().cloned().collect(),
+        };
+        persist::save_atomic(dir, "bm25", |tmp| {
+            persist::write_json(&tmp.join("bm25.json"), &file)
+        })
+    }
+
+    /// Loads an index saved with [`Bm25Index::save`].
+    pub fn load(dir: &Path) -> Result<Self> {
+        let (gen, manifest) = persist::open_verified(dir)?;
+        if manifest.kind != "bm25" {
+            return Err(corrupt(
+                dir,
+                format!("holds a {:?}, not a BM25 index", manifest.kind),
+            ));
+        }
+        let path = gen.join("bm25.json");
+        let file: Bm25File = persist::read_json(&path)?;
+        let mut idx = Bm25Index::new(file.params).map_err(|e| corrupt(&path, e))?;
+        for doc in file.docs {
+            if idx.by_id.contains_key(&doc.id) || doc.id.is_empty() {
+                return Err(corrupt(&path, format!("bad or duplicate id {:?}", doc.id)));
+            }
+            idx.insert_doc(doc);
+        }
+        Ok(idx)
+    }
+
+    /// Removes a document; returns whether it existed.
+    pub fn delete(&mut self, id: &str) -> bool {
+        let Some(slot) = self.by_id.remove(id) else {
+            return false;
+        };
+        if let Some(doc) = self.docs[slot as usize].take() {
+            self.total_len -= doc.len as u64;
+            for (t, _) in doc.terms {
+                if let Some(p) = self.postings.get_mut(&t) {
+                    p.retain(|(s, _)| *s != slot);
+                    if p.is_empty() {
+                        self.postings.remove(&t);
+                    }
+                }
+            }
+        }
+        self.free.push(slot);
+        true
+    }
+
+    /// The `k` best-scoring documents for `query` (documents sharing no
+    /// term with it are not returned). Best first; ties go to the earlier
+    /// slot.
+    pub fn search(&self, query: &str, k: usize) -> Vec<Hit> {
+        let _span = tracing::debug_span!("bm25.search", k).entered();
+        if k == 0 || self.is_empty() {
+            return Vec::new();
+        }
+        let n = self.len() as f32;
+        let avgdl = (self.total_len as f32 / n).max(f32::MIN_POSITIVE);
+        let Bm25Params { k1, b } = self.params;
+        let mut scores: HashMap<u32, f32> = HashMap::new();
+        let unique: HashSet<String> = tokenize(query).into_iter().collect();
+        for t in unique {
+            let Some(post) = self.postings.get(&t) else {
+                continue;
+            };
+            let df = post.len() as f32;
+            let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
+            for &(slot, tf) in post {
+                let dl = self.docs[slot as usize].as_ref().map_or(0, |d| d.len) as f32;
+                let tf = tf as f32;
+                let s = idf * tf * (k1 + 1.0) / (tf + k1 * (1.0 - b + b * dl / avgdl));
+                *scores.entry(slot).or_default() += s;
+            }
+        }
+        let mut top = TopK::new(k);
+        for (slot, s) in scores {
+            top.push(s, slot);
+        }
+        top.into_sorted()
+            .into_iter()
+            .filter_map(|c| {
+                self.docs[c.slot as usize].as_ref().map(|d| Hit {
+                    id: d.id.clone(),
+                    score: c.score,
+                })
+            })
+            .collect()
+    }
+}

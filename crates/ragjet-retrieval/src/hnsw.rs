@@ -1,0 +1,456 @@
+//! Approximate search on an `hnsw_rs` graph.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use hnsw_rs::prelude::{AnnT, Hnsw, HnswIo};
+use serde::{Deserialize, Serialize};
+
+use crate::distance::{HnswCosine, HnswL2, Metric};
+use crate::error::{corrupt, Result, RetrievalError};
+use crate::filter::MetadataFilters;
+use crate::index::{check_dim, check_filter, prepare_entries, prepare_query, VectorIndex};
+use crate::metrics::{record_op, record_size, DEFAULT_NAMESPACE};
+use crate::persist;
+use crate::records::Records;
+use crate::types::{Entry, Hit, Record};
+
+/// hnsw_rs caps the number of layers at 16.
+const MAX_LAYERS: usize = 16;
+/// Batches at least this large are inserted with `parallel_insert`.
+const PARALLEL_INSERT_MIN: usize = 64;
+const GRAPH_BASENAME: &str = "graph";
+
+/// Options of an [`HnswIndex`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HnswConfig {
+    /// Vector dimension.
+    pub dim: usize,
+    /// [`Metric::Cosine`] or [`Metric::L2`]. Raw dot product is not
+    /// supported: hnsw_rs needs non-negative distances, and graph search for
+    /// maximum inner product is unreliable anyway; normalise and use cosine.
+    pub metric: Metric,
+    /// Links per node (`M`), 2..=256. Higher: better recall, more memory,
+    /// slower build.
+    pub m: usize,
+    /// Candidate list size while building (`ef_construction`).
+    pub ef_construction: usize,
+    /// Candidate list size while searching (`ef`); raised to `k` when smaller.
+    pub ef_search: usize,
+    /// Expected number of entries (an allocation hint, not a limit).
+    pub capacity_hint: usize,
+}
+
+impl HnswConfig {
+    /// M = 16, ef_construction = 200, ef_search = 64.
+    pub fn new(dim: usize, metric: Metric) -> Self {
+        HnswConfig {
+            dim,
+            metric,
+            m: 16,
+            ef_construction: 200,
+            ef_search: 64,
+            capacity_hint: 10_000,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        check_dim(self.dim)?;
+        if self.metric == Metric::Dot {
+            return Err(RetrievalError::Unsupported(
+                "HNSW with the raw dot-product metric; normalise vectors and use cosine".into(),
+            ));
+        }
+        if !(2..=256).contains(&self.m) {
+            return Err(RetrievalError::InvalidOption(format!(
+                "M must be in 2..=256, got {}",
+                self.m
+            )));
+        }
+        if self.ef_construction == 0 || self.ef_search == 0 {
+            return Err(RetrievalError::InvalidOption(
+                "ef values must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+enum Graph {
+    Cosine(Hnsw<'static, f32, HnswCosine>),
+    L2(Hnsw<'static, f32, HnswL2>),
+}
+
+macro_rules! with_graph {
+    ($g:expr, $h:ident => $body:expr) => {
+        match $g {
+            Graph::Cosine($h) => $body,
+            Graph::L2($h) => $body,
+        }
+    };
+}
+
+impl Graph {
+    fn new(cfg: &HnswConfig) -> Graph {
+        let cap = cfg.capacity_hint.max(1);
+        match cfg.metric {
+            Metric::L2 => Graph::L2(Hnsw::new(
+                cfg.m,
+                cap,
+                MAX_LAYERS,
+                cfg.ef_construction,
+                HnswL2,
+            )),
+            _ => Graph::Cosine(Hnsw::new(
+                cfg.m,
+                cap,
+                MAX_LAYERS,
+                cfg.ef_construction,
+                HnswCosine,
+            )),
+        }
+    }
+
+    fn insert(&self, items: &[(&[f32], usize)]) {
+        with_graph!(self, h => {
+            if items.len() >= PARALLEL_INSERT_MIN {
+                h.parallel_insert_slice(&items.to_vec());
+            } else {
+                for it in items {
+                    h.insert_slice(*it);
+                }
+            }
+        })
+    }
+
+    fn nb_points(&self) -> usize {
+        with_graph!(self, h => h.get_nb_point())
+    }
+
+    /// `(slot, vector)` of every point in the graph, tombstones included.
+    fn points(&self) -> Vec<(usize, Vec<f32>)> {
+        with_graph!(self, h => h
+            .get_point_indexation()
+            .into_iter()
+            .map(|p| (p.get_origin_id(), p.get_v().to_vec()))
+            .collect())
+    }
+}
+
+/// Approximate nearest-neighbour index on an HNSW graph.
+///
+/// Deletes and replaced entries become tombstones: they stay in the graph
+/// (so its connectivity is intact) but a filter applied during the walk
+/// keeps them out of results. [`HnswIndex::compact`] rebuilds the graph from
+/// the live entries when tombstones pile up.
+pub struct HnswIndex {
+    cfg: HnswConfig,
+    graph: Graph,
+    records: Records,
+    namespace: String,
+}
+
+impl std::fmt::Debug for HnswIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HnswIndex")
+            .field("cfg", &self.cfg)
+            .field("live", &self.records.live())
+            .field("tombstones", &self.tombstones())
+            .finish()
+    }
+}
+
+impl HnswIndex {
+    /// An empty index.
+    pub fn new(cfg: HnswConfig) -> Result<Self> {
+        cfg.validate()?;
+        Ok(HnswIndex {
+            graph: Graph::new(&cfg),
+            cfg,
+            records: Records::default(),
+            namespace: DEFAULT_NAMESPACE.to_string(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HnswConfig {
+        &self.cfg
+    }
+
+    /// Sets the search-time candidate list size.
+    pub fn set_ef_search(&mut self, ef: usize) -> Result<()> {
+        if ef == 0 {
+            return Err(RetrievalError::InvalidOption(
+                "ef_search must be at least 1".into(),
+            ));
+        }
+        self.cfg.ef_search = ef;
+        Ok(())
+    }
+
+    /// Number of deleted or replaced entries still in the graph.
+    pub fn tombstones(&self) -> usize {
+        self.records.capacity() - self.records.live()
+    }
+
+    /// Rebuilds the graph from the live entries, dropping tombstones.
+    /// Returns how many tombstones were removed.
+    pub fn compact(&mut self) -> usize {
+        let _span = tracing::info_span!("index.compact", namespace = %self.namespace).entered();
+        let removed = self.tombstones();
+        if removed == 0 {
+            return 0;
+        }
+        let mut points = self.graph.points();
+        points.sort_by_key(|p| p.0);
+        let mut records = Records::default();
+        let mut live: Vec<(Vec<f32>, usize)> = Vec::with_capacity(self.records.live());
+        for (slot, v) in points {
+            if let Some(rec) = self.records.get(slot) {
+                let new_slot = records.push(rec.clone()) as usize;
+                live.push((v, new_slot));
+            }
+        }
+        let graph = Graph::new(&self.cfg);
+        let items: Vec<(&[f32], usize)> = live.iter().map(|(v, s)| (v.as_slice(), *s)).collect();
+        graph.insert(&items);
+        self.graph = graph;
+        self.records = records;
+        removed
+    }
+
+    /// Search with an explicit `ef` (overrides the configured one).
+    pub fn search_with_ef(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        filter: Option<&MetadataFilters>,
+    ) -> Result<Vec<Hit>> {
+        let _span =
+            tracing::debug_span!("index.search", namespace = %self.namespace, k, ef).entered();
+        check_filter(filter)?;
+        let q = prepare_query(query, self.cfg.dim, self.cfg.metric)?;
+        record_op(&self.namespace, "search", 1);
+        if k == 0 || self.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ef = ef.max(k);
+        let records = &self.records;
+        let keep = |id: &usize| match records.get(*id) {
+            None => false,
+            Some(r) => filter.is_none_or(|f| f.matches(&r.metadata)),
+        };
+        let need_filter = filter.is_some() || self.tombstones() > 0;
+        let found = with_graph!(&self.graph, h => {
+            if need_filter {
+                h.search_filter(&q, k, ef, Some(&keep))
+            } else {
+                h.search(&q, k, ef)
+            }
+        });
+        let metric = self.cfg.metric;
+        let mut hits: Vec<Hit> = found
+            .into_iter()
+            .filter_map(|n| {
+                records.get(n.d_id).map(|r| Hit {
+                    id: r.id.clone(),
+                    score: match metric {
+                        Metric::L2 => -n.distance,
+                        _ => 1.0 - n.distance,
+                    },
+                })
+            })
+            .collect();
+        hits.truncate(k);
+        Ok(hits)
+    }
+
+    pub(crate) fn write_to(&self, dir: &Path) -> Result<()> {
+        let has_graph = self.graph.nb_points() > 0;
+        let meta = HnswMeta {
+            config: self.cfg.clone(),
+            slots: self.records.capacity(),
+            has_graph,
+        };
+        persist::write_json(&dir.join("hnsw.json"), &meta)?;
+        persist::write_json(&dir.join("records.json"), &self.records.slots())?;
+        if has_graph {
+            let name = with_graph!(&self.graph, h => h.file_dump(dir, GRAPH_BASENAME))
+                .map_err(|e| corrupt(dir, format!("hnsw_rs dump failed: {e}")))?;
+            if name != GRAPH_BASENAME {
+                return Err(corrupt(dir, format!("hnsw_rs dumped under {name:?}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a verified generation directory. The graph is reloaded as
+    /// dumped (hnsw_rs `HnswIo::load_hnsw`), never rebuilt.
+    pub(crate) fn read_from(dir: &Path) -> Result<Self> {
+        let meta: HnswMeta = persist::read_json(&dir.join("hnsw.json"))?;
+        meta.config.validate()?;
+        let rpath = dir.join("records.json");
+        let slots: Vec<Option<Record>> = persist::read_json(&rpath)?;
+        if slots.len() != meta.slots {
+            return Err(corrupt(&rpath, "record count does not match the graph"));
+        }
+        let records = Records::from_slots(slots).map_err(|e| corrupt(&rpath, e))?;
+        let graph = if meta.has_graph {
+            // hnsw_rs ties the graph's lifetime to its loader; the loader is
+            // a few hundred bytes and holds no data (no mmap), so it is leaked
+            // once per load to give the graph a 'static lifetime.
+            let io = Box::new(HnswIo::new(dir, GRAPH_BASENAME));
+            // hnsw_rs asserts on malformed input; checksums were verified
+            // before, so a panic here means a file this build cannot read.
+            let metric = meta.config.metric;
+            let loaded = catch_unwind(AssertUnwindSafe(move || load_graph(io, metric)));
+            match loaded {
+                Ok(Ok(g)) => g,
+                Ok(Err(e)) => return Err(corrupt(dir, format!("hnsw_rs reload failed: {e}"))),
+                Err(_) => return Err(corrupt(dir, "hnsw_rs reload panicked on the graph files")),
+            }
+        } else {
+            Graph::new(&meta.config)
+        };
+        if graph.nb_points() != records.capacity() {
+            return Err(corrupt(
+                dir,
+                format!(
+                    "graph has {} points, records {}",
+                    graph.nb_points(),
+                    records.capacity()
+                ),
+            ));
+        }
+        Ok(HnswIndex {
+            cfg: meta.config,
+            graph,
+            records,
+            namespace: DEFAULT_NAMESPACE.to_string(),
+        })
+    }
+
+    /// Loads an index saved with [`VectorIndex::save`].
+    pub fn load(dir: &Path) -> Result<Self> {
+        let _span = tracing::info_span!("index.load", kind = "hnsw").entered();
+        let (gen, manifest) = persist::open_verified(dir)?;
+        if manifest.kind != "hnsw" {
+            return Err(corrupt(
+                dir,
+                format!("holds a {:?} index, not an HNSW one", manifest.kind),
+            ));
+        }
+        let idx = Self::read_from(&gen)?;
+        record_op(&idx.namespace, "load", 1);
+        record_size(&idx.namespace, idx.len());
+        Ok(idx)
+    }
+}
+
+fn load_graph(io: Box<HnswIo>, metric: Metric) -> anyhow_free::Result<Graph> {
+    let io: &'static mut HnswIo = Box::leak(io);
+    match metric {
+        Metric::L2 => io.load_hnsw::<f32, HnswL2>().map(Graph::L2),
+        _ => io.load_hnsw::<f32, HnswCosine>().map(Graph::Cosine),
+    }
+    .map_err(|e| e.to_string())
+}
+
+mod anyhow_free {
+    pub type Result<T> = std::result::Result<T, String>;
+}
+
+#[derive(Serialize, Deserialize)]
+struct HnswMeta {
+    config: HnswConfig,
+    slots: usize,
+    has_graph: bool,
+}
+
+impl VectorIndex for HnswIndex {
+    fn dim(&self) -> usize {
+        self.cfg.dim
+    }
+
+    fn metric(&self) -> Metric {
+        self.cfg.metric
+    }
+
+    fn len(&self) -> usize {
+        self.records.live()
+    }
+
+    fn upsert(&mut self, entries: Vec<Entry>) -> Result<()> {
+        let _span =
+            tracing::info_span!("index.add", namespace = %self.namespace, n = entries.len())
+                .entered();
+        let prepared = prepare_entries(entries, self.cfg.dim, self.cfg.metric)?;
+        let mut items: Vec<(Vec<f32>, usize)> = Vec::with_capacity(prepared.len());
+        for (rec, v) in prepared {
+            if let Some(old) = self.records.slot_of(&rec.id) {
+                self.records.tombstone(old);
+            }
+            let slot = self.records.push(rec) as usize;
+            items.push((v, slot));
+        }
+        let refs: Vec<(&[f32], usize)> = items.iter().map(|(v, s)| (v.as_slice(), *s)).collect();
+        self.graph.insert(&refs);
+        record_op(&self.namespace, "add", items.len() as u64);
+        record_size(&self.namespace, self.len());
+        Ok(())
+    }
+
+    fn delete(&mut self, ids: &[&str]) -> usize {
+        let mut removed = 0;
+        for id in ids {
+            if let Some(slot) = self.records.slot_of(id) {
+                self.records.tombstone(slot);
+                removed += 1;
+            }
+        }
+        record_op(&self.namespace, "delete", removed as u64);
+        record_size(&self.namespace, self.len());
+        removed
+    }
+
+    fn delete_ref_doc(&mut self, ref_doc_id: &str) -> usize {
+        let ids = self.records.ids_of_ref(ref_doc_id);
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.delete(&refs)
+    }
+
+    fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: Option<&MetadataFilters>,
+    ) -> Result<Vec<Hit>> {
+        self.search_with_ef(query, k, self.cfg.ef_search, filter)
+    }
+
+    fn ids_matching(&self, filter: Option<&MetadataFilters>) -> Result<Vec<String>> {
+        check_filter(filter)?;
+        Ok(self.records.ids_matching(filter))
+    }
+
+    fn get(&self, id: &str) -> Option<&Record> {
+        self.records.by_id(id)
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        let _span = tracing::info_span!("index.save", namespace = %self.namespace).entered();
+        persist::save_atomic(dir, "hnsw", |tmp| self.write_to(tmp))?;
+        record_op(&self.namespace, "save", 1);
+        Ok(())
+    }
+
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn set_namespace(&mut self, namespace: &str) {
+        self.namespace = namespace.to_string();
+        record_size(&self.namespace, self.len());
+    }
+}

@@ -1,0 +1,128 @@
+//! Entries, metadata values and search hits.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One metadata value, in the shapes LlamaIndex node metadata takes.
+///
+/// Serialised untagged, so it reads and writes plain JSON
+/// (`"a"`, `3`, `2.5`, `true`, `["x", "y"]`, `null`). Integers and floats
+/// are both held as `f64`: `1` and `1.0` compare equal, as in Python.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(untagged)]
+pub enum MetadataValue {
+    /// JSON `null` / Python `None`.
+    #[default]
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// Any number (integers up to 2^53 are exact).
+    Number(f64),
+    /// A string.
+    String(String),
+    /// A list of values (LlamaIndex uses lists of strings or numbers).
+    List(Vec<MetadataValue>),
+}
+
+impl From<&str> for MetadataValue {
+    fn from(s: &str) -> Self {
+        MetadataValue::String(s.to_string())
+    }
+}
+impl From<String> for MetadataValue {
+    fn from(s: String) -> Self {
+        MetadataValue::String(s)
+    }
+}
+impl From<f64> for MetadataValue {
+    fn from(x: f64) -> Self {
+        MetadataValue::Number(x)
+    }
+}
+impl From<i64> for MetadataValue {
+    fn from(x: i64) -> Self {
+        MetadataValue::Number(x as f64)
+    }
+}
+impl From<bool> for MetadataValue {
+    fn from(b: bool) -> Self {
+        MetadataValue::Bool(b)
+    }
+}
+impl<T: Into<MetadataValue>> From<Vec<T>> for MetadataValue {
+    fn from(v: Vec<T>) -> Self {
+        MetadataValue::List(v.into_iter().map(Into::into).collect())
+    }
+}
+
+/// Per-entry metadata: ordered so that saved files are deterministic.
+pub type Metadata = BTreeMap<String, MetadataValue>;
+
+/// An entry to add to an index: external id, vector, text and metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// External id (a LlamaIndex node id). Adding an existing id replaces it.
+    pub id: String,
+    /// The embedding.
+    pub vector: Vec<f32>,
+    /// The node text (may be empty).
+    pub text: String,
+    /// Metadata used by filters.
+    pub metadata: Metadata,
+    /// Id of the source document, for `delete_ref_doc`.
+    pub ref_doc_id: Option<String>,
+}
+
+impl Entry {
+    /// An entry with no text, metadata or source document.
+    pub fn new(id: impl Into<String>, vector: Vec<f32>) -> Self {
+        Entry {
+            id: id.into(),
+            vector,
+            text: String::new(),
+            metadata: Metadata::new(),
+            ref_doc_id: None,
+        }
+    }
+
+    /// Sets the text.
+    pub fn with_text(mut self, text: impl Into<String>) -> Self {
+        self.text = text.into();
+        self
+    }
+
+    /// Adds one metadata key.
+    pub fn with_meta(mut self, key: impl Into<String>, value: impl Into<MetadataValue>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the source-document id.
+    pub fn with_ref_doc_id(mut self, ref_doc_id: impl Into<String>) -> Self {
+        self.ref_doc_id = Some(ref_doc_id.into());
+        self
+    }
+}
+
+/// What an index keeps about an entry besides its vector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// External id.
+    pub id: String,
+    /// Node text.
+    pub text: String,
+    /// Metadata.
+    pub metadata: Metadata,
+    /// Source document id.
+    pub ref_doc_id: Option<String>,
+}
+
+/// One search result. `score` is higher-is-better (see [`crate::Metric`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    /// External id of the entry.
+    pub id: String,
+    /// Similarity score.
+    pub score: f32,
+}

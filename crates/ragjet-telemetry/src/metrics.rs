@@ -1,0 +1,538 @@
+//! The metric catalogue: every metric ragjet exports, with its type, labels,
+//! unit, help text and histogram buckets, in one place.
+//!
+//! The names are `pub const` so recording code never spells one by hand;
+//! [`catalogue`] is the data the Prometheus recorder is configured from
+//! (help text, buckets) and that `docs/metrics.md` is generated from
+//! ([`catalogue_markdown`]), so the documentation cannot drift from the code.
+//!
+//! The recording helpers at the bottom ([`record_query`],
+//! [`record_embedding_batch`], ...) go through the `metrics` facade: they
+//! cost a few atomic operations when a recorder is installed and nothing
+//! when none is.
+
+use ::metrics::{counter, gauge, histogram, Unit};
+use serde::Serialize;
+use std::time::Duration;
+
+/// `ragjet_queries_total{status}`: queries answered, by outcome.
+pub const QUERIES_TOTAL: &str = "ragjet_queries_total";
+/// `ragjet_query_duration_seconds{status}`: end-to-end query latency.
+pub const QUERY_DURATION_SECONDS: &str = "ragjet_query_duration_seconds";
+/// `ragjet_embedding_batches_total{model}`: embedding batches run.
+pub const EMBEDDING_BATCHES_TOTAL: &str = "ragjet_embedding_batches_total";
+/// `ragjet_embedding_batch_size{model}`: texts per embedding batch.
+pub const EMBEDDING_BATCH_SIZE: &str = "ragjet_embedding_batch_size";
+/// `ragjet_embedding_tokens_total{model}`: tokens fed to embedding models.
+pub const EMBEDDING_TOKENS_TOTAL: &str = "ragjet_embedding_tokens_total";
+/// `ragjet_tokens_total{model,direction}`: generation tokens in and out.
+pub const TOKENS_TOTAL: &str = "ragjet_tokens_total";
+/// `ragjet_index_size{namespace}`: vectors held by an index.
+pub const INDEX_SIZE: &str = "ragjet_index_size";
+/// `ragjet_index_operations_total{namespace,kind}`: index operations.
+pub const INDEX_OPERATIONS_TOTAL: &str = "ragjet_index_operations_total";
+/// `ragjet_cache_requests_total{cache,tier,result}`: cache look-ups.
+pub const CACHE_REQUESTS_TOTAL: &str = "ragjet_cache_requests_total";
+/// `ragjet_cache_evictions_total{cache,tier}`: entries evicted.
+pub const CACHE_EVICTIONS_TOTAL: &str = "ragjet_cache_evictions_total";
+/// `ragjet_cache_bytes{cache,tier}`: bytes held by a cache tier.
+pub const CACHE_BYTES: &str = "ragjet_cache_bytes";
+/// `ragjet_feedback_score`: user feedback, normalised to 0..=1.
+pub const FEEDBACK_SCORE: &str = "ragjet_feedback_score";
+/// `ragjet_cost_usd_total{model}`: estimated spend in US dollars.
+pub const COST_USD_TOTAL: &str = "ragjet_cost_usd_total";
+/// `process_resident_memory_bytes`: resident set size, read at scrape time.
+pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
+/// `process_cpu_seconds_total`: user + system CPU time, read at scrape time.
+pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
+/// `ragjet_gpu_memory_used_bytes{device}` (feature `cuda` only).
+#[cfg(feature = "cuda")]
+pub const GPU_MEMORY_USED_BYTES: &str = "ragjet_gpu_memory_used_bytes";
+/// `ragjet_gpu_memory_total_bytes{device}` (feature `cuda` only).
+#[cfg(feature = "cuda")]
+pub const GPU_MEMORY_TOTAL_BYTES: &str = "ragjet_gpu_memory_total_bytes";
+
+/// Label keys used across the catalogue.
+pub mod labels {
+    /// Query outcome: `ok` or `error`.
+    pub const STATUS: &str = "status";
+    /// Model identifier as configured (e.g. `all-MiniLM-L6-v2`).
+    pub const MODEL: &str = "model";
+    /// Token direction: `in` (prompt) or `out` (completion).
+    pub const DIRECTION: &str = "direction";
+    /// Index namespace.
+    pub const NAMESPACE: &str = "namespace";
+    /// Index operation: `add|delete|search|save|load`.
+    pub const KIND: &str = "kind";
+    /// Cache: `embedding|retrieval|response|semantic|generic`.
+    pub const CACHE: &str = "cache";
+    /// Cache tier: `l1|l2|l3|semantic`.
+    pub const TIER: &str = "tier";
+    /// Cache result: `hit|miss|error`.
+    pub const RESULT: &str = "result";
+    /// GPU ordinal.
+    pub const DEVICE: &str = "device";
+}
+
+/// Prometheus metric type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricKind {
+    /// Monotonic total.
+    Counter,
+    /// Value that goes up and down.
+    Gauge,
+    /// Distribution with fixed buckets.
+    Histogram,
+}
+
+impl MetricKind {
+    /// The Prometheus `# TYPE` word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One catalogue entry.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MetricDef {
+    /// Exported name.
+    pub name: &'static str,
+    /// Type as it appears in the `# TYPE` line of `/metrics`.
+    pub kind: MetricKind,
+    /// Label keys, in the order they are documented.
+    pub labels: &'static [&'static str],
+    /// Unit, in words (`seconds`, `bytes`, `tokens`, `USD`, `1`).
+    pub unit: &'static str,
+    /// Help text (the `# HELP` line).
+    pub help: &'static str,
+    /// Histogram bucket upper bounds; empty for counters and gauges.
+    pub buckets: &'static [f64],
+    /// Cargo feature the metric needs, if any.
+    pub feature: Option<&'static str>,
+    /// True when the value is read at scrape time by this crate rather than
+    /// recorded through the `metrics` facade.
+    pub on_scrape: bool,
+}
+
+impl MetricDef {
+    const fn new(
+        name: &'static str,
+        kind: MetricKind,
+        labels: &'static [&'static str],
+        unit: &'static str,
+        help: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            kind,
+            labels,
+            unit,
+            help,
+            buckets: &[],
+            feature: None,
+            on_scrape: false,
+        }
+    }
+
+    const fn buckets(mut self, buckets: &'static [f64]) -> Self {
+        self.buckets = buckets;
+        self
+    }
+
+    const fn on_scrape(mut self) -> Self {
+        self.on_scrape = true;
+        self
+    }
+
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    const fn feature(mut self, feature: &'static str) -> Self {
+        self.feature = Some(feature);
+        self
+    }
+
+    /// The unit as the `metrics` crate knows it, when it has a name for it.
+    pub fn metrics_unit(&self) -> Option<Unit> {
+        match self.unit {
+            "seconds" => Some(Unit::Seconds),
+            "bytes" => Some(Unit::Bytes),
+            _ => None,
+        }
+    }
+}
+
+/// Query latency buckets: 1 ms to 10 s in 1-2.5-5 steps.
+pub const QUERY_DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Embedding batch size buckets: powers of two up to 1024 texts.
+pub const BATCH_SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+/// Feedback score buckets over the normalised 0..=1 range.
+pub const FEEDBACK_BUCKETS: &[f64] = &[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
+
+use labels::*;
+use MetricKind::*;
+
+static BASE: &[MetricDef] = &[
+    MetricDef::new(
+        QUERIES_TOTAL,
+        Counter,
+        &[STATUS],
+        "1",
+        "Queries answered, by outcome (ok|error).",
+    ),
+    MetricDef::new(
+        QUERY_DURATION_SECONDS,
+        Histogram,
+        &[STATUS],
+        "seconds",
+        "End-to-end query latency.",
+    )
+    .buckets(QUERY_DURATION_BUCKETS),
+    MetricDef::new(
+        EMBEDDING_BATCHES_TOTAL,
+        Counter,
+        &[MODEL],
+        "1",
+        "Embedding batches run.",
+    ),
+    MetricDef::new(
+        EMBEDDING_BATCH_SIZE,
+        Histogram,
+        &[MODEL],
+        "texts",
+        "Texts per embedding batch.",
+    )
+    .buckets(BATCH_SIZE_BUCKETS),
+    MetricDef::new(
+        EMBEDDING_TOKENS_TOTAL,
+        Counter,
+        &[MODEL],
+        "tokens",
+        "Tokens fed to embedding models, padding excluded.",
+    ),
+    MetricDef::new(
+        TOKENS_TOTAL,
+        Counter,
+        &[MODEL, DIRECTION],
+        "tokens",
+        "Generation tokens by model and direction (in|out).",
+    ),
+    MetricDef::new(
+        INDEX_SIZE,
+        Gauge,
+        &[NAMESPACE],
+        "vectors",
+        "Vectors held by the index of a namespace.",
+    ),
+    MetricDef::new(
+        INDEX_OPERATIONS_TOTAL,
+        Counter,
+        &[NAMESPACE, KIND],
+        "1",
+        "Index operations (add|delete|search|save|load).",
+    ),
+    MetricDef::new(
+        CACHE_REQUESTS_TOTAL,
+        Counter,
+        &[CACHE, TIER, RESULT],
+        "1",
+        "Cache look-ups by cache, tier and result (hit|miss|error).",
+    ),
+    MetricDef::new(
+        CACHE_EVICTIONS_TOTAL,
+        Counter,
+        &[CACHE, TIER],
+        "1",
+        "Cache entries evicted.",
+    ),
+    MetricDef::new(
+        CACHE_BYTES,
+        Gauge,
+        &[CACHE, TIER],
+        "bytes",
+        "Bytes held by a cache tier.",
+    ),
+    MetricDef::new(
+        FEEDBACK_SCORE,
+        Histogram,
+        &[],
+        "1",
+        "User feedback normalised to 0..1 (thumbs: 0|1; stars s: (s-1)/4).",
+    )
+    .buckets(FEEDBACK_BUCKETS),
+    // The metrics facade has integer counters only; a gauge that is only ever
+    // incremented carries fractional dollars and still works with rate().
+    MetricDef::new(
+        COST_USD_TOTAL,
+        Gauge,
+        &[MODEL],
+        "USD",
+        "Estimated spend by model (monotonic; exported as a gauge for fractional dollars).",
+    ),
+    MetricDef::new(
+        PROCESS_RESIDENT_MEMORY_BYTES,
+        Gauge,
+        &[],
+        "bytes",
+        "Resident memory size of this process.",
+    )
+    .on_scrape(),
+    MetricDef::new(
+        PROCESS_CPU_SECONDS_TOTAL,
+        Counter,
+        &[],
+        "seconds",
+        "User and system CPU time spent by this process.",
+    )
+    .on_scrape(),
+];
+
+#[cfg(feature = "cuda")]
+static GPU: &[MetricDef] = &[
+    MetricDef::new(
+        GPU_MEMORY_USED_BYTES,
+        Gauge,
+        &[DEVICE],
+        "bytes",
+        "GPU memory in use.",
+    )
+    .feature("cuda"),
+    MetricDef::new(
+        GPU_MEMORY_TOTAL_BYTES,
+        Gauge,
+        &[DEVICE],
+        "bytes",
+        "GPU memory on the device.",
+    )
+    .feature("cuda"),
+];
+#[cfg(not(feature = "cuda"))]
+static GPU: &[MetricDef] = &[];
+
+/// The GPU gauges' entries, listed in the docs whatever the build's features.
+static GPU_DOC: &[MetricDef] = &[
+    MetricDef::new(
+        "ragjet_gpu_memory_used_bytes",
+        Gauge,
+        &[DEVICE],
+        "bytes",
+        "GPU memory in use.",
+    )
+    .feature("cuda"),
+    MetricDef::new(
+        "ragjet_gpu_memory_total_bytes",
+        Gauge,
+        &[DEVICE],
+        "bytes",
+        "GPU memory on the device.",
+    )
+    .feature("cuda"),
+];
+
+/// The metrics this build exports (GPU gauges only with feature `cuda`).
+pub fn catalogue() -> impl Iterator<Item = &'static MetricDef> {
+    BASE.iter().chain(GPU.iter())
+}
+
+/// Looks a metric up by name in this build's catalogue.
+pub fn find(name: &str) -> Option<&'static MetricDef> {
+    catalogue().find(|m| m.name == name)
+}
+
+/// Every metric of every feature combination, for documentation.
+pub fn full_catalogue() -> impl Iterator<Item = &'static MetricDef> {
+    BASE.iter().chain(GPU_DOC.iter())
+}
+
+/// The catalogue as the Markdown document kept at `docs/metrics.md`.
+///
+/// A test fails when the file and this output differ; run
+/// `RAGJET_UPDATE_DOCS=1 cargo test -p ragjet-telemetry --test catalogue`
+/// to rewrite the file after changing the catalogue.
+pub fn catalogue_markdown() -> String {
+    let mut out = String::from(
+        "# ragjet metric catalogue\n\n\
+         Generated from `crates/ragjet-telemetry/src/metrics.rs` \
+         (`ragjet_telemetry::metrics::catalogue_markdown`); a test keeps the two in step.\n\
+         Served at `http://127.0.0.1:9464/metrics` by default (`TelemetryConfig::metrics_addr`).\n\n\
+         | name | type | labels | unit | buckets | help |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for m in full_catalogue() {
+        let labels = if m.labels.is_empty() {
+            "—".to_string()
+        } else {
+            m.labels.join(", ")
+        };
+        let buckets = if m.buckets.is_empty() {
+            "—".to_string()
+        } else {
+            m.buckets
+                .iter()
+                .map(|b| b.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        // A bare `|` would end the table cell.
+        let mut help = m.help.replace('|', "\\|");
+        if let Some(f) = m.feature {
+            help.push_str(&format!(" Only with feature `{f}`."));
+        }
+        if m.on_scrape {
+            help.push_str(" Read from the OS at scrape time.");
+        }
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} | {} |\n",
+            m.name,
+            m.kind.as_str(),
+            labels,
+            m.unit,
+            buckets,
+            help
+        ));
+    }
+    out
+}
+
+/// Registers help text and units of every facade-recorded metric with the
+/// current recorder (global, or local inside `metrics::with_local_recorder`).
+pub fn describe_all() {
+    for m in catalogue().filter(|m| !m.on_scrape) {
+        let unit = m.metrics_unit();
+        match (m.kind, unit) {
+            (Counter, Some(u)) => ::metrics::describe_counter!(m.name, u, m.help),
+            (Counter, None) => ::metrics::describe_counter!(m.name, m.help),
+            (Gauge, Some(u)) => ::metrics::describe_gauge!(m.name, u, m.help),
+            (Gauge, None) => ::metrics::describe_gauge!(m.name, m.help),
+            (Histogram, Some(u)) => ::metrics::describe_histogram!(m.name, u, m.help),
+            (Histogram, None) => ::metrics::describe_histogram!(m.name, m.help),
+        }
+    }
+}
+
+/// Outcome of a query, the `status` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryStatus {
+    /// Answered.
+    Ok,
+    /// Failed.
+    Error,
+}
+
+impl QueryStatus {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryStatus::Ok => "ok",
+            QueryStatus::Error => "error",
+        }
+    }
+}
+
+/// Counts one query and records its latency.
+pub fn record_query(status: QueryStatus, duration: Duration) {
+    let s = status.as_str();
+    counter!(QUERIES_TOTAL, STATUS => s).increment(1);
+    histogram!(QUERY_DURATION_SECONDS, STATUS => s).record(duration.as_secs_f64());
+}
+
+/// Counts one embedding batch of `batch_size` texts holding `tokens` real
+/// (non-padding) tokens.
+pub fn record_embedding_batch(model: &str, batch_size: usize, tokens: u64) {
+    let model = model.to_owned();
+    counter!(EMBEDDING_BATCHES_TOTAL, MODEL => model.clone()).increment(1);
+    histogram!(EMBEDDING_BATCH_SIZE, MODEL => model.clone()).record(batch_size as f64);
+    counter!(EMBEDDING_TOKENS_TOTAL, MODEL => model).increment(tokens);
+}
+
+/// Counts generation tokens for `model`.
+pub fn record_tokens(model: &str, input: u64, output: u64) {
+    let model = model.to_owned();
+    counter!(TOKENS_TOTAL, MODEL => model.clone(), DIRECTION => "in").increment(input);
+    counter!(TOKENS_TOTAL, MODEL => model, DIRECTION => "out").increment(output);
+}
+
+/// Adds `usd` to the estimated spend of `model` (negative or non-finite
+/// amounts are ignored: spend only grows).
+pub fn record_cost(model: &str, usd: f64) {
+    if usd.is_finite() && usd > 0.0 {
+        gauge!(COST_USD_TOTAL, MODEL => model.to_owned()).increment(usd);
+    }
+}
+
+/// Records one user feedback score; values are clamped to 0..=1 and NaN is
+/// ignored.
+pub fn record_feedback(score: f64) {
+    if !score.is_nan() {
+        histogram!(FEEDBACK_SCORE).record(score.clamp(0.0, 1.0));
+    }
+}
+
+/// Sets the size of a namespace's index.
+pub fn set_index_size(namespace: &str, vectors: u64) {
+    gauge!(INDEX_SIZE, NAMESPACE => namespace.to_owned()).set(vectors as f64);
+}
+
+/// Counts one index operation (`kind`: add|delete|search|save|load).
+pub fn record_index_operation(namespace: &str, kind: &'static str) {
+    counter!(INDEX_OPERATIONS_TOTAL, NAMESPACE => namespace.to_owned(), KIND => kind).increment(1);
+}
+
+/// Counts one cache look-up.
+pub fn record_cache_request(cache: &'static str, tier: &'static str, result: &'static str) {
+    counter!(CACHE_REQUESTS_TOTAL, CACHE => cache, TIER => tier, RESULT => result).increment(1);
+}
+
+/// Sets the GPU memory gauges of device `device`.
+#[cfg(feature = "cuda")]
+pub fn set_gpu_memory(device: u32, used_bytes: u64, total_bytes: u64) {
+    let d = device.to_string();
+    gauge!(GPU_MEMORY_USED_BYTES, DEVICE => d.clone()).set(used_bytes as f64);
+    gauge!(GPU_MEMORY_TOTAL_BYTES, DEVICE => d).set(total_bytes as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn names_are_unique_and_valid() {
+        let mut seen = HashSet::new();
+        for m in full_catalogue() {
+            assert!(seen.insert(m.name), "duplicate {}", m.name);
+            assert!(m.name.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            assert!(!m.help.is_empty());
+            if m.kind == Counter {
+                assert!(
+                    m.name.ends_with("_total"),
+                    "{} should end in _total",
+                    m.name
+                );
+            }
+            assert_eq!(m.kind == Histogram, !m.buckets.is_empty(), "{}", m.name);
+            assert!(m.buckets.windows(2).all(|w| w[0] < w[1]), "{}", m.name);
+        }
+    }
+
+    #[test]
+    fn query_buckets_span_one_ms_to_ten_s() {
+        assert_eq!(QUERY_DURATION_BUCKETS.first(), Some(&0.001));
+        assert_eq!(QUERY_DURATION_BUCKETS.last(), Some(&10.0));
+    }
+
+    #[test]
+    fn gpu_gauges_follow_the_cuda_feature() {
+        let has = find("ragjet_gpu_memory_used_bytes").is_some();
+        assert_eq!(has, cfg!(feature = "cuda"));
+        assert!(full_catalogue().any(|m| m.name == "ragjet_gpu_memory_total_bytes"));
+    }
+}
