@@ -81,12 +81,20 @@ fn bert_config(path: &Path) -> Result<BertConfig> {
             model_type.unwrap_or("missing")
         )));
     }
+    let mut raw = raw;
     if let Some(act) = raw.get("hidden_act").and_then(|v| v.as_str()) {
-        if !matches!(act, "gelu" | "gelu_approximate" | "relu") {
-            return Err(InferenceError::Unsupported(format!(
-                "hidden activation {act:?}"
-            )));
-        }
+        // Hugging Face's names for GELU's tanh approximation; candle's
+        // config calls it `geluapproximate`.
+        let canonical = match act {
+            "gelu" | "relu" => act.to_owned(),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => "geluapproximate".to_owned(),
+            _ => {
+                return Err(InferenceError::Unsupported(format!(
+                    "hidden activation {act:?}"
+                )))
+            }
+        };
+        raw["hidden_act"] = canonical.into();
     }
     if let Some(pos) = raw.get("position_embedding_type").and_then(|v| v.as_str()) {
         if pos != "absolute" {
