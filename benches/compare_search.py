@@ -158,7 +158,9 @@ def run_ragjet(workdir, args, efs):
         "flat_single": r["flat_single_qps"],
         "flat_batch": r["flat_batch_qps"],
         "flat_recall": r["flat_single_recall"],
+        "flat16": (r.get("flat16_single_qps"), r.get("flat16_single_recall")),
         "save_load": (r["hnsw_save_s"], r["hnsw_load_s"], r["reload_identical"]),
+        "filtered": [(e["ef"], e["recall"], e["qps"]) for e in r.get("hnsw_filtered_10pct", [])],
     }
 
 
@@ -218,6 +220,13 @@ def main():
               f"{100 * scan / max(sum_bw, gemv_bw):.0f}% of the best measured bandwidth "
               f"(exact recall@10 {r['flat_recall']:.3f})")
         save_s, load_s, same = r["save_load"]
+        f16_qps, f16_rec = r["flat16"]
+        if f16_qps:
+            print(f"ragjet flat f16 storage, single query: {f16_qps:,.1f} q/s "
+                  f"({f16_qps / r['flat_single']:.2f}x f32), recall@10 vs exact f32 truth {f16_rec:.3f}")
+        if r["filtered"]:
+            print("ragjet HNSW filtered (bucket == 3, 10 % of points; 200 queries; truth = exact filtered "
+                  "top-10): " + ", ".join(f"ef={e}: {rec:.3f} @ {qps:,.0f} q/s" for e, rec, qps in r["filtered"]))
         print(f"ragjet HNSW save {save_s:.2f} s, load {load_s:.2f} s (graph reloaded, not rebuilt; "
               f"answers identical after reload: {same})")
 

@@ -41,6 +41,10 @@ pub enum CacheError {
     /// zero or not finite.
     #[error("invalid vector: {0}")]
     InvalidVector(String),
+    /// The HNSW index behind a large semantic-cache partition refused an
+    /// operation (an internal invariant broke; inputs are checked before).
+    #[error("semantic index error: {0}")]
+    Index(#[from] ragjet_retrieval::RetrievalError),
     /// A user-scoped cache was used with a scope that names no user.
     #[error("this cache is user-scoped: the scope must name a user")]
     UserRequired,

@@ -37,7 +37,7 @@
 //!   `RedisConfig`), combined by [`TieredCache`].
 //! * Typed caches: [`EmbeddingCache`], [`RetrievalCache`], [`ResponseCache`],
 //!   and the embedding-similarity [`SemanticCache`].
-//! * Telemetry: counters and gauges named in [`metrics`](crate::metrics),
+//! * Telemetry: counters and gauges named in [`metrics`],
 //!   spans `cache.get` and `cache.compute`; no recorder or subscriber is
 //!   installed here.
 //!
@@ -71,7 +71,9 @@ pub use key::{CacheKey, KeyBuilder, Scope};
 pub use memory::MemoryConfig;
 #[cfg(feature = "redis")]
 pub use redis_tier::RedisConfig;
-pub use semantic::{SemanticCache, SemanticConfig, SemanticHit, SemanticStats};
+pub use semantic::{
+    SemanticCache, SemanticConfig, SemanticHit, SemanticStats, SEMANTIC_INDEX_NAMESPACE,
+};
 pub use stats::{CacheKind, CacheStats, TierKind, TierStats};
 pub use tiered::{TieredCache, TieredCacheBuilder};
 pub use typed::{

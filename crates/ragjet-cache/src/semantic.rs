@@ -6,16 +6,31 @@
 //! threshold. Entries of other scopes live in separate partitions and are
 //! never searched.
 //!
-//! Search goes through the internal [`VectorIndex`] trait. Today the only
-//! implementation is an exact scan (vectors normalised at insert, one dot
-//! product per entry), which is fast enough up to a few tens of thousands of
-//! entries per scope; an HNSW index from `ragjet-retrieval` can replace it
-//! behind the same trait for larger partitions.
+//! Search goes through the internal [`VectorIndex`] trait with two
+//! implementations. Up to [`SemanticConfig::exact_max_entries`] entries a
+//! partition is an exact scan (vectors normalised at insert, one dot product
+//! per entry): no recall loss, and at 384 dimensions a few hundred
+//! microseconds for 10k entries. When a partition grows past that size it
+//! moves, once, to an [`HnswIndex`] from `ragjet-retrieval` (cosine metric),
+//! whose lookup cost grows roughly logarithmically with the entries. The move
+//! is one-way: `HnswIndex` does not hand vectors back, so a partition that
+//! shrinks again stays on HNSW until it empties (cleanup, `clear_scope`).
+//! Deleted and expired entries are tombstones in the graph; it is compacted
+//! when tombstones outnumber half the live entries, so capacity eviction
+//! costs a bounded, amortised rebuild.
+//!
+//! HNSW is approximate: a lookup can miss an entry that an exact scan would
+//! find (a lost hit, never a wrong value — every hit still has its true
+//! cosine similarity checked against the threshold).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use ragjet_retrieval::{
+    Entry as IndexEntry, HnswConfig, HnswIndex, Metric, VectorIndex as RetrievalIndex,
+};
 
 use crate::clock::{expiry, is_expired, Clock, SystemClock};
 use crate::error::{CacheError, Result};
@@ -25,14 +40,71 @@ use crate::metrics as m;
 /// How many candidates a lookup inspects, so an expired best match does not
 /// hide a live one just below it.
 const CANDIDATES: usize = 8;
+/// The `namespace` label the HNSW partitions put on `ragjet_index_*` metrics.
+pub const SEMANTIC_INDEX_NAMESPACE: &str = "semantic_cache";
+/// Tombstones below this count never trigger a compaction.
+const MIN_TOMBSTONES_TO_COMPACT: usize = 64;
 
 /// Nearest-neighbour search over unit vectors by inner product.
 pub(crate) trait VectorIndex: Send + Sync {
-    fn add(&mut self, id: u64, v: &[f32]);
+    /// Adds vectors (already unit length) under fresh ids.
+    fn add_many(&mut self, items: Vec<(u64, Vec<f32>)>) -> Result<()>;
     fn remove(&mut self, id: u64) -> bool;
     /// Up to `k` (id, similarity) pairs, most similar first.
-    fn search(&self, q: &[f32], k: usize) -> Vec<(u64, f32)>;
+    fn search(&self, q: &[f32], k: usize) -> Result<Vec<(u64, f32)>>;
     fn len(&self) -> usize;
+}
+
+/// Approximate search on `ragjet-retrieval`'s HNSW graph. Ids are the
+/// decimal strings of the cache's u64 entry ids.
+struct HnswBackend {
+    index: HnswIndex,
+}
+
+impl HnswBackend {
+    fn new(cfg: &SemanticConfig, capacity_hint: usize) -> Result<Self> {
+        let mut hc = HnswConfig::new(cfg.dim, Metric::Cosine);
+        hc.m = cfg.hnsw_m;
+        hc.ef_construction = cfg.hnsw_ef_construction;
+        hc.ef_search = cfg.hnsw_ef_search;
+        hc.capacity_hint = capacity_hint.max(1);
+        let mut index = HnswIndex::new(hc)?;
+        index.set_namespace(SEMANTIC_INDEX_NAMESPACE);
+        Ok(Self { index })
+    }
+}
+
+impl VectorIndex for HnswBackend {
+    fn add_many(&mut self, items: Vec<(u64, Vec<f32>)>) -> Result<()> {
+        let entries = items
+            .into_iter()
+            .map(|(id, v)| IndexEntry::new(id.to_string(), v))
+            .collect();
+        self.index.upsert(entries)?;
+        Ok(())
+    }
+
+    fn remove(&mut self, id: u64) -> bool {
+        let removed = self.index.delete(&[id.to_string().as_str()]) == 1;
+        let dead = self.index.tombstones();
+        if dead >= MIN_TOMBSTONES_TO_COMPACT && dead > self.index.len() / 2 {
+            self.index.compact();
+        }
+        removed
+    }
+
+    fn search(&self, q: &[f32], k: usize) -> Result<Vec<(u64, f32)>> {
+        Ok(self
+            .index
+            .search(q, k, None)?
+            .into_iter()
+            .filter_map(|h| h.id.parse().ok().map(|id| (id, h.score)))
+            .collect())
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
 }
 
 /// Exact search: a contiguous row-major matrix scanned in full.
@@ -73,7 +145,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-impl VectorIndex for ExactIndex {
+impl ExactIndex {
     fn add(&mut self, id: u64, v: &[f32]) {
         if let Some(&p) = self.pos.get(&id) {
             self.data[p * self.dim..(p + 1) * self.dim].copy_from_slice(v);
@@ -82,6 +154,42 @@ impl VectorIndex for ExactIndex {
         self.pos.insert(id, self.ids.len());
         self.ids.push(id);
         self.data.extend_from_slice(v);
+    }
+
+    /// Every (id, vector) pair, emptying the index.
+    fn drain(&mut self) -> Vec<(u64, Vec<f32>)> {
+        let out = self
+            .ids
+            .iter()
+            .zip(self.data.chunks_exact(self.dim))
+            .map(|(&id, v)| (id, v.to_vec()))
+            .collect();
+        self.ids.clear();
+        self.data.clear();
+        self.pos.clear();
+        out
+    }
+
+    fn search_exact(&self, q: &[f32], k: usize) -> Vec<(u64, f32)> {
+        let mut top: Vec<(u64, f32)> = Vec::with_capacity(k + 1);
+        for (row, &id) in self.data.chunks_exact(self.dim).zip(&self.ids) {
+            let s = dot(row, q);
+            if top.len() < k || s > top[top.len() - 1].1 {
+                let at = top.partition_point(|&(_, t)| t >= s);
+                top.insert(at, (id, s));
+                top.truncate(k);
+            }
+        }
+        top
+    }
+}
+
+impl VectorIndex for ExactIndex {
+    fn add_many(&mut self, items: Vec<(u64, Vec<f32>)>) -> Result<()> {
+        for (id, v) in items {
+            self.add(id, &v);
+        }
+        Ok(())
     }
 
     fn remove(&mut self, id: u64) -> bool {
@@ -100,17 +208,8 @@ impl VectorIndex for ExactIndex {
         true
     }
 
-    fn search(&self, q: &[f32], k: usize) -> Vec<(u64, f32)> {
-        let mut top: Vec<(u64, f32)> = Vec::with_capacity(k + 1);
-        for (row, &id) in self.data.chunks_exact(self.dim).zip(&self.ids) {
-            let s = dot(row, q);
-            if top.len() < k || s > top[top.len() - 1].1 {
-                let at = top.partition_point(|&(_, t)| t >= s);
-                top.insert(at, (id, s));
-                top.truncate(k);
-            }
-        }
-        top
+    fn search(&self, q: &[f32], k: usize) -> Result<Vec<(u64, f32)>> {
+        Ok(self.search_exact(q, k))
     }
 
     fn len(&self) -> usize {
@@ -129,6 +228,16 @@ pub struct SemanticConfig {
     pub ttl: Option<Duration>,
     /// Most entries kept per scope; the oldest go first (default 10,000).
     pub max_entries_per_scope: usize,
+    /// Largest partition searched exactly (default 10,000); a scope that
+    /// grows past it moves to an HNSW index.
+    pub exact_max_entries: usize,
+    /// HNSW links per node `M` (default 16).
+    pub hnsw_m: usize,
+    /// HNSW candidate list while building (default 100: cache entries are
+    /// added on the request path, so inserts stay cheap).
+    pub hnsw_ef_construction: usize,
+    /// HNSW candidate list while searching (default 64).
+    pub hnsw_ef_search: usize,
 }
 
 impl SemanticConfig {
@@ -139,6 +248,10 @@ impl SemanticConfig {
             threshold: 0.95,
             ttl: Some(Duration::from_secs(3600)),
             max_entries_per_scope: 10_000,
+            exact_max_entries: 10_000,
+            hnsw_m: 16,
+            hnsw_ef_construction: 100,
+            hnsw_ef_search: 64,
         }
     }
 }
@@ -165,6 +278,8 @@ pub struct SemanticStats {
     pub entries: u64,
     /// Entries removed for capacity or expiry.
     pub evictions: u64,
+    /// Scopes whose entries are searched through HNSW rather than exactly.
+    pub hnsw_partitions: u64,
 }
 
 struct Entry<V> {
@@ -172,15 +287,63 @@ struct Entry<V> {
     expires_at_ms: u64,
 }
 
+/// The search structure of one partition.
+enum Backend {
+    Exact(ExactIndex),
+    Hnsw(Box<HnswBackend>),
+}
+
+impl Backend {
+    fn get(&self) -> &dyn VectorIndex {
+        match self {
+            Backend::Exact(x) => x,
+            Backend::Hnsw(h) => h.as_ref(),
+        }
+    }
+
+    fn get_mut(&mut self) -> &mut dyn VectorIndex {
+        match self {
+            Backend::Exact(x) => x,
+            Backend::Hnsw(h) => h.as_mut(),
+        }
+    }
+
+    /// Adds unit vectors, moving an exact partition to HNSW first when it
+    /// would outgrow `cfg.exact_max_entries`.
+    fn add_many(&mut self, cfg: &SemanticConfig, items: Vec<(u64, Vec<f32>)>) -> Result<()> {
+        if let Backend::Exact(x) = self {
+            let total = x.len() + items.len();
+            if total > cfg.exact_max_entries {
+                let _span =
+                    tracing::debug_span!("cache.semantic.to_hnsw", entries = total).entered();
+                let mut hnsw = HnswBackend::new(cfg, cfg.max_entries_per_scope.max(total))?;
+                let mut all = x.drain();
+                let old = all.len();
+                all.extend(items);
+                if let Err(e) = hnsw.add_many(all.clone()) {
+                    // Leave the partition exactly as it was.
+                    for (id, v) in &all[..old] {
+                        x.add(*id, v);
+                    }
+                    return Err(e);
+                }
+                *self = Backend::Hnsw(Box::new(hnsw));
+                return Ok(());
+            }
+        }
+        self.get_mut().add_many(items)
+    }
+}
+
 struct Partition<V> {
-    index: Box<dyn VectorIndex>,
+    index: Backend,
     entries: HashMap<u64, Entry<V>>,
     order: VecDeque<u64>,
 }
 
 impl<V> Partition<V> {
     fn remove(&mut self, id: u64) -> bool {
-        self.index.remove(id);
+        self.index.get_mut().remove(id);
         self.entries.remove(&id).is_some()
     }
 }
@@ -241,6 +404,20 @@ impl<V: Clone + Send + Sync> SemanticCache<V> {
                 cfg.threshold
             )));
         }
+        if cfg.exact_max_entries == 0 {
+            return Err(CacheError::InvalidOption(
+                "exact_max_entries must be > 0".into(),
+            ));
+        }
+        if !(2..=256).contains(&cfg.hnsw_m)
+            || cfg.hnsw_ef_construction == 0
+            || cfg.hnsw_ef_search == 0
+        {
+            return Err(CacheError::InvalidOption(format!(
+                "HNSW options out of range: m {} (2..=256), ef_construction {}, ef_search {} (>= 1)",
+                cfg.hnsw_m, cfg.hnsw_ef_construction, cfg.hnsw_ef_search
+            )));
+        }
         if cfg.max_entries_per_scope == 0 {
             return Err(CacheError::InvalidOption(
                 "max_entries_per_scope must be > 0".into(),
@@ -261,23 +438,53 @@ impl<V: Clone + Send + Sync> SemanticCache<V> {
     /// Stores `value` for the query embedding `embedding` in `scope`.
     pub fn insert(&self, scope: &Scope, embedding: &[f32], value: V) -> Result<()> {
         let v = normalise(embedding, self.cfg.dim)?;
-        let id = self.next_id.fetch_add(1, Relaxed);
+        self.insert_normalised(scope, vec![(v, value)])
+    }
+
+    /// Stores many (embedding, value) pairs in `scope` at once: all are
+    /// checked before any is stored, and an HNSW partition inserts them in
+    /// parallel, which makes warming a large cache much faster than
+    /// repeated [`SemanticCache::insert`]. When there are more pairs than
+    /// `max_entries_per_scope`, only the last ones are kept.
+    pub fn insert_many(&self, scope: &Scope, items: Vec<(Vec<f32>, V)>) -> Result<()> {
+        let skip = items.len().saturating_sub(self.cfg.max_entries_per_scope);
+        let mut prepared = Vec::with_capacity(items.len() - skip);
+        for (e, value) in items.into_iter().skip(skip) {
+            prepared.push((normalise(&e, self.cfg.dim)?, value));
+        }
+        if prepared.is_empty() {
+            return Ok(());
+        }
+        self.insert_normalised(scope, prepared)
+    }
+
+    fn insert_normalised(&self, scope: &Scope, items: Vec<(Vec<f32>, V)>) -> Result<()> {
+        let first = self.next_id.fetch_add(items.len() as u64, Relaxed);
         let exp = expiry(self.clock.now_ms(), self.cfg.ttl);
         let mut parts = self.parts.write().unwrap_or_else(|p| p.into_inner());
         let part = parts.entry(scope.digest()).or_insert_with(|| Partition {
-            index: Box::new(ExactIndex::new(self.cfg.dim)),
+            index: Backend::Exact(ExactIndex::new(self.cfg.dim)),
             entries: HashMap::new(),
             order: VecDeque::new(),
         });
-        part.index.add(id, &v);
-        part.entries.insert(
-            id,
-            Entry {
-                value,
-                expires_at_ms: exp,
-            },
-        );
-        part.order.push_back(id);
+        let mut vectors = Vec::with_capacity(items.len());
+        let mut values = Vec::with_capacity(items.len());
+        for (i, (v, value)) in items.into_iter().enumerate() {
+            vectors.push((first + i as u64, v));
+            values.push(value);
+        }
+        part.index.add_many(&self.cfg, vectors)?;
+        for (i, value) in values.into_iter().enumerate() {
+            let id = first + i as u64;
+            part.entries.insert(
+                id,
+                Entry {
+                    value,
+                    expires_at_ms: exp,
+                },
+            );
+            part.order.push_back(id);
+        }
         let mut evicted = 0;
         while part.entries.len() > self.cfg.max_entries_per_scope {
             let Some(old) = part.order.pop_front() else {
@@ -304,7 +511,7 @@ impl<V: Clone + Send + Sync> SemanticCache<V> {
             let parts = self.parts.read().unwrap_or_else(|p| p.into_inner());
             let mut found = None;
             if let Some(part) = parts.get(&digest) {
-                for (id, sim) in part.index.search(&q, CANDIDATES) {
+                for (id, sim) in part.index.get().search(&q, CANDIDATES)? {
                     if sim < self.cfg.threshold {
                         break;
                     }
@@ -394,9 +601,17 @@ impl<V: Clone + Send + Sync> SemanticCache<V> {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .map(|p| p.index.len() as u64)
+            .map(|p| p.index.get().len() as u64)
             .sum();
+        let hnsw_partitions = self
+            .parts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|p| matches!(p.index, Backend::Hnsw(_)))
+            .count() as u64;
         SemanticStats {
+            hnsw_partitions,
             hits,
             misses: self.misses.load(Relaxed),
             mean_hit_similarity: if hits == 0 {
@@ -420,15 +635,15 @@ mod tests {
         ix.add(1, &[1.0, 0.0]);
         ix.add(2, &[0.0, 1.0]);
         ix.add(3, &[0.6, 0.8]);
-        let r = ix.search(&[1.0, 0.0], 2);
+        let r = ix.search_exact(&[1.0, 0.0], 2);
         assert_eq!(r.iter().map(|x| x.0).collect::<Vec<_>>(), vec![1, 3]);
         assert!(ix.remove(1));
         assert!(!ix.remove(1));
         assert_eq!(ix.len(), 2);
-        let r = ix.search(&[1.0, 0.0], 5);
+        let r = ix.search_exact(&[1.0, 0.0], 5);
         assert_eq!(r.iter().map(|x| x.0).collect::<Vec<_>>(), vec![3, 2]);
         ix.add(2, &[1.0, 0.0]);
-        assert_eq!(ix.search(&[1.0, 0.0], 1)[0].0, 2);
+        assert_eq!(ix.search_exact(&[1.0, 0.0], 1)[0].0, 2);
     }
 
     #[test]

@@ -686,6 +686,201 @@ fn semantic_cache_isolates_tenants() {
     assert_eq!(sc.lookup(&a, &[1.0, 0.0, 0.0, 0.0]).unwrap(), None);
 }
 
+/// A config whose partitions move to HNSW beyond `exact` entries.
+fn hnsw_cfg(dim: usize, exact: usize, max: usize) -> SemanticConfig {
+    let mut cfg = SemanticConfig::new(dim);
+    cfg.exact_max_entries = exact;
+    cfg.max_entries_per_scope = max;
+    cfg
+}
+
+/// `n` random vectors with zeros on e0 and e1, so they are orthogonal to
+/// every `at_angle` vector and never compete with them.
+fn fillers(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let mut v: Vec<f32> = (0..dim).map(|_| r.random::<f32>() - 0.5).collect();
+            v[0] = 0.0;
+            v[1] = 0.0;
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn semantic_hnsw_partition_threshold_and_switch() {
+    let sc: SemanticCache<String> = SemanticCache::new(hnsw_cfg(8, 16, 1000)).unwrap();
+    let s = Scope::tenant("a");
+    sc.insert(&s, &at_angle(0.2, 8), "near".into()).unwrap();
+    sc.insert(&s, &at_angle(-0.3, 8), "farther".into()).unwrap();
+    assert_eq!(sc.stats().hnsw_partitions, 0);
+    let items = fillers(200, 8, 11)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (v, format!("filler {i}")))
+        .collect();
+    sc.insert_many(&s, items).unwrap();
+    let st = sc.stats();
+    assert_eq!((st.entries, st.hnsw_partitions), (202, 1));
+    // The same answers as the exact scan (see the exact-path test).
+    let hit = sc.lookup(&s, &at_angle(0.0, 8)).unwrap().unwrap();
+    assert_eq!(hit.value, "near");
+    assert!((hit.similarity - 0.2f32.cos()).abs() < 1e-4, "{hit:?}");
+    assert_eq!(
+        sc.lookup(&s, &at_angle(-0.4, 8)).unwrap().unwrap().value,
+        "farther"
+    );
+    assert_eq!(sc.lookup(&s, &at_angle(0.52, 8)).unwrap(), None);
+    assert_eq!(
+        sc.lookup(&s, &at_angle(0.51, 8)).unwrap().unwrap().value,
+        "near"
+    );
+    // Fillers are found by their own vectors.
+    let f = fillers(200, 8, 11);
+    for i in [0usize, 57, 199] {
+        let hit = sc.lookup(&s, &f[i]).unwrap().unwrap();
+        assert_eq!(hit.value, format!("filler {i}"));
+        assert!(hit.similarity > 0.999);
+    }
+    // Inserts after the switch go to the graph too.
+    sc.insert(&s, &at_angle(1.5, 8), "late".into()).unwrap();
+    assert_eq!(
+        sc.lookup(&s, &at_angle(1.5, 8)).unwrap().unwrap().value,
+        "late"
+    );
+    assert_eq!(sc.stats().entries, 203);
+}
+
+#[test]
+fn semantic_hnsw_isolates_tenants() {
+    let sc: SemanticCache<String> = SemanticCache::new(hnsw_cfg(8, 8, 1000)).unwrap();
+    let a = Scope::tenant("a");
+    let b = Scope::tenant("b");
+    for (scope, name, seed) in [(&a, "a", 1u64), (&b, "b", 2)] {
+        let items = fillers(100, 8, seed)
+            .into_iter()
+            .map(|v| (v, format!("{name} filler")))
+            .collect();
+        sc.insert_many(scope, items).unwrap();
+    }
+    sc.insert(&a, &at_angle(0.0, 8), "secret of a".into())
+        .unwrap();
+    assert_eq!(sc.stats().hnsw_partitions, 2);
+    // b's graph holds no vector near a's secret: b misses, never sees it.
+    assert_eq!(sc.lookup(&b, &at_angle(0.0, 8)).unwrap(), None);
+    // Nor does a scope of the same tenant with a user, or another version.
+    assert_eq!(
+        sc.lookup(&a.clone().with_user("u"), &at_angle(0.0, 8))
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        sc.lookup(&a.clone().with_data_version(2), &at_angle(0.0, 8))
+            .unwrap(),
+        None
+    );
+    // b's own entries are b's, even when queried with a's vectors.
+    for v in fillers(100, 8, 1).iter().take(10) {
+        if let Some(h) = sc.lookup(&b, v).unwrap() {
+            assert_eq!(h.value, "b filler");
+        }
+    }
+    assert_eq!(
+        sc.lookup(&a, &at_angle(0.0, 8)).unwrap().unwrap().value,
+        "secret of a"
+    );
+    sc.clear_scope(&a);
+    assert_eq!(sc.lookup(&a, &at_angle(0.0, 8)).unwrap(), None);
+    assert_eq!(sc.stats().hnsw_partitions, 1);
+}
+
+#[test]
+fn semantic_hnsw_ttl_and_cleanup() {
+    let (c, clk) = clock();
+    let mut cfg = hnsw_cfg(8, 8, 1000);
+    cfg.ttl = Some(Duration::from_secs(60));
+    let sc: SemanticCache<String> = SemanticCache::with_clock(cfg, clk).unwrap();
+    let s = Scope::tenant("a");
+    let items = fillers(100, 8, 5)
+        .into_iter()
+        .map(|v| (v, "old".to_string()))
+        .collect();
+    sc.insert_many(&s, items).unwrap();
+    sc.insert(&s, &at_angle(0.0, 8), "early".into()).unwrap();
+    c.advance(Duration::from_secs(40));
+    sc.insert(&s, &at_angle(0.1, 8), "later".into()).unwrap();
+    assert_eq!(
+        sc.lookup(&s, &at_angle(0.0, 8)).unwrap().unwrap().value,
+        "early"
+    );
+    c.advance(Duration::from_secs(30));
+    // "early" expired: the lookup skips it, finds "later" (cos 0.995) and
+    // drops the expired candidate it met.
+    let hit = sc.lookup(&s, &at_angle(0.0, 8)).unwrap().unwrap();
+    assert_eq!(hit.value, "later");
+    assert!(sc.stats().entries <= 101);
+    // Cleanup removes the remaining expired fillers, not "later".
+    let left_before = sc.stats().entries;
+    let removed = sc.cleanup();
+    assert_eq!(removed as u64, left_before - 1);
+    assert_eq!(sc.stats().entries, 1);
+    assert_eq!(
+        sc.lookup(&s, &at_angle(0.0, 8)).unwrap().unwrap().value,
+        "later"
+    );
+    c.advance(Duration::from_secs(60));
+    assert_eq!(sc.cleanup(), 1);
+    let st = sc.stats();
+    assert_eq!((st.entries, st.hnsw_partitions), (0, 0));
+}
+
+#[test]
+fn semantic_hnsw_capacity_deletes_and_compaction() {
+    let dim = 16;
+    let sc: SemanticCache<u64> = SemanticCache::new(hnsw_cfg(dim, 8, 50)).unwrap();
+    let s = Scope::tenant("a");
+    let mut r = rand::rngs::StdRng::seed_from_u64(9);
+    let vs: Vec<Vec<f32>> = (0..300)
+        .map(|_| (0..dim).map(|_| r.random::<f32>() - 0.5).collect())
+        .collect();
+    // One at a time: every insert past 50 evicts (deletes) the oldest, so
+    // tombstones pile up and the graph is compacted along the way.
+    for (i, v) in vs.iter().enumerate() {
+        sc.insert(&s, v, i as u64).unwrap();
+    }
+    let st = sc.stats();
+    assert_eq!((st.entries, st.evictions, st.hnsw_partitions), (50, 250, 1));
+    for (i, v) in vs.iter().enumerate() {
+        let hit = sc.lookup(&s, v).unwrap();
+        if i >= 250 {
+            assert_eq!(hit.map(|h| h.value), Some(i as u64), "live entry {i}");
+        } else if let Some(h) = hit {
+            assert_ne!(h.value, i as u64, "evicted entry {i} came back");
+        }
+    }
+    // insert_many with more than the capacity keeps only the last ones.
+    let items: Vec<(Vec<f32>, u64)> = vs
+        .iter()
+        .take(120)
+        .enumerate()
+        .map(|(i, v)| (v.clone(), 1000 + i as u64))
+        .collect();
+    sc.insert_many(&s, items).unwrap();
+    assert_eq!(sc.stats().entries, 50);
+    assert_eq!(sc.lookup(&s, &vs[119]).unwrap().unwrap().value, 1119);
+    if let Some(h) = sc.lookup(&s, &vs[0]).unwrap() {
+        assert_ne!(h.value, 1000, "dropped batch item came back");
+    }
+    // A bad vector anywhere in a batch stores nothing.
+    let bad = vec![(vs[0].clone(), 1u64), (vec![0.0; dim], 2)];
+    assert!(matches!(
+        sc.insert_many(&s, bad),
+        Err(CacheError::InvalidVector(_))
+    ));
+    assert_eq!(sc.stats().entries, 50);
+}
+
 /// A minimal in-test recorder: counters and gauges by "name{sorted labels}".
 #[derive(Default)]
 struct TestRecorder {

@@ -13,7 +13,15 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
 
-use ragjet_retrieval::{Entry, FlatConfig, FlatIndex, HnswConfig, HnswIndex, Metric, VectorIndex};
+use ragjet_retrieval::{
+    Entry, FilterOperator, FlatConfig, FlatIndex, HnswConfig, HnswIndex, MetadataFilter,
+    MetadataFilters, Metric, VectorIndex,
+};
+
+// hnsw_rs allocates (Arc nodes, a visited map) on every search step; an
+// application embedding ragjet sets a fast allocator, so the bench does too.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn read_f32(path: &Path) -> Vec<f32> {
     let b = std::fs::read(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
@@ -61,7 +69,9 @@ fn main() {
     let entries = || -> Vec<Entry> {
         base.chunks_exact(dim)
             .enumerate()
-            .map(|(i, v)| Entry::new(i.to_string(), v.to_vec()))
+            .map(|(i, v)| {
+                Entry::new(i.to_string(), v.to_vec()).with_meta("bucket", (i % 10) as i64)
+            })
             .collect()
     };
 
@@ -92,6 +102,27 @@ fn main() {
         .map(|h| h.into_iter().map(|h| h.id).collect())
         .collect();
 
+    // Exact search on f16 storage (half the bytes per scan).
+    let mut flat16 = FlatIndex::new(
+        FlatConfig::new(dim, Metric::Dot).with_storage(ragjet_retrieval::Storage::F16),
+    )
+    .expect("flat16");
+    flat16.upsert(entries()).expect("flat16 upsert");
+    let t = Instant::now();
+    let mut flat16_hits = Vec::new();
+    for q in &qs[..single_n] {
+        flat16_hits.push(
+            flat16
+                .search(q, 10, None)
+                .expect("search")
+                .into_iter()
+                .map(|h| h.id)
+                .collect::<Vec<_>>(),
+        );
+    }
+    let flat16_single_s = t.elapsed().as_secs_f64();
+    drop(flat16);
+
     // HNSW.
     let mut cfg = HnswConfig::new(dim, Metric::Cosine);
     cfg.m = m;
@@ -102,6 +133,7 @@ fn main() {
     hnsw.upsert(entries()).expect("hnsw upsert");
     let hnsw_build = t.elapsed().as_secs_f64();
     let mut per_ef = Vec::new();
+    let efs_filtered = efs.clone();
     for ef in efs {
         let t = Instant::now();
         let hits: Vec<Vec<String>> = qs
@@ -121,6 +153,48 @@ fn main() {
             nq as f64 / s
         ));
     }
+    // Filtered search: `bucket == 3` passes 10 % of the points; ground
+    // truth is the exact filtered top-10 from the flat index.
+    let filter = MetadataFilters::new(
+        vec![MetadataFilter::new("bucket", FilterOperator::Eq, 3i64)],
+        Default::default(),
+    );
+    let fq = &qs[..nq.min(200)];
+    let ftruth: Vec<Vec<String>> = fq
+        .iter()
+        .map(|q| {
+            flat.search(q, 10, Some(&filter))
+                .expect("search")
+                .into_iter()
+                .map(|h| h.id)
+                .collect()
+        })
+        .collect();
+    let mut per_ef_filtered = Vec::new();
+    for ef in efs_filtered {
+        let t = Instant::now();
+        let hits: Vec<Vec<String>> = fq
+            .iter()
+            .map(|q| {
+                hnsw.search_with_ef(q, 10, ef, Some(&filter))
+                    .expect("search")
+                    .into_iter()
+                    .map(|h| h.id)
+                    .collect()
+            })
+            .collect();
+        let s = t.elapsed().as_secs_f64();
+        let found: usize = hits
+            .iter()
+            .zip(&ftruth)
+            .map(|(h, t)| h.iter().filter(|id| t.contains(id)).count())
+            .sum();
+        per_ef_filtered.push(format!(
+            "{{\"ef\": {ef}, \"recall\": {:.4}, \"qps\": {:.1}}}",
+            found as f64 / (fq.len() * 10) as f64,
+            fq.len() as f64 / s
+        ));
+    }
     // Save and reload the graph (no rebuild) and check the answers agree.
     let save_dir =
         std::env::temp_dir().join(format!("ragjet_compare_search_{}", std::process::id()));
@@ -137,12 +211,15 @@ fn main() {
     println!(
         "{{\"n\": {n}, \"dim\": {dim}, \"threads\": {}, \"flat_build_s\": {flat_build:.3}, \
          \"flat_single_qps\": {:.1}, \"flat_single_recall\": {:.4}, \"flat_batch_qps\": {:.1}, \
-         \"flat_batch_recall\": {:.4}, \"hnsw_build_s\": {hnsw_build:.3}, \"hnsw_save_s\": {save_s:.3}, \"hnsw_load_s\": {load_s:.3}, \"reload_identical\": {same}, \"hnsw\": [{}]}}",
+         \"flat_batch_recall\": {:.4}, \"flat16_single_qps\": {:.1}, \"flat16_single_recall\": {:.4}, \"hnsw_build_s\": {hnsw_build:.3}, \"hnsw_save_s\": {save_s:.3}, \"hnsw_load_s\": {load_s:.3}, \"reload_identical\": {same}, \"hnsw\": [{}], \"hnsw_filtered_10pct\": [{}]}}",
         rayon::current_num_threads(),
         single_n as f64 / flat_single_s,
         recall(&flat_hits, &gt),
         batch_n as f64 / flat_batch_s,
         recall(&batch_ids, &gt),
-        per_ef.join(", ")
+        single_n as f64 / flat16_single_s,
+        recall(&flat16_hits, &gt),
+        per_ef.join(", "),
+        per_ef_filtered.join(", ")
     );
 }

@@ -1,14 +1,26 @@
 //! Distance kernels and metrics, shared by [`crate::FlatIndex`] and
 //! [`crate::HnswIndex`].
 //!
-//! Every similarity computation in the crate goes through the functions in
-//! this module, so a SIMD implementation (AVX-512 / AVX2 with a scalar
-//! fallback) can replace [`dot`] and [`l2_squared`] here without touching
-//! either index. The present kernels are plain chunked loops with 16
-//! independent accumulators: that breaks the floating-point dependency chain
-//! so the compiler auto-vectorises them, and keeps the summation order fixed
-//! (the naive reference in the tests uses the same order, so exact-search
-//! results can be compared bit for bit).
+//! Every similarity computation in the crate goes through this module. The
+//! kernels (dot and squared L2, f32 rows and f16 rows widened on the fly)
+//! exist in three versions: AVX-512F, AVX2 + FMA + F16C, and a portable
+//! chunked loop. [`Kernel::active`] picks the fastest the CPU offers once
+//! per process (`is_x86_feature_detected!`), and a table of function
+//! pointers ([`Fns`]) makes the hot loops — hnsw_rs's `Distance::eval`, the
+//! flat scan — pay one indirect call rather than a feature test. A test
+//! checks every available version against the portable one.
+//!
+//! Within one process every index and [`Metric::score`] use the same
+//! kernel, so exact search is deterministic and the naive reference in the
+//! tests (which calls [`Metric::score`]) can be compared bit for bit. The
+//! versions differ from each other in the last bits (summation order), so
+//! scores can differ across machines by f32 rounding.
+//!
+//! Measured (20k × 384, release example, this 2-core EPYC, noisy shared
+//! machine): AVX-512 vs portable — HNSW queries 1.2–1.3× faster, build
+//! 28 s vs 37 s, flat single query 791 vs 597 q/s.
+
+use std::sync::OnceLock;
 
 use half::{f16, slice::HalfFloatSliceExt};
 use serde::{Deserialize, Serialize};
@@ -87,65 +99,486 @@ pub fn normalize(v: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
-/// Inner product of two f32 slices of equal length.
+/// Which implementation of the distance kernels runs.
+///
+/// Chosen once per process by [`Kernel::active`] from what the CPU offers
+/// (AVX-512F, else AVX2 + FMA + F16C, else portable); every index and every
+/// [`Metric::score`] call uses the same one, so exact search is
+/// deterministic within a process. The environment variable
+/// `RAGJET_SIMD=portable|avx2|avx512` forces a path (an unavailable one
+/// falls back to detection), which is how the speed-ups are measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// Chunked scalar loops with 16 accumulators (auto-vectorised to
+    /// whatever the build target allows).
+    Portable,
+    /// 256-bit AVX2 with fused multiply-add; F16C widens f16 rows.
+    Avx2,
+    /// 512-bit AVX-512F (its own f16 → f32 conversion).
+    Avx512,
+}
+
+static ACTIVE: OnceLock<Kernel> = OnceLock::new();
+
+impl Kernel {
+    /// Whether this CPU can run the kernel.
+    pub fn is_available(self) -> bool {
+        match self {
+            Kernel::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// Every kernel this CPU can run, portable first.
+    pub fn available() -> Vec<Kernel> {
+        [Kernel::Portable, Kernel::Avx2, Kernel::Avx512]
+            .into_iter()
+            .filter(|k| k.is_available())
+            .collect()
+    }
+
+    /// The fastest available kernel (or the one `RAGJET_SIMD` forces).
+    pub fn detect() -> Kernel {
+        let forced = match std::env::var("RAGJET_SIMD").as_deref() {
+            Ok("portable") => Some(Kernel::Portable),
+            Ok("avx2") => Some(Kernel::Avx2),
+            Ok("avx512") => Some(Kernel::Avx512),
+            _ => None,
+        };
+        if let Some(k) = forced.filter(|k| k.is_available()) {
+            return k;
+        }
+        [Kernel::Avx512, Kernel::Avx2]
+            .into_iter()
+            .find(|k| k.is_available())
+            .unwrap_or(Kernel::Portable)
+    }
+
+    /// The kernel the crate uses, detected on first call.
+    #[inline]
+    pub fn active() -> Kernel {
+        *ACTIVE.get_or_init(Kernel::detect)
+    }
+
+    /// Inner product over the common prefix of `a` and `b`.
+    #[inline]
+    pub fn dot(self, a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
+        match self {
+            // SAFETY: the guard checked the CPU features at run time; a
+            // kernel the CPU lacks falls through to the portable loop.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 if self.is_available() => unsafe { x86::dot_avx512(a, b) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 if self.is_available() => unsafe { x86::dot_avx2(a, b) },
+            _ => portable::dot(a, b),
+        }
+    }
+
+    /// Squared Euclidean distance over the common prefix.
+    #[inline]
+    pub fn l2_squared(self, a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 if self.is_available() => unsafe { x86::l2_avx512(a, b) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 if self.is_available() => unsafe { x86::l2_avx2(a, b) },
+            _ => portable::l2(a, b),
+        }
+    }
+
+    /// Inner product of an f32 query with an f16 row, widening on the fly
+    /// (no temporary row buffer). Unavailable kernels fall back to the
+    /// portable loop, as in every method here.
+    #[inline]
+    pub fn dot_f16(self, a: &[f32], b: &[f16]) -> f32 {
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 if self.is_available() => unsafe { x86::dot_f16_avx512(a, b) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 if self.is_available() => unsafe { x86::dot_f16_avx2(a, b) },
+            _ => portable::dot_f16(a, b),
+        }
+    }
+
+    /// Squared Euclidean distance of an f32 query and an f16 row.
+    #[inline]
+    pub fn l2_squared_f16(self, a: &[f32], b: &[f16]) -> f32 {
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 if self.is_available() => unsafe { x86::l2_f16_avx512(a, b) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 if self.is_available() => unsafe { x86::l2_f16_avx2(a, b) },
+            _ => portable::l2_f16(a, b),
+        }
+    }
+}
+
+/// The active kernel's functions, resolved once: the hot loops (HNSW's
+/// `Distance::eval`, flat scans) pay one indirect call, not a feature test.
+#[derive(Clone, Copy)]
+pub struct Fns {
+    /// Inner product.
+    pub dot: fn(&[f32], &[f32]) -> f32,
+    /// Squared Euclidean distance.
+    pub l2: fn(&[f32], &[f32]) -> f32,
+    /// Inner product with an f16 row.
+    pub dot_f16: fn(&[f32], &[f16]) -> f32,
+    /// Squared Euclidean distance to an f16 row.
+    pub l2_f16: fn(&[f32], &[f16]) -> f32,
+}
+
+static FNS: OnceLock<Fns> = OnceLock::new();
+
+impl Fns {
+    fn for_kernel(k: Kernel) -> Fns {
+        match k {
+            // The x86 entries are only installed after `is_available`
+            // confirmed the features (the kernel came from `detect`).
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 if k.is_available() => Fns {
+                dot: |a, b| unsafe { x86::dot_avx512(a, b) },
+                l2: |a, b| unsafe { x86::l2_avx512(a, b) },
+                dot_f16: |a, b| unsafe { x86::dot_f16_avx512(a, b) },
+                l2_f16: |a, b| unsafe { x86::l2_f16_avx512(a, b) },
+            },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 if k.is_available() => Fns {
+                dot: |a, b| unsafe { x86::dot_avx2(a, b) },
+                l2: |a, b| unsafe { x86::l2_avx2(a, b) },
+                dot_f16: |a, b| unsafe { x86::dot_f16_avx2(a, b) },
+                l2_f16: |a, b| unsafe { x86::l2_f16_avx2(a, b) },
+            },
+            _ => Fns {
+                dot: portable::dot,
+                l2: portable::l2,
+                dot_f16: portable::dot_f16,
+                l2_f16: portable::l2_f16,
+            },
+        }
+    }
+
+    /// The table of [`Kernel::active`]. Slices must have equal lengths.
+    #[inline]
+    pub fn get() -> &'static Fns {
+        FNS.get_or_init(|| Fns::for_kernel(Kernel::active()))
+    }
+}
+
+/// Inner product of two f32 slices of equal length, with the active
+/// [`Kernel`].
 ///
 /// Only the common prefix is used if the lengths differ; callers check
 /// dimensions before reaching the kernel.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f32; LANES];
-    let ca = a.chunks_exact(LANES);
-    let cb = b.chunks_exact(LANES);
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..LANES {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut tail = 0.0f32;
-    for (x, y) in ra.iter().zip(rb) {
-        tail += x * y;
-    }
-    reduce(&acc) + tail
+    (Fns::get().dot)(&a[..n], &b[..n])
 }
 
-/// Squared Euclidean distance of two f32 slices of equal length.
+/// Squared Euclidean distance of two f32 slices of equal length, with the
+/// active [`Kernel`].
 #[inline]
 pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f32; LANES];
-    let ca = a.chunks_exact(LANES);
-    let cb = b.chunks_exact(LANES);
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..LANES {
-            let d = x[i] - y[i];
-            acc[i] += d * d;
-        }
-    }
-    let mut tail = 0.0f32;
-    for (x, y) in ra.iter().zip(rb) {
-        let d = x - y;
-        tail += d * d;
-    }
-    reduce(&acc) + tail
+    (Fns::get().l2)(&a[..n], &b[..n])
 }
 
-/// Pairwise tree reduction of the accumulators (fixed order).
-#[inline]
-fn reduce(acc: &[f32; LANES]) -> f32 {
-    let mut s = [0.0f32; LANES / 2];
-    for i in 0..LANES / 2 {
-        s[i] = acc[i] + acc[i + LANES / 2];
+mod portable {
+    use super::{f16, LANES};
+
+    #[inline]
+    pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = [0.0f32; LANES];
+        let ca = a.chunks_exact(LANES);
+        let cb = b.chunks_exact(LANES);
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        for (x, y) in ca.zip(cb) {
+            for i in 0..LANES {
+                acc[i] += x[i] * y[i];
+            }
+        }
+        let mut tail = 0.0f32;
+        for (x, y) in ra.iter().zip(rb) {
+            tail += x * y;
+        }
+        reduce(&acc) + tail
     }
-    let mut t = [0.0f32; LANES / 4];
-    for i in 0..LANES / 4 {
-        t[i] = s[i] + s[i + LANES / 4];
+
+    #[inline]
+    pub(super) fn l2(a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = [0.0f32; LANES];
+        let ca = a.chunks_exact(LANES);
+        let cb = b.chunks_exact(LANES);
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        for (x, y) in ca.zip(cb) {
+            for i in 0..LANES {
+                let d = x[i] - y[i];
+                acc[i] += d * d;
+            }
+        }
+        let mut tail = 0.0f32;
+        for (x, y) in ra.iter().zip(rb) {
+            let d = x - y;
+            tail += d * d;
+        }
+        reduce(&acc) + tail
     }
-    (t[0] + t[2]) + (t[1] + t[3])
+
+    #[inline]
+    pub(super) fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
+        let mut acc = [0.0f32; LANES];
+        let ca = a.chunks_exact(LANES);
+        let cb = b.chunks_exact(LANES);
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        for (x, y) in ca.zip(cb) {
+            for i in 0..LANES {
+                acc[i] += x[i] * y[i].to_f32();
+            }
+        }
+        let mut tail = 0.0f32;
+        for (x, y) in ra.iter().zip(rb) {
+            tail += x * y.to_f32();
+        }
+        reduce(&acc) + tail
+    }
+
+    #[inline]
+    pub(super) fn l2_f16(a: &[f32], b: &[f16]) -> f32 {
+        let mut acc = [0.0f32; LANES];
+        let ca = a.chunks_exact(LANES);
+        let cb = b.chunks_exact(LANES);
+        let (ra, rb) = (ca.remainder(), cb.remainder());
+        for (x, y) in ca.zip(cb) {
+            for i in 0..LANES {
+                let d = x[i] - y[i].to_f32();
+                acc[i] += d * d;
+            }
+        }
+        let mut tail = 0.0f32;
+        for (x, y) in ra.iter().zip(rb) {
+            let d = x - y.to_f32();
+            tail += d * d;
+        }
+        reduce(&acc) + tail
+    }
+
+    /// Pairwise tree reduction of the accumulators (fixed order).
+    #[inline]
+    fn reduce(acc: &[f32; LANES]) -> f32 {
+        let mut s = [0.0f32; LANES / 2];
+        for i in 0..LANES / 2 {
+            s[i] = acc[i] + acc[i + LANES / 2];
+        }
+        let mut t = [0.0f32; LANES / 4];
+        for i in 0..LANES / 4 {
+            t[i] = s[i] + s[i + LANES / 4];
+        }
+        (t[0] + t[2]) + (t[1] + t[3])
+    }
+}
+
+/// x86-64 kernels. Each is `unsafe` only because of `#[target_feature]`:
+/// callers must have checked the feature at run time ([`Kernel::is_available`]).
+/// All loads are unaligned (`loadu`), so no alignment contract; the slices
+/// have equal length (the dispatcher trims them).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_op_in_unsafe_fn)]
+mod x86 {
+    use super::f16;
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn hsum256(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps(v, 1);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0b01));
+        _mm_cvtss_f32(s)
+    }
+
+    /// Generates an AVX-512 kernel: 4 × 16-lane accumulators over 64
+    /// elements per step, 16-lane steps, then one masked step for the tail.
+    macro_rules! avx512_kernel {
+        ($name:ident, $bt:ty, $load_b:ident, $load_b_mask:ident, $step:ident) => {
+            #[target_feature(enable = "avx512f")]
+            pub(super) unsafe fn $name(a: &[f32], b: &[$bt]) -> f32 {
+                let n = a.len();
+                let pa = a.as_ptr();
+                let pb = b.as_ptr();
+                let mut acc0 = _mm512_setzero_ps();
+                let mut acc1 = _mm512_setzero_ps();
+                let mut acc2 = _mm512_setzero_ps();
+                let mut acc3 = _mm512_setzero_ps();
+                let mut i = 0;
+                while i + 64 <= n {
+                    acc0 = $step(acc0, _mm512_loadu_ps(pa.add(i)), $load_b(pb.add(i)));
+                    acc1 = $step(
+                        acc1,
+                        _mm512_loadu_ps(pa.add(i + 16)),
+                        $load_b(pb.add(i + 16)),
+                    );
+                    acc2 = $step(
+                        acc2,
+                        _mm512_loadu_ps(pa.add(i + 32)),
+                        $load_b(pb.add(i + 32)),
+                    );
+                    acc3 = $step(
+                        acc3,
+                        _mm512_loadu_ps(pa.add(i + 48)),
+                        $load_b(pb.add(i + 48)),
+                    );
+                    i += 64;
+                }
+                while i + 16 <= n {
+                    acc0 = $step(acc0, _mm512_loadu_ps(pa.add(i)), $load_b(pb.add(i)));
+                    i += 16;
+                }
+                if i < n {
+                    let m: __mmask16 = (1u32 << (n - i)) as u16 - 1;
+                    let x = _mm512_maskz_loadu_ps(m, pa.add(i));
+                    let y = $load_b_mask(m, pb.add(i));
+                    acc1 = $step(acc1, x, y);
+                }
+                let s = _mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3));
+                _mm512_reduce_add_ps(s)
+            }
+        };
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn fma512(acc: __m512, x: __m512, y: __m512) -> __m512 {
+        _mm512_fmadd_ps(x, y, acc)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn sq512(acc: __m512, x: __m512, y: __m512) -> __m512 {
+        let d = _mm512_sub_ps(x, y);
+        _mm512_fmadd_ps(d, d, acc)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn ld_f32(p: *const f32) -> __m512 {
+        _mm512_loadu_ps(p)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn ld_f32_mask(m: __mmask16, p: *const f32) -> __m512 {
+        _mm512_maskz_loadu_ps(m, p)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn ld_f16(p: *const f16) -> __m512 {
+        _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn ld_f16_mask(m: __mmask16, p: *const f16) -> __m512 {
+        // Masked 16-bit load needs AVX-512BW; copy the tail instead.
+        let n = (m as u32).count_ones() as usize;
+        let mut buf = [0u16; 16];
+        std::ptr::copy_nonoverlapping(p as *const u16, buf.as_mut_ptr(), n);
+        _mm512_cvtph_ps(_mm256_loadu_si256(buf.as_ptr() as *const __m256i))
+    }
+
+    avx512_kernel!(dot_avx512, f32, ld_f32, ld_f32_mask, fma512);
+    avx512_kernel!(l2_avx512, f32, ld_f32, ld_f32_mask, sq512);
+    avx512_kernel!(dot_f16_avx512, f16, ld_f16, ld_f16_mask, fma512);
+    avx512_kernel!(l2_f16_avx512, f16, ld_f16, ld_f16_mask, sq512);
+
+    /// Generates an AVX2 kernel: 4 × 8-lane accumulators over 32 elements
+    /// per step, 8-lane steps, scalar tail.
+    macro_rules! avx2_kernel {
+        ($name:ident, $bt:ty, $load_b:ident, $step:ident, $tail:expr) => {
+            #[target_feature(enable = "avx2,fma,f16c")]
+            pub(super) unsafe fn $name(a: &[f32], b: &[$bt]) -> f32 {
+                let n = a.len();
+                let pa = a.as_ptr();
+                let pb = b.as_ptr();
+                let mut acc0 = _mm256_setzero_ps();
+                let mut acc1 = _mm256_setzero_ps();
+                let mut acc2 = _mm256_setzero_ps();
+                let mut acc3 = _mm256_setzero_ps();
+                let mut i = 0;
+                while i + 32 <= n {
+                    acc0 = $step(acc0, _mm256_loadu_ps(pa.add(i)), $load_b(pb.add(i)));
+                    acc1 = $step(acc1, _mm256_loadu_ps(pa.add(i + 8)), $load_b(pb.add(i + 8)));
+                    acc2 = $step(
+                        acc2,
+                        _mm256_loadu_ps(pa.add(i + 16)),
+                        $load_b(pb.add(i + 16)),
+                    );
+                    acc3 = $step(
+                        acc3,
+                        _mm256_loadu_ps(pa.add(i + 24)),
+                        $load_b(pb.add(i + 24)),
+                    );
+                    i += 32;
+                }
+                while i + 8 <= n {
+                    acc0 = $step(acc0, _mm256_loadu_ps(pa.add(i)), $load_b(pb.add(i)));
+                    i += 8;
+                }
+                let s = _mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3));
+                let mut total = hsum256(s);
+                let tail: fn(f32, &$bt) -> f32 = $tail;
+                while i < n {
+                    total += tail(a[i], &b[i]);
+                    i += 1;
+                }
+                total
+            }
+        };
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fma256(acc: __m256, x: __m256, y: __m256) -> __m256 {
+        _mm256_fmadd_ps(x, y, acc)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn sq256(acc: __m256, x: __m256, y: __m256) -> __m256 {
+        let d = _mm256_sub_ps(x, y);
+        _mm256_fmadd_ps(d, d, acc)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn ld8_f32(p: *const f32) -> __m256 {
+        _mm256_loadu_ps(p)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn ld8_f16(p: *const f16) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+
+    avx2_kernel!(dot_avx2, f32, ld8_f32, fma256, |x, y| x * *y);
+    avx2_kernel!(l2_avx2, f32, ld8_f32, sq256, |x, y| (x - *y) * (x - *y));
+    avx2_kernel!(dot_f16_avx2, f16, ld8_f16, fma256, |x, y| x * y.to_f32());
+    avx2_kernel!(l2_f16_avx2, f16, ld8_f16, sq256, |x, y| {
+        let d = x - y.to_f32();
+        d * d
+    });
 }
 
 /// Widens an f16 row into `out` (same length). Uses F16C when the CPU has it
@@ -171,7 +604,7 @@ pub struct HnswCosine;
 impl hnsw_rs::prelude::Distance<f32> for HnswCosine {
     #[inline]
     fn eval(&self, va: &[f32], vb: &[f32]) -> f32 {
-        (1.0 - dot(va, vb)).max(0.0)
+        (1.0 - (Fns::get().dot)(va, vb)).max(0.0)
     }
 }
 
@@ -182,7 +615,7 @@ pub struct HnswL2;
 impl hnsw_rs::prelude::Distance<f32> for HnswL2 {
     #[inline]
     fn eval(&self, va: &[f32], vb: &[f32]) -> f32 {
-        l2_squared(va, vb)
+        (Fns::get().l2)(va, vb)
     }
 }
 
@@ -209,6 +642,48 @@ mod tests {
                 .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
                 .sum();
             assert!((l2_squared(&a, &b) as f64 - l2).abs() < 1e-3, "n={n}");
+        }
+    }
+
+    /// Every kernel the CPU offers agrees with the portable one (to f32
+    /// rounding: the summation orders differ), f32 and f16, all tail
+    /// lengths.
+    #[test]
+    fn every_available_kernel_agrees_with_portable() {
+        let kernels = Kernel::available();
+        assert!(kernels.contains(&Kernel::Portable));
+        assert!(kernels.contains(&Kernel::active()));
+        for n in (0usize..70).chain([127, 128, 129, 384, 385, 1000]) {
+            let a: Vec<f32> = (0..n).map(|i| ((i * 7 % 13) as f32 - 6.0) / 3.0).collect();
+            let b: Vec<f32> = (0..n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 2.0).collect();
+            let bh = narrow_f16(&b);
+            let p = Kernel::Portable;
+            let close = |x: f32, y: f32| (x - y).abs() <= 1e-5 * (1.0 + x.abs().max(y.abs()));
+            for k in &kernels {
+                assert!(close(k.dot(&a, &b), p.dot(&a, &b)), "{k:?} dot n={n}");
+                assert!(
+                    close(k.l2_squared(&a, &b), p.l2_squared(&a, &b)),
+                    "{k:?} l2 n={n}"
+                );
+                assert!(
+                    close(k.dot_f16(&a, &bh), p.dot_f16(&a, &bh)),
+                    "{k:?} dot_f16 n={n}"
+                );
+                assert!(
+                    close(k.l2_squared_f16(&a, &bh), p.l2_squared_f16(&a, &bh)),
+                    "{k:?} l2_f16 n={n}"
+                );
+                let f = Fns::for_kernel(*k);
+                assert_eq!((f.dot)(&a, &b).to_bits(), k.dot(&a, &b).to_bits());
+                assert_eq!(
+                    (f.l2_f16)(&a, &bh).to_bits(),
+                    k.l2_squared_f16(&a, &bh).to_bits()
+                );
+            }
+            // The f16 kernels see exactly the widened row.
+            let mut wide = vec![0.0; n];
+            widen_f16(&bh, &mut wide);
+            assert_eq!(p.dot_f16(&a, &bh).to_bits(), p.dot(&a, &wide).to_bits());
         }
     }
 

@@ -7,7 +7,7 @@ use half::f16;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::distance::{self, Metric};
+use crate::distance::{self, Fns, Metric};
 use crate::error::{corrupt, Result};
 use crate::filter::MetadataFilters;
 use crate::index::{check_dim, check_filter, prepare_entries, prepare_query, VectorIndex};
@@ -73,9 +73,15 @@ enum Vectors {
     F16(Vec<f16>),
 }
 
-/// Queries handled together by the batched path: each row is loaded once
-/// and scored against this many queries while it sits in L1.
+/// Batches smaller than this run as single queries.
 const QUERY_BLOCK: usize = 8;
+/// Most queries in one matrix product of the batched path.
+const GEMM_QUERY_BLOCK: usize = 256;
+/// Rows per matrix product: the score tile (queries × rows) and the row
+/// block stay cache-resident.
+const GEMM_ROW_BLOCK: usize = 512;
+/// Candidates kept per query beyond `2k` before the exact rescore.
+const POOL_EXTRA: usize = 16;
 
 /// Exact search. Rows live in one contiguous array (row `i` at
 /// `i*dim..(i+1)*dim`); deletes move the last row into the hole so the
@@ -178,27 +184,26 @@ impl FlatIndex {
         filter: Option<&MetadataFilters>,
     ) -> TopK {
         let mut top = TopK::new(k);
-        let d = self.cfg.dim;
-        let metric = self.cfg.metric;
-        match &self.vectors {
-            Vectors::F32(v) => {
-                for r in rows {
-                    if self.passes(r, filter) {
-                        top.push(metric.score(q, &v[r * d..(r + 1) * d]), r as u32);
-                    }
-                }
-            }
-            Vectors::F16(v) => {
-                let mut buf = vec![0.0f32; d];
-                for r in rows {
-                    if self.passes(r, filter) {
-                        distance::widen_f16(&v[r * d..(r + 1) * d], &mut buf);
-                        top.push(metric.score(q, &buf), r as u32);
-                    }
-                }
+        for r in rows {
+            if self.passes(r, filter) {
+                top.push(self.exact_score(q, r), r as u32);
             }
         }
         top
+    }
+
+    /// Score of row `r` with the active SIMD kernel; the one definition of
+    /// a score that single, parallel and batched searches all return.
+    #[inline]
+    fn exact_score(&self, q: &[f32], r: usize) -> f32 {
+        let d = self.cfg.dim;
+        let f = Fns::get();
+        match (&self.vectors, self.cfg.metric) {
+            (Vectors::F32(v), Metric::L2) => -(f.l2)(q, &v[r * d..(r + 1) * d]),
+            (Vectors::F32(v), _) => (f.dot)(q, &v[r * d..(r + 1) * d]),
+            (Vectors::F16(v), Metric::L2) => -(f.l2_f16)(q, &v[r * d..(r + 1) * d]),
+            (Vectors::F16(v), _) => (f.dot_f16)(q, &v[r * d..(r + 1) * d]),
+        }
     }
 
     fn search_prepared(&self, q: &[f32], k: usize, filter: Option<&MetadataFilters>) -> TopK {
@@ -227,27 +232,146 @@ impl FlatIndex {
             .collect()
     }
 
-    /// One block of queries against every row: the row is widened (f16)
-    /// and filtered once, then scored against each query of the block.
-    fn scan_block(&self, qs: &[Vec<f32>], k: usize, filter: Option<&MetadataFilters>) -> Vec<TopK> {
-        let mut tops: Vec<TopK> = qs.iter().map(|_| TopK::new(k)).collect();
+    /// Batched exact search: query blocks × row blocks as matrix products
+    /// (`gemm`), a candidate pool per query, then an exact rescore.
+    ///
+    /// The product sums in a different order from the SIMD kernel, so its
+    /// scores can differ in the last bits. To return exactly what
+    /// [`VectorIndex::search`] returns, each query keeps its best
+    /// `POOL_EXTRA + 2k` rows by product score, rescores them with the
+    /// kernel, and checks that no row outside the pool could reach the k-th
+    /// exact score given a worst-case rounding bound `delta`; when one could
+    /// (near-ties at the pool edge), that query falls back to a full scan.
+    fn search_gemm(
+        &self,
+        qs: &[Vec<f32>],
+        k: usize,
+        filter: Option<&MetadataFilters>,
+    ) -> Vec<TopK> {
         let d = self.cfg.dim;
-        let metric = self.cfg.metric;
         let n = self.records.capacity();
-        let mut buf = vec![0.0f32; d];
-        for r in 0..n {
-            if !self.passes(r, filter) {
-                continue;
-            }
-            let row: &[f32] = match &self.vectors {
-                Vectors::F32(v) => &v[r * d..(r + 1) * d],
+        let metric = self.cfg.metric;
+        let mask: Option<Vec<bool>> =
+            filter.map(|_| (0..n).map(|r| self.passes(r, filter)).collect());
+        // Squared row norms (for L2 and for the rounding bound).
+        let f = Fns::get();
+        let mut row_buf = vec![0.0f32; d];
+        let norms2: Vec<f32> = (0..n)
+            .map(|r| match &self.vectors {
+                Vectors::F32(v) => (f.dot)(&v[r * d..(r + 1) * d], &v[r * d..(r + 1) * d]),
                 Vectors::F16(v) => {
-                    distance::widen_f16(&v[r * d..(r + 1) * d], &mut buf);
-                    &buf
+                    distance::widen_f16(&v[r * d..(r + 1) * d], &mut row_buf);
+                    (f.dot)(&row_buf, &row_buf)
+                }
+            })
+            .collect();
+        let max_norm = norms2.iter().fold(0.0f32, |m, x| m.max(*x)).sqrt();
+        let pool = 2 * k + POOL_EXTRA;
+        let threads = rayon::current_num_threads().max(1);
+        let qblock = qs.len().div_ceil(threads).clamp(1, GEMM_QUERY_BLOCK);
+        let blocks: Vec<&[Vec<f32>]> = qs.chunks(qblock).collect();
+        let pools: Vec<Vec<TopK>> = blocks
+            .into_par_iter()
+            .map(|block| self.gemm_block(block, pool, mask.as_deref(), &norms2))
+            .collect();
+        let eps = f32::EPSILON * d as f32 * 2.5;
+        qs.iter()
+            .zip(pools.into_iter().flatten())
+            .map(|(q, cand)| {
+                let cand = cand.into_sorted();
+                let mut top = TopK::new(k);
+                for c in &cand {
+                    top.push(self.exact_score(q, c.slot as usize), c.slot);
+                }
+                let full = cand.len() >= pool;
+                if full {
+                    let qn = distance::dot(q, q).sqrt();
+                    let delta = match metric {
+                        Metric::L2 => 2.0 * eps * (qn + max_norm) * (qn + max_norm),
+                        _ => 2.0 * eps * qn * max_norm,
+                    } + f32::MIN_POSITIVE;
+                    let worst_pool = cand.last().map_or(f32::NEG_INFINITY, |c| c.score);
+                    let kth = top.worst_score();
+                    if kth.is_none_or(|kth| worst_pool + delta >= kth) {
+                        return self.search_prepared(q, k, filter);
+                    }
+                }
+                top
+            })
+            .collect()
+    }
+
+    /// One block of queries against every row, `GEMM_ROW_BLOCK` rows at a
+    /// time: `scores = Q · Rᵀ`, then each query's candidate pool.
+    fn gemm_block(
+        &self,
+        qs: &[Vec<f32>],
+        pool: usize,
+        mask: Option<&[bool]>,
+        norms2: &[f32],
+    ) -> Vec<TopK> {
+        let d = self.cfg.dim;
+        let n = self.records.capacity();
+        let l2 = self.cfg.metric == Metric::L2;
+        let m = qs.len();
+        let mut qmat = Vec::with_capacity(m * d);
+        qs.iter().for_each(|q| qmat.extend_from_slice(q));
+        let qn2: Vec<f32> = qs.iter().map(|q| distance::dot(q, q)).collect();
+        let mut tops: Vec<TopK> = (0..m).map(|_| TopK::new(pool)).collect();
+        let mut scores = vec![0.0f32; m * GEMM_ROW_BLOCK];
+        let mut wide = match &self.vectors {
+            Vectors::F16(_) => vec![0.0f32; GEMM_ROW_BLOCK * d],
+            Vectors::F32(_) => Vec::new(),
+        };
+        for start in (0..n).step_by(GEMM_ROW_BLOCK) {
+            let rb = GEMM_ROW_BLOCK.min(n - start);
+            let rows: &[f32] = match &self.vectors {
+                Vectors::F32(v) => &v[start * d..(start + rb) * d],
+                Vectors::F16(v) => {
+                    distance::widen_f16(&v[start * d..(start + rb) * d], &mut wide[..rb * d]);
+                    &wide[..rb * d]
                 }
             };
-            for (q, top) in qs.iter().zip(tops.iter_mut()) {
-                top.push(metric.score(q, row), r as u32);
+            // SAFETY: dst is m × rb (row stride rb), lhs m × d (row stride
+            // d), rhs d × rb read from the row-major rows (element (kk, r)
+            // at r*d + kk); every buffer holds at least that many elements.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    rb,
+                    d,
+                    scores.as_mut_ptr(),
+                    1,
+                    rb as isize,
+                    false,
+                    qmat.as_ptr(),
+                    1,
+                    d as isize,
+                    rows.as_ptr(),
+                    d as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            for (qi, top) in tops.iter_mut().enumerate() {
+                let srow = &scores[qi * rb..(qi + 1) * rb];
+                for (j, &dp) in srow.iter().enumerate() {
+                    let r = start + j;
+                    if mask.is_some_and(|mk| !mk[r]) {
+                        continue;
+                    }
+                    let sc = if l2 {
+                        2.0 * dp - qn2[qi] - norms2[r]
+                    } else {
+                        dp
+                    };
+                    top.push(sc, r as u32);
+                }
             }
         }
         tops
@@ -411,10 +535,7 @@ impl VectorIndex for FlatIndex {
                 .map(|q| self.to_hits(self.search_prepared(q, k, filter)))
                 .collect());
         }
-        let tops: Vec<TopK> = qs
-            .par_chunks(QUERY_BLOCK)
-            .flat_map_iter(|block| self.scan_block(block, k, filter))
-            .collect();
+        let tops = self.search_gemm(&qs, k, filter);
         Ok(tops.into_iter().map(|t| self.to_hits(t)).collect())
     }
 

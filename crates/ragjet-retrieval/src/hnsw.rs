@@ -3,7 +3,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use hnsw_rs::prelude::{AnnT, Hnsw, HnswIo};
+use std::sync::{Arc, Mutex};
+
+use hnsw_rs::prelude::{AnnT, Hnsw, HnswIo, Neighbour, PointId};
 use serde::{Deserialize, Serialize};
 
 use crate::distance::{HnswCosine, HnswL2, Metric};
@@ -13,6 +15,7 @@ use crate::index::{check_dim, check_filter, prepare_entries, prepare_query, Vect
 use crate::metrics::{record_op, record_size, DEFAULT_NAMESPACE};
 use crate::persist;
 use crate::records::Records;
+use crate::topk::TopK;
 use crate::types::{Entry, Hit, Record};
 
 /// hnsw_rs caps the number of layers at 16.
@@ -20,6 +23,12 @@ const MAX_LAYERS: usize = 16;
 /// Batches at least this large are inserted with `parallel_insert`.
 const PARALLEL_INSERT_MIN: usize = 64;
 const GRAPH_BASENAME: &str = "graph";
+/// Filters passing at most this many rows are answered by exact search
+/// over those rows instead of a graph walk.
+const BRUTE_FORCE_MAX_ROWS: usize = 20_000;
+/// Largest ef used for post-filtering (ef × rows / passing rows); past it
+/// the filtered walk is used.
+const POST_FILTER_MAX_EF: usize = 2048;
 
 /// Options of an [`HnswIndex`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,14 +149,35 @@ impl Graph {
 /// Approximate nearest-neighbour index on an HNSW graph.
 ///
 /// Deletes and replaced entries become tombstones: they stay in the graph
-/// (so its connectivity is intact) but a filter applied during the walk
-/// keeps them out of results. [`HnswIndex::compact`] rebuilds the graph from
+/// (so its connectivity is intact) but never reach results.
+///
+/// Filtered search (and search with tombstones) evaluates the filter once
+/// per slot into a mask, cached for the last filter until the next
+/// mutation, then picks a strategy by how many rows pass: at most
+/// 20,000 — exact search over just those rows (recall 1); otherwise an
+/// unfiltered walk with `ef` scaled by 1/selectivity whose results are
+/// post-filtered, falling back to hnsw_rs's filter-during-walk when that
+/// yields fewer than k hits (hnsw_rs's filtered walk never stops early, so
+/// it is the slow path). [`HnswIndex::compact`] rebuilds the graph from
 /// the live entries when tombstones pile up.
 pub struct HnswIndex {
     cfg: HnswConfig,
     graph: Graph,
     records: Records,
     namespace: String,
+    /// Bumped by every mutation; invalidates `selection_cache`.
+    generation: u64,
+    selection_cache: Mutex<Option<Arc<Selection>>>,
+}
+
+/// A filter's evaluation over every slot (see [`HnswIndex::selection`]).
+struct Selection {
+    key: String,
+    generation: u64,
+    mask: Vec<bool>,
+    passing: usize,
+    /// `(slots, their vectors)` when few enough rows pass for brute force.
+    subset: Option<(Vec<usize>, Vec<f32>)>,
 }
 
 impl std::fmt::Debug for HnswIndex {
@@ -169,6 +199,8 @@ impl HnswIndex {
             cfg,
             records: Records::default(),
             namespace: DEFAULT_NAMESPACE.to_string(),
+            generation: 0,
+            selection_cache: Mutex::new(None),
         })
     }
 
@@ -201,6 +233,7 @@ impl HnswIndex {
         if removed == 0 {
             return 0;
         }
+        self.generation += 1;
         let mut points = self.graph.points();
         points.sort_by_key(|p| p.0);
         let mut records = Records::default();
@@ -237,18 +270,40 @@ impl HnswIndex {
         }
         let ef = ef.max(k);
         let records = &self.records;
-        let keep = |id: &usize| match records.get(*id) {
-            None => false,
-            Some(r) => filter.is_none_or(|f| f.matches(&r.metadata)),
-        };
-        let need_filter = filter.is_some() || self.tombstones() > 0;
-        let found = with_graph!(&self.graph, h => {
-            if need_filter {
-                h.search_filter(&q, k, ef, Some(&keep))
-            } else {
-                h.search(&q, k, ef)
+        let found = if filter.is_none() && self.tombstones() == 0 {
+            with_graph!(&self.graph, h => h.search(&q, k, ef))
+        } else {
+            let sel = self.selection(filter);
+            if sel.passing == 0 {
+                return Ok(Vec::new());
             }
-        });
+            let mask = &sel.mask;
+            if let Some((slots, vectors)) = &sel.subset {
+                // Few rows pass: exact search over just those rows (their
+                // vectors were gathered when the selection was cached).
+                self.brute_force(&q, k, slots, vectors)
+            } else {
+                // hnsw_rs's filtered walk never stops early (it drains the
+                // candidate queue), so it visits most of the graph. When the
+                // filter passes a fair share, post-filter instead: an
+                // unfiltered walk with ef scaled by 1/selectivity, keeping
+                // the passing results; the filtered walk is the fallback
+                // when that does not yield k hits.
+                let scaled = ef.saturating_mul(records.capacity()) / sel.passing;
+                let mut post = Vec::new();
+                if scaled <= POST_FILTER_MAX_EF {
+                    let wide = scaled.max(ef);
+                    post = with_graph!(&self.graph, h => h.search(&q, wide, wide));
+                    post.retain(|n| mask.get(n.d_id).copied().unwrap_or(false));
+                }
+                if post.len() >= k || post.len() == sel.passing {
+                    post
+                } else {
+                    let keep = |id: &usize| mask.get(*id).copied().unwrap_or(false);
+                    with_graph!(&self.graph, h => h.search_filter(&q, k, ef, Some(&keep)))
+                }
+            }
+        };
         let metric = self.cfg.metric;
         let mut hits: Vec<Hit> = found
             .into_iter()
@@ -264,6 +319,81 @@ impl HnswIndex {
             .collect();
         hits.truncate(k);
         Ok(hits)
+    }
+
+    /// The rows a filter (and the tombstone check) lets through, cached for
+    /// the last filter seen until the next mutation: evaluating metadata
+    /// for every row costs more than a graph walk, and callers (tenants,
+    /// departments) repeat the same filter. A new filter pays one pass.
+    fn selection(&self, filter: Option<&MetadataFilters>) -> Arc<Selection> {
+        let key = filter
+            .map(|f| serde_json::to_string(f).unwrap_or_default())
+            .unwrap_or_default();
+        let mut cache = self
+            .selection_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cache.as_ref() {
+            if c.key == key && c.generation == self.generation {
+                return Arc::clone(c);
+            }
+        }
+        let records = &self.records;
+        let mask: Vec<bool> = (0..records.capacity())
+            .map(|s| {
+                records
+                    .get(s)
+                    .is_some_and(|r| filter.is_none_or(|f| f.matches(&r.metadata)))
+            })
+            .collect();
+        let passing = mask.iter().filter(|b| **b).count();
+        let subset = (passing > 0 && passing <= BRUTE_FORCE_MAX_ROWS).then(|| {
+            let d = self.cfg.dim;
+            let mut slots = Vec::with_capacity(passing);
+            let mut vectors = Vec::with_capacity(passing * d);
+            with_graph!(&self.graph, h => {
+                for p in h.get_point_indexation() {
+                    let id = p.get_origin_id();
+                    if mask.get(id).copied().unwrap_or(false) {
+                        slots.push(id);
+                        vectors.extend_from_slice(p.get_v());
+                    }
+                }
+            });
+            (slots, vectors)
+        });
+        let sel = Arc::new(Selection {
+            key,
+            generation: self.generation,
+            mask,
+            passing,
+            subset,
+        });
+        *cache = Some(Arc::clone(&sel));
+        sel
+    }
+
+    /// Exact top-k over gathered rows, as hnsw_rs neighbours (same distance
+    /// as the graph, so scores match a graph search's).
+    fn brute_force(&self, q: &[f32], k: usize, slots: &[usize], vectors: &[f32]) -> Vec<Neighbour> {
+        use hnsw_rs::prelude::Distance;
+        let d = self.cfg.dim;
+        let mut top = TopK::new(k);
+        for (i, v) in vectors.chunks_exact(d).enumerate() {
+            let dist = match self.cfg.metric {
+                Metric::L2 => HnswL2.eval(q, v),
+                _ => HnswCosine.eval(q, v),
+            };
+            top.push(-dist, i as u32);
+        }
+        top.into_sorted()
+            .into_iter()
+            .map(|c| Neighbour {
+                d_id: slots[c.slot as usize],
+                distance: -c.score,
+                p_id: PointId(0, 0),
+            })
+            .collect()
     }
 
     pub(crate) fn write_to(&self, dir: &Path) -> Result<()> {
@@ -328,6 +458,8 @@ impl HnswIndex {
             graph,
             records,
             namespace: DEFAULT_NAMESPACE.to_string(),
+            generation: 0,
+            selection_cache: Mutex::new(None),
         })
     }
 
@@ -386,6 +518,7 @@ impl VectorIndex for HnswIndex {
             tracing::info_span!("index.add", namespace = %self.namespace, n = entries.len())
                 .entered();
         let prepared = prepare_entries(entries, self.cfg.dim, self.cfg.metric)?;
+        self.generation += 1;
         let mut items: Vec<(Vec<f32>, usize)> = Vec::with_capacity(prepared.len());
         for (rec, v) in prepared {
             if let Some(old) = self.records.slot_of(&rec.id) {
@@ -402,6 +535,7 @@ impl VectorIndex for HnswIndex {
     }
 
     fn delete(&mut self, ids: &[&str]) -> usize {
+        self.generation += 1;
         let mut removed = 0;
         for id in ids {
             if let Some(slot) = self.records.slot_of(id) {

@@ -57,6 +57,14 @@ impl TopK {
         }
     }
 
+    /// Score of the worst kept candidate once k are kept, else `None`.
+    pub(crate) fn worst_score(&self) -> Option<f32> {
+        if self.heap.len() < self.k || self.k == 0 {
+            return None;
+        }
+        self.heap.peek().map(|c| c.score)
+    }
+
     pub(crate) fn merge(mut self, other: TopK) -> TopK {
         for c in other.heap {
             self.push(c.score, c.slot);

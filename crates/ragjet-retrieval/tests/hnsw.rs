@@ -215,3 +215,40 @@ fn filters_excluding_everything_and_tiny_graphs_are_fine() {
         .unwrap();
     assert_eq!(idx.search(&[0.0, 0.0, 1.0], 3, None).unwrap()[0].id, "back");
 }
+
+/// The filter evaluation is cached per filter; every mutation (upsert,
+/// metadata change, delete, compaction) must invalidate it. Small subsets
+/// are answered exactly (brute force over the passing rows), so the filtered
+/// answer equals the flat index's.
+#[test]
+fn cached_filter_selection_follows_mutations() {
+    let data = common::clustered(600, 16, 6, 0.3, 11);
+    let mut idx = HnswIndex::new(HnswConfig::new(16, Metric::Cosine)).unwrap();
+    let mut flat = FlatIndex::new(FlatConfig::new(16, Metric::Cosine)).unwrap();
+    idx.upsert(entries(&data)).unwrap();
+    flat.upsert(entries(&data)).unwrap();
+    let g1 = MetadataFilters::new(
+        vec![MetadataFilter::new("group", FilterOperator::Eq, 1i64)],
+        Default::default(),
+    );
+    let q = data[7].clone();
+    let ids = |hits: Vec<ragjet_retrieval::Hit>| hits.into_iter().map(|h| h.id).collect::<Vec<_>>();
+    let exact = ids(flat.search(&q, 5, Some(&g1)).unwrap());
+    assert_eq!(ids(idx.search(&q, 5, Some(&g1)).unwrap()), exact);
+    // A new entry identical to the query, in group 1: must now come first.
+    let newcomer = Entry::new("new", q.clone()).with_meta("group", 1i64);
+    idx.upsert(vec![newcomer.clone()]).unwrap();
+    assert_eq!(idx.search(&q, 5, Some(&g1)).unwrap()[0].id, "new");
+    // Moved to group 2 (upsert replaces metadata): gone from group 1.
+    idx.upsert(vec![Entry::new("new", q.clone()).with_meta("group", 2i64)])
+        .unwrap();
+    assert_eq!(ids(idx.search(&q, 5, Some(&g1)).unwrap()), exact);
+    // Delete the best group-1 hit: it must not come back.
+    assert_eq!(idx.delete(&[exact[0].as_str()]), 1);
+    let after = ids(idx.search(&q, 5, Some(&g1)).unwrap());
+    assert!(!after.contains(&exact[0]));
+    assert_eq!(after[..4], exact[1..]);
+    idx.compact();
+    let compacted = ids(idx.search(&q, 5, Some(&g1)).unwrap());
+    assert_eq!(compacted[..4], exact[1..]);
+}
