@@ -12,30 +12,17 @@
 //! same 90 % hits and 10 % misses; the misses are embedded for real and
 //! stored, exactly as in production.
 
-use std::io::BufRead;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use ragjet::cache::{CacheKey, EmbeddingCache, Scope, TierKind};
 use ragjet::inference::{locate_default_model, Embedder, EmbedderOptions};
 
+mod fixtures;
+use fixtures::corpus;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn corpus(n: usize) -> Vec<String> {
-    let path = std::env::var("RAGJET_FIXTURES").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures").to_owned()
-    });
-    let file = std::fs::File::open(format!("{path}/corpus.jsonl")).expect("fixture corpus");
-    std::io::BufReader::new(file)
-        .lines()
-        .take(n)
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(&l.unwrap()).unwrap();
-            v["text"].as_str().unwrap().to_owned()
-        })
-        .collect()
-}
 
 type BenchError = Box<dyn std::error::Error + Send + Sync>;
 
