@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::path::Path;
 
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, DType, Device, InplaceOp1, InplaceOp2, Layout, Shape, Tensor,
+    CpuStorage, CustomOp1, DType, Device, InplaceOp1, InplaceOp2, Layout, Shape, Tensor,
 };
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
@@ -215,14 +215,14 @@ impl BertEncoder {
             kernels: self.kernels,
         };
         for layer in &self.layers {
-            let qkv = matmul(&x, &layer.qkv_t, self.kernels)?;
+            let qkv = x.matmul(&layer.qkv_t)?;
             qkv.inplace_op1(&BiasAct {
                 kernels: self.kernels,
                 bias: &layer.qkv_bias,
                 act: None,
             })?;
             let context = qkv.apply_op1_no_bwd(&attention)?;
-            let attn = matmul(&context, &layer.out_t, self.kernels)?;
+            let attn = context.matmul(&layer.out_t)?;
             attn.inplace_op2(
                 &x,
                 &ResidualLayerNorm {
@@ -232,13 +232,13 @@ impl BertEncoder {
                     eps: self.eps,
                 },
             )?;
-            let up = matmul(&attn, &layer.up_t, self.kernels)?;
+            let up = attn.matmul(&layer.up_t)?;
             up.inplace_op1(&BiasAct {
                 kernels: self.kernels,
                 bias: &layer.up_bias,
                 act: Some(self.act),
             })?;
-            let down = matmul(&up, &layer.down_t, self.kernels)?;
+            let down = up.matmul(&layer.down_t)?;
             down.inplace_op2(
                 &attn,
                 &ResidualLayerNorm {
@@ -295,20 +295,6 @@ fn f32_ref<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> 
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg("kernel input must be contiguous".into()))?;
     Ok(&s.as_slice::<f32>()?[start..end])
-}
-
-/// Up to this many tokens, a batch multiplies by the weights with
-/// [`SmallMatmul`] instead of the GEMM (measured crossover on AVX-512).
-const SMALL_BATCH_TOKENS: usize = 32;
-
-/// `x · w` (`w` is `[k, n]`, contiguous): the GEMM for real batches, one
-/// streaming pass over the weights for a handful of tokens.
-fn matmul(x: &Tensor, w: &Tensor, kernels: Kernels) -> candle_core::Result<Tensor> {
-    if x.dim(0)? <= SMALL_BATCH_TOKENS {
-        x.apply_op2_no_bwd(w, &SmallMatmul { kernels })
-    } else {
-        x.matmul(w)
-    }
 }
 
 /// Rows per parallel task: enough tasks to balance the pool, few enough
@@ -372,55 +358,6 @@ impl InplaceOp2 for ResidualLayerNorm<'_> {
                     .residual_layer_norm(rows, res, self.bias, &self.ln.0, &self.ln.1, self.eps)
             });
         Ok(())
-    }
-}
-
-/// `x · w` for a few rows of `x`, threaded over column blocks of `w`.
-struct SmallMatmul {
-    kernels: Kernels,
-}
-
-impl CustomOp2 for SmallMatmul {
-    fn name(&self) -> &'static str {
-        "ragjet-small-matmul"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (rows, k) = l1.shape().dims2()?;
-        let (k2, n) = l2.shape().dims2()?;
-        if k != k2 {
-            candle_core::bail!("small matmul: {rows}×{k} by {k2}×{n}");
-        }
-        let x = f32_ref(s1, l1)?;
-        let w = f32_ref(s2, l2)?;
-        // Column blocks small enough that a block of every output row stays
-        // in L1 while the weights stream past.
-        const BLOCK: usize = 128;
-        let blocks = n.div_ceil(BLOCK);
-        let parts: Vec<Vec<f32>> = (0..blocks)
-            .into_par_iter()
-            .map(|b| {
-                let (c0, c1) = (b * BLOCK, ((b + 1) * BLOCK).min(n));
-                let mut out = vec![0.0f32; rows * (c1 - c0)];
-                self.kernels.small_matmul(x, k, &w[c0..], n, &mut out);
-                out
-            })
-            .collect();
-        let mut out = vec![0.0f32; rows * n];
-        for (b, part) in parts.iter().enumerate() {
-            let c0 = b * BLOCK;
-            let width = part.len() / rows;
-            for (dst, src) in out.chunks_exact_mut(n).zip(part.chunks_exact(width)) {
-                dst[c0..c0 + width].copy_from_slice(src);
-            }
-        }
-        Ok((CpuStorage::F32(out), Shape::from((rows, n))))
     }
 }
 

@@ -134,26 +134,6 @@ fn softmax_rows_body(scores: &mut [f32], width: usize) {
     }
 }
 
-/// `out[r] = Σ_k x[r][k] · w[k]` for the rows `r` of `x` (`k` wide) and the
-/// rows of `w` (`out`'s width): each weight row is read once and applied to
-/// every input row, so a few tokens cost one pass over the weights and no
-/// packing (the GEMM's packing of the whole weight matrix is what dominates
-/// a short text's latency otherwise).
-#[inline(always)]
-fn small_matmul_body(x: &[f32], k: usize, w: &[f32], w_stride: usize, out: &mut [f32]) {
-    let width = out.len() / (x.len() / k);
-    out.fill(0.0);
-    for kk in 0..k {
-        let w_row = &w[kk * w_stride..][..width];
-        for (x_row, out_row) in x.chunks_exact(k).zip(out.chunks_exact_mut(width)) {
-            let a = x_row[kk];
-            for (o, wv) in out_row.iter_mut().zip(w_row) {
-                *o += a * wv;
-            }
-        }
-    }
-}
-
 macro_rules! variant {
     ($module:ident, $($feature:literal),*) => {
         #[cfg(target_arch = "x86_64")]
@@ -177,10 +157,7 @@ macro_rules! variant {
             pub unsafe fn softmax_rows(scores: &mut [f32], width: usize) {
                 softmax_rows_body(scores, width)
             }
-            $(#[target_feature(enable = $feature)])*
-            pub unsafe fn small_matmul(x: &[f32], k: usize, w: &[f32], w_stride: usize, out: &mut [f32]) {
-                small_matmul_body(x, k, w, w_stride, out)
-            }
+
         }
     };
 }
@@ -291,22 +268,6 @@ impl Kernels {
     }
 }
 
-impl Kernels {
-    /// `out = x · w` for a few rows of `x` (`rows × k`); `w` starts at the
-    /// first output column and has `w_stride` values per row; `out` is
-    /// `rows × width`, row-major.
-    pub fn small_matmul(self, x: &[f32], k: usize, w: &[f32], w_stride: usize, out: &mut [f32]) {
-        match self {
-            Kernels::Portable => small_matmul_body(x, k, w, w_stride, out),
-            // SAFETY: as in `bias_act`.
-            #[cfg(target_arch = "x86_64")]
-            Kernels::Avx2 => unsafe { avx2::small_matmul(x, k, w, w_stride, out) },
-            #[cfg(target_arch = "x86_64")]
-            Kernels::Avx512 => unsafe { avx512::small_matmul(x, k, w, w_stride, out) },
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,35 +336,6 @@ mod tests {
             kernels.softmax_rows(&mut b, h);
             for (x, y) in a.iter().zip(&b) {
                 assert!((x - y).abs() <= 1e-6, "{kernels:?} softmax: {x} vs {y}");
-            }
-        }
-    }
-
-    #[test]
-    fn small_matmul_matches_naive_product_on_every_variant() {
-        let (rows, k, n) = (3, 20, 12);
-        let x = data(rows * k);
-        let w = data(k * n);
-        let mut want = vec![0.0f64; rows * n];
-        for r in 0..rows {
-            for c in 0..n {
-                want[r * n + c] = (0..k)
-                    .map(|i| x[r * k + i] as f64 * w[i * n + c] as f64)
-                    .sum();
-            }
-        }
-        for kernels in Kernels::available() {
-            // The right half of the columns, as one parallel task would see it.
-            let mut out = vec![0.0f32; rows * n / 2];
-            kernels.small_matmul(&x, k, &w[n / 2..], n, &mut out);
-            for r in 0..rows {
-                for c in 0..n / 2 {
-                    let (got, w) = (out[r * n / 2 + c], want[r * n + n / 2 + c]);
-                    assert!(
-                        (got as f64 - w).abs() < 1e-4,
-                        "{kernels:?} [{r},{c}]: {got} vs {w}"
-                    );
-                }
             }
         }
     }

@@ -55,8 +55,7 @@ fn encoder_matches_stock_candle_bert_for_every_activation() {
         }
         std::fs::write(stock_dir.join("config.json"), config.to_string()).unwrap();
         let embedder = Embedder::load(&dir).unwrap();
-        // The batch (47 tokens) takes the GEMM path, each text alone the
-        // small-batch matmul path.
+        // Each text alone and all three packed into one batch.
         let texts: Vec<String> = [2, 9, 30].iter().map(|&n| sentence(n, n)).collect();
         let batch = embedder.embed(&texts).unwrap();
         for (i, text) in texts.iter().enumerate() {
