@@ -5,24 +5,15 @@
 //! `ragjet::inference::locate_default_model`, and `../shared/fixtures`).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ragjet::inference::{locate_default_model, Embedder, EmbedderOptions};
 
 mod fixtures;
-use fixtures::corpus;
+use fixtures::{corpus, embedder};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn bench(c: &mut Criterion) {
-    let embedder = Embedder::load_with(
-        locate_default_model().expect("model"),
-        EmbedderOptions {
-            num_threads: Some(2),
-            max_batch_size: 32,
-            ..Default::default()
-        },
-    )
-    .expect("model loads");
+    let embedder = embedder();
     let texts = corpus(128);
     let mut group = c.benchmark_group("embed");
     group.sample_size(10);

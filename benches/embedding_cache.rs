@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use ragjet::cache::{CacheKey, EmbeddingCache, Scope, TierKind};
-use ragjet::inference::{locate_default_model, Embedder, EmbedderOptions};
+use ragjet::inference::Embedder;
 
 mod fixtures;
-use fixtures::corpus;
+use fixtures::{corpus, embedder};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -36,15 +36,7 @@ fn bench(c: &mut Criterion) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
-    let embedder = Embedder::load_with(
-        locate_default_model().expect("model"),
-        EmbedderOptions {
-            num_threads: Some(2),
-            max_batch_size: 32,
-            ..Default::default()
-        },
-    )
-    .expect("model loads");
+    let embedder = embedder();
     let texts = corpus(batch);
     assert_eq!(texts.len(), batch, "the fixture corpus is too short");
     let hits = batch * 9 / 10;

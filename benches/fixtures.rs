@@ -1,6 +1,21 @@
-//! The fixture corpus, shared by the embedding benches.
+//! The fixture corpus and the embedder, shared by the embedding benches.
 
 use std::io::BufRead;
+
+use ragjet::inference::{locate_default_model, Embedder, EmbedderOptions};
+
+/// The real model with the benches' settings: 2 threads, batch 32.
+pub fn embedder() -> Embedder {
+    Embedder::load_with(
+        locate_default_model().expect("model"),
+        EmbedderOptions {
+            num_threads: Some(2),
+            max_batch_size: 32,
+            ..Default::default()
+        },
+    )
+    .expect("model loads")
+}
 
 /// The first `n` passages of `../shared/fixtures/corpus.jsonl` (or of
 /// `$RAGJET_FIXTURES/corpus.jsonl`).
