@@ -37,10 +37,14 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test"
 cargo test
 
-step "cargo test: Redis tier of the cache, OTLP exporter of the telemetry (optional features)"
+step "cargo test: optional features (Redis tier, OTLP exporter, exact search on a candle device)"
 cargo clippy -p ragjet-cache --all-targets --features redis -- -D warnings
 cargo test -p ragjet-cache --features redis
 cargo test -p ragjet-telemetry --features otlp,cuda
+# `device` is the CUDA search code running on candle's CPU backend; the
+# `cuda` build itself needs the toolchain of scripts/build-cuda.sh (docs/gpu.md).
+cargo clippy -p ragjet-retrieval --all-targets --features device -- -D warnings
+cargo test -p ragjet-retrieval --features device
 
 step "ruff"
 ruff check bindings/python benches && ruff format --check bindings/python benches

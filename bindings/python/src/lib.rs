@@ -64,7 +64,8 @@ struct Embedder {
 #[pymethods]
 impl Embedder {
     #[new]
-    #[pyo3(signature = (model_dir=None, *, num_threads=None, batch_size=32, max_batch_tokens=16384, max_seq_length=None, normalize=None))]
+    #[pyo3(signature = (model_dir=None, *, num_threads=None, batch_size=32, max_batch_tokens=16384, max_seq_length=None, normalize=None, device="auto", precision=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         model_dir: Option<PathBuf>,
@@ -73,13 +74,23 @@ impl Embedder {
         max_batch_tokens: usize,
         max_seq_length: Option<usize>,
         normalize: Option<bool>,
+        device: &str,
+        precision: Option<&str>,
     ) -> PyResult<Self> {
+        // "auto" | "cpu" | "cuda" | "cuda:N"; "f32" | "f16" | "bf16".
+        let device: inference::Device = device.parse().map_err(to_py)?;
+        let precision = precision
+            .map(str::parse::<inference::Precision>)
+            .transpose()
+            .map_err(to_py)?;
         let options = EmbedderOptions {
             num_threads,
             max_batch_size: batch_size,
             max_batch_tokens,
             max_seq_length,
             normalize,
+            device,
+            precision,
             ..Default::default()
         };
         let inner = py.detach(|| {
@@ -157,6 +168,18 @@ impl Embedder {
         self.inner.num_threads()
     }
 
+    /// The device the model runs on: "cpu" or "cuda:N".
+    #[getter]
+    fn device(&self) -> String {
+        self.inner.device_name()
+    }
+
+    /// Format of the forward pass: "f32", "f16" or "bf16".
+    #[getter]
+    fn precision(&self) -> String {
+        self.inner.precision().to_string()
+    }
+
     /// The folder the model was loaded from.
     #[getter]
     fn model_dir(&self) -> PathBuf {
@@ -165,12 +188,14 @@ impl Embedder {
 
     fn __repr__(&self) -> String {
         format!(
-            "Embedder(model_dir={:?}, dim={}, max_seq_length={}, normalize={}, num_threads={})",
+            "Embedder(model_dir={:?}, dim={}, max_seq_length={}, normalize={}, num_threads={}, device={:?}, precision={:?})",
             self.inner.model_dir(),
             self.inner.dim(),
             self.inner.max_seq_length(),
             self.inner.normalize(),
-            self.inner.num_threads()
+            self.inner.num_threads(),
+            self.inner.device_name(),
+            self.inner.precision().to_string()
         )
     }
 }

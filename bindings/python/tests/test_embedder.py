@@ -84,3 +84,24 @@ def test_gil_is_released_while_embedding(embedder, fixtures):
     worker.join()
     # Holding the GIL would freeze this loop for the whole embedding call.
     assert max(gaps) < alone / 2, (max(gaps), alone)
+
+
+def test_device_and_precision_arguments(embedder):
+    # Auto on a machine without a GPU (or a wheel built without `cuda`): CPU, f32.
+    assert embedder.device == "cpu"
+    assert embedder.precision == "f32"
+    cpu = ragjet.Embedder(num_threads=2, device="cpu", precision="f32")
+    assert (cpu.device, cpu.precision) == ("cpu", "f32")
+    texts = ["a first passage about rivers", "and a second, longer one about the sea and its tides"]
+    half = ragjet.Embedder(num_threads=2, device="cpu", precision="bf16")
+    assert half.precision == "bf16"
+    a, b = embedder.embed(texts), half.embed(texts)
+    assert a.shape == b.shape
+    assert float(np.min(np.sum(a * b, axis=1))) >= 0.99
+    if embedder.device == "cpu":
+        # Auto chose the CPU, so no GPU is usable here: asking for one fails cleanly.
+        with pytest.raises(ragjet.RagjetError):
+            ragjet.Embedder(num_threads=2, device="cuda")
+    for bad in [dict(device="tpu"), dict(device="cuda:x"), dict(precision="f8")]:
+        with pytest.raises(ragjet.InvalidInputError):
+            ragjet.Embedder(num_threads=2, **bad)

@@ -3,6 +3,14 @@
 //! and near-duplicate recall printed separately.
 //!
 //! Run: `cargo bench -p ragjet-cache --bench cache`
+//!
+//! The semantic cache holds query embeddings, which cluster by topic: its
+//! entries are drawn around 4,000 topic centres (the MiniLM embeddings of
+//! `../shared/fixtures` when present, else random unit vectors), 25 per
+//! topic on average, as in `benches/compare_search.py`.
+//! `RAGJET_BENCH_UNIFORM=1` draws them uniformly at random instead: no
+//! structure for a graph to follow, the worst case for HNSW (and not what
+//! a cache of real queries looks like).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -15,6 +23,67 @@ const DIM: usize = 384;
 
 fn vector(r: &mut impl Rng) -> Vec<f32> {
     (0..DIM).map(|_| r.random::<f32>() - 0.5).collect()
+}
+
+/// Where semantic-cache entries come from (see the module docs).
+struct Topics {
+    centres: Vec<Vec<f32>>,
+}
+
+impl Topics {
+    fn new(r: &mut impl Rng) -> Self {
+        if std::env::var_os("RAGJET_BENCH_UNIFORM").is_some() {
+            return Topics {
+                centres: Vec::new(),
+            };
+        }
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/fixtures/minilm_reference.npy"
+        );
+        let centres = read_npy_f32(fixture).unwrap_or_else(|| {
+            (0..4000)
+                .map(|_| unit((0..DIM).map(|_| normal(r)).collect()))
+                .collect()
+        });
+        Topics { centres }
+    }
+
+    fn draw(&self, r: &mut impl Rng) -> Vec<f32> {
+        if self.centres.is_empty() {
+            return vector(r);
+        }
+        let c = &self.centres[r.random_range(0..self.centres.len())];
+        let spread = 0.6 / (DIM as f32).sqrt();
+        unit(c.iter().map(|x| x + spread * normal(r)).collect())
+    }
+}
+
+fn normal(r: &mut impl Rng) -> f32 {
+    let (u, v): (f32, f32) = (r.random::<f32>().max(1e-12), r.random());
+    (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+}
+
+fn unit(mut v: Vec<f32>) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+/// Rows of a little-endian float32 `.npy` matrix of width `DIM`.
+fn read_npy_f32(path: &str) -> Option<Vec<Vec<f32>>> {
+    let b = std::fs::read(path).ok()?;
+    let header_len = u16::from_le_bytes([*b.get(8)?, *b.get(9)?]) as usize;
+    let header = std::str::from_utf8(b.get(10..10 + header_len)?).ok()?;
+    if !header.contains("'<f4'") || header.contains("'fortran_order': True") {
+        return None;
+    }
+    let data: Vec<f32> = b[10 + header_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    (data.len().is_multiple_of(DIM) && !data.is_empty())
+        .then(|| data.chunks_exact(DIM).map(<[f32]>::to_vec).collect())
 }
 
 fn bench_tiers(c: &mut Criterion) {
@@ -104,7 +173,7 @@ fn bench_embedding_batch(c: &mut Criterion) {
     });
 }
 
-/// A cache holding `n` random entries in one scope (default config, so
+/// A cache holding `n` entries in one scope (default config, so
 /// 10k is searched exactly and 100k through HNSW), the vectors of 100 of
 /// them, and queries: each of the 100 slightly perturbed (should hit) and
 /// 50 random ones (should miss).
@@ -118,12 +187,14 @@ fn semantic(n: usize) -> (SemanticCache<u64>, Queries) {
     let sc = SemanticCache::new(cfg).unwrap();
     let s = Scope::tenant("bench");
     let mut r = rand::rngs::StdRng::seed_from_u64(3);
+    let topics = Topics::new(&mut r);
     let mut stored = Vec::new();
     let t0 = Instant::now();
     for chunk in 0..n.div_ceil(10_000) {
         let lo = chunk * 10_000;
         let hi = (lo + 10_000).min(n);
-        let items: Vec<(Vec<f32>, u64)> = (lo..hi).map(|i| (vector(&mut r), i as u64)).collect();
+        let items: Vec<(Vec<f32>, u64)> =
+            (lo..hi).map(|i| (topics.draw(&mut r), i as u64)).collect();
         for (v, i) in &items {
             if (*i as usize).is_multiple_of(n / 100) {
                 stored.push((v.clone(), *i));
@@ -144,7 +215,7 @@ fn semantic(n: usize) -> (SemanticCache<u64>, Queries) {
             .collect();
         queries.push((q, Some(*i)));
         if j % 2 == 0 {
-            queries.push((vector(&mut r), None));
+            queries.push((topics.draw(&mut r), None));
         }
     }
     (sc, queries)

@@ -1,13 +1,21 @@
 //! [`Embedder`]: texts in, one contiguous matrix of sentence vectors out.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use tokenizers::{Encoding, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-use crate::encoder::{BertEncoder, PackedBatch};
+use crate::adaptive::{is_oom, AdaptiveBudget, GROW_MIN_FREE};
+use crate::backend::{Backend, BackendKind, PackedBackend};
+use crate::device::{resolve, Device, Precision};
+use crate::encoder::BertEncoder;
 use crate::error::{InferenceError, Result};
 use crate::folder::FolderSettings;
-use crate::pooling::{l2_normalize, pool_into, PoolingMode};
+use crate::metrics::{
+    labels, EMBEDDING_BATCH_TOKEN_LIMIT, GPU_MEMORY_TOTAL_BYTES, GPU_MEMORY_USED_BYTES,
+};
+use crate::padded::PaddedBert;
+use crate::pooling::{l2_normalize, PoolingMode};
 
 /// Texts are tokenised and sorted this many at a time, which bounds the
 /// memory held by token ids when embedding millions of texts.
@@ -23,7 +31,10 @@ pub struct EmbedderOptions {
     /// Most texts in one forward pass (default 32, as sentence-transformers).
     pub max_batch_size: usize,
     /// Most tokens in one forward pass (default 16384). Long texts then go
-    /// in smaller batches, which bounds memory.
+    /// in smaller batches, which bounds memory. With the padded backend
+    /// (GPU, f16/bf16) a batch counts `texts × longest text` tokens, its
+    /// padded size. This is where the adaptive budget starts (see
+    /// [`Embedder::batch_token_limit`]).
     pub max_batch_tokens: usize,
     /// Texts longer than this many tokens (special tokens included) are
     /// truncated; default from `sentence_bert_config.json`, capped at the
@@ -33,6 +44,21 @@ pub struct EmbedderOptions {
     pub pooling: Option<Vec<PoolingMode>>,
     /// L2-normalise outputs; default: whether `modules.json` has a Normalize module.
     pub normalize: Option<bool>,
+    /// Where the model runs (default [`Device::Auto`]: GPU 0 when built
+    /// with `cuda` and one answers, else the CPU).
+    pub device: Device,
+    /// Format of weights and activations; `None` = f32 on the CPU, f16 on
+    /// CUDA. Pooling and normalisation are f32 regardless.
+    pub precision: Option<Precision>,
+    /// Forward-pass implementation; `None` = [`BackendKind::Packed`] for
+    /// f32 on the CPU, [`BackendKind::Padded`] otherwise (the only one that
+    /// runs on CUDA or in f16/bf16).
+    pub backend: Option<BackendKind>,
+    /// Testing aid: any forward pass with more real tokens than this fails
+    /// as an out-of-memory error would (its message says
+    /// `CUDA_ERROR_OUT_OF_MEMORY`), so the halving back-off can be shown on
+    /// the CPU and forced on a GPU. `None` (the default) in production.
+    pub simulate_oom_above_tokens: Option<usize>,
 }
 
 impl Default for EmbedderOptions {
@@ -44,6 +70,10 @@ impl Default for EmbedderOptions {
             max_seq_length: None,
             pooling: None,
             normalize: None,
+            device: Device::Auto,
+            precision: None,
+            backend: None,
+            simulate_oom_above_tokens: None,
         }
     }
 }
@@ -100,9 +130,32 @@ impl Embeddings {
 /// as sentence-transformers does it: as `[CLS] [SEP]`.
 ///
 /// `Embedder` is `Send + Sync`; share it behind an `Arc`.
+///
+/// # Batching and out-of-memory back-off
+///
+/// Texts are sorted by length and grouped into forward passes of at most
+/// `max_batch_size` texts and [`batch_token_limit`](Self::batch_token_limit)
+/// tokens. That budget starts at `max_batch_tokens` and adapts: when a
+/// forward pass runs out of device memory, the budget drops to half the
+/// failed batch's cost, the remaining texts (the failed ones first) are
+/// re-planned and retried — no text is ever dropped — and the failed cost is
+/// remembered as a ceiling. On a GPU the budget also grows by a quarter after
+/// a few successful batches it limited, while a quarter of the device memory
+/// is free, up to 8 × `max_batch_tokens` and ¾ of the ceiling. A single text
+/// that runs out of memory on its own is an [`InferenceError::OutOfMemory`];
+/// other errors propagate at once. The budget is exported as the gauge
+/// `ragjet_embedding_batch_token_limit{device}`, and on CUDA the device memory
+/// as `ragjet_gpu_memory_{used,total}_bytes{device}` after every batch (see
+/// [`crate::metrics`]).
 pub struct Embedder {
     dir: PathBuf,
-    encoder: BertEncoder,
+    backend: Box<dyn Backend>,
+    backend_kind: BackendKind,
+    device_name: String,
+    gpu_ordinal: Option<usize>,
+    precision: Precision,
+    budget: Mutex<AdaptiveBudget>,
+    simulate_oom: Option<usize>,
     /// Truncates at `max_seq_length`, no padding: what the model sees.
     tokenizer: Tokenizer,
     /// No truncation, no padding: what `count_tokens` measures.
@@ -112,7 +165,6 @@ pub struct Embedder {
     max_seq_length: usize,
     do_lower_case: bool,
     max_batch_size: usize,
-    max_batch_tokens: usize,
     pool: rayon::ThreadPool,
 }
 
@@ -121,6 +173,10 @@ impl std::fmt::Debug for Embedder {
         f.debug_struct("Embedder")
             .field("dir", &self.dir)
             .field("dim", &self.dim())
+            .field("device", &self.device_name)
+            .field("precision", &self.precision)
+            .field("backend", &self.backend_kind)
+            .field("batch_token_limit", &self.batch_token_limit())
             .field("pooling", &self.pooling)
             .field("normalize", &self.normalize)
             .field("max_seq_length", &self.max_seq_length)
@@ -191,7 +247,45 @@ impl Embedder {
             }))
             .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
 
-        let encoder = BertEncoder::load(&settings.bert, &settings.weights)?;
+        let device = resolve(options.device)?;
+        let precision = options.precision.unwrap_or(if device.ordinal.is_some() {
+            Precision::F16
+        } else {
+            Precision::F32
+        });
+        let backend_kind =
+            options
+                .backend
+                .unwrap_or(if device.ordinal.is_none() && precision == Precision::F32 {
+                    BackendKind::Packed
+                } else {
+                    BackendKind::Padded
+                });
+        let backend: Box<dyn Backend> = match backend_kind {
+            BackendKind::Packed => {
+                if device.ordinal.is_some() || precision != Precision::F32 {
+                    return Err(InferenceError::InvalidOption(format!(
+                        "the packed backend runs in f32 on the CPU only, not {precision} on {}",
+                        device.name()
+                    )));
+                }
+                Box::new(PackedBackend(BertEncoder::load(
+                    &settings.bert,
+                    &settings.weights,
+                )?))
+            }
+            BackendKind::Padded => Box::new(PaddedBert::load(
+                &settings.bert,
+                &settings.weights,
+                precision.dtype(),
+                &device.candle,
+            )?),
+        };
+        let device_name = device.name();
+        tracing::debug!(device = %device_name, %precision, backend = %backend_kind, "embedder loaded");
+        let budget = AdaptiveBudget::new(options.max_batch_tokens, device.ordinal.is_some());
+        ::metrics::gauge!(EMBEDDING_BATCH_TOKEN_LIMIT, labels::DEVICE => device_name.clone())
+            .set(budget.limit() as f64);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(num_threads)
             .thread_name(|i| format!("ragjet-embed-{i}"))
@@ -199,7 +293,13 @@ impl Embedder {
             .map_err(|e| InferenceError::InvalidOption(format!("thread pool: {e}")))?;
         Ok(Self {
             dir: dir.to_owned(),
-            encoder,
+            backend,
+            backend_kind,
+            device_name,
+            gpu_ordinal: device.ordinal,
+            precision,
+            budget: Mutex::new(budget),
+            simulate_oom: options.simulate_oom_above_tokens,
             tokenizer,
             counter,
             pooling,
@@ -207,7 +307,6 @@ impl Embedder {
             max_seq_length,
             do_lower_case: settings.do_lower_case,
             max_batch_size: options.max_batch_size,
-            max_batch_tokens: options.max_batch_tokens,
             pool,
         })
     }
@@ -218,7 +317,25 @@ impl Embedder {
     }
     /// Width of the output vectors.
     pub fn dim(&self) -> usize {
-        self.pooling.len() * self.encoder.hidden_size()
+        self.pooling.len() * self.backend.hidden_size()
+    }
+    /// The device the model runs on: `"cpu"` or `"cuda:N"`.
+    pub fn device_name(&self) -> String {
+        self.device_name.clone()
+    }
+    /// Format of the forward pass's weights and activations.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+    /// Which forward-pass implementation runs.
+    pub fn backend(&self) -> BackendKind {
+        self.backend_kind
+    }
+    /// The token budget of one forward pass found so far: `max_batch_tokens`
+    /// until an out-of-memory error halves it (or, on a GPU, successful
+    /// batches grow it). See the type's documentation.
+    pub fn batch_token_limit(&self) -> usize {
+        self.budget().limit()
     }
     /// Token limit per text, special tokens included.
     pub fn max_seq_length(&self) -> usize {
@@ -332,6 +449,23 @@ impl Embedder {
             .map_err(|e| InferenceError::Tokenizer(e.to_string()))
     }
 
+    fn budget(&self) -> std::sync::MutexGuard<'_, AdaptiveBudget> {
+        // The budget is plain numbers, valid whatever a panicking holder did.
+        self.budget.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_limit_gauge(&self, limit: usize) {
+        ::metrics::gauge!(EMBEDDING_BATCH_TOKEN_LIMIT, labels::DEVICE => self.device_name.clone())
+            .set(limit as f64);
+    }
+
+    /// Whether the device has room for bigger batches (GPU only).
+    fn memory_allows_growth(&self) -> bool {
+        self.backend.memory().is_some_and(|(used, total)| {
+            (total - used.min(total)) as f64 >= GROW_MIN_FREE * total as f64
+        })
+    }
+
     fn embed_chunk<S: AsRef<str> + Sync>(
         &self,
         texts: &[S],
@@ -340,47 +474,152 @@ impl Embedder {
     ) -> Result<()> {
         let encodings = self.tokenize(texts)?;
         let lens: Vec<usize> = encodings.iter().map(Encoding::len).collect();
-        let hidden = self.encoder.hidden_size();
-        let dim = self.dim();
-        for batch in plan_batches(&lens, self.max_batch_size, self.max_batch_tokens) {
-            let tokens = batch.iter().map(|&i| lens[i]).sum();
-            let mut packed = PackedBatch::with_capacity(batch.len(), tokens);
-            for &i in &batch {
-                packed.push(encodings[i].get_ids(), encodings[i].get_type_ids());
-            }
-            let states = self.encoder.forward(&packed)?;
-            for (row, &i) in batch.iter().enumerate() {
-                let dst = &mut out[i * dim..(i + 1) * dim];
-                let src = &states[packed.offsets[row] * hidden..packed.offsets[row + 1] * hidden];
-                pool_into(src, lens[i], hidden, &self.pooling, dst);
-                if self.normalize {
-                    l2_normalize(dst);
+        let pads = self.backend.pads();
+        let mut remaining = longest_first(&lens);
+        let mut pooled = Vec::new();
+        while !remaining.is_empty() {
+            let limit = self.budget().limit();
+            let mut done = 0;
+            for batch in plan_sorted(&remaining, &lens, self.max_batch_size, limit, pads) {
+                let cost = batch_cost(&batch, &lens, pads);
+                match self.run_batch(&batch, &encodings, &lens, out, &mut pooled) {
+                    Ok(()) => {
+                        done += batch.len();
+                        on_batch(batch.len());
+                        if let Some(ordinal) = self.gpu_ordinal {
+                            if let Some((used, total)) = self.backend.memory() {
+                                let d = ordinal.to_string();
+                                ::metrics::gauge!(GPU_MEMORY_USED_BYTES, labels::DEVICE => d.clone())
+                                    .set(used as f64);
+                                ::metrics::gauge!(GPU_MEMORY_TOTAL_BYTES, labels::DEVICE => d)
+                                    .set(total as f64);
+                            }
+                        }
+                        let grown = self
+                            .budget()
+                            .on_success(cost, || self.memory_allows_growth());
+                        if let Some(limit) = grown {
+                            tracing::debug!(device = %self.device_name, limit, "batch token budget grown");
+                            self.set_limit_gauge(limit);
+                            break; // re-plan the rest with the larger budget
+                        }
+                    }
+                    Err(err) if is_oom(&err) => {
+                        if batch.len() == 1 {
+                            return Err(InferenceError::OutOfMemory {
+                                device: self.device_name.clone(),
+                                tokens: lens[batch[0]],
+                                message: err.to_string(),
+                            });
+                        }
+                        let limit = self.budget().on_oom(cost);
+                        tracing::warn!(
+                            device = %self.device_name,
+                            texts = batch.len(),
+                            tokens = cost,
+                            limit,
+                            "out of memory: halving the batch token budget and retrying"
+                        );
+                        self.set_limit_gauge(limit);
+                        break; // re-plan from the failed batch on
+                    }
+                    Err(err) => return Err(err),
                 }
             }
-            on_batch(batch.len());
+            remaining.drain(..done);
+        }
+        Ok(())
+    }
+
+    /// Runs one batch and writes its (normalised) vectors into their rows
+    /// of `out`.
+    fn run_batch(
+        &self,
+        batch: &[usize],
+        encodings: &[Encoding],
+        lens: &[usize],
+        out: &mut [f32],
+        pooled: &mut Vec<f32>,
+    ) -> Result<()> {
+        if let Some(max) = self.simulate_oom {
+            let real: usize = batch.iter().map(|&i| lens[i]).sum();
+            if real > max {
+                return Err(InferenceError::Tensor(candle_core::Error::Msg(format!(
+                    "simulated out of memory (CUDA_ERROR_OUT_OF_MEMORY): {real} tokens > simulate_oom_above_tokens = {max}"
+                ))));
+            }
+        }
+        let dim = self.dim();
+        let encs: Vec<&Encoding> = batch.iter().map(|&i| &encodings[i]).collect();
+        pooled.clear();
+        pooled.resize(batch.len() * dim, 0.0);
+        self.backend.embed_batch(&encs, &self.pooling, pooled)?;
+        for (src, &i) in pooled.chunks_exact(dim).zip(batch) {
+            let dst = &mut out[i * dim..(i + 1) * dim];
+            dst.copy_from_slice(src);
+            if self.normalize {
+                l2_normalize(dst);
+            }
         }
         Ok(())
     }
 }
 
-/// Groups text indices into batches: longest texts first (texts of similar
-/// length share a batch, which balances attention work across threads), each
-/// batch at most `max_rows` texts and `max_tokens` tokens (a text longer than
-/// the budget still gets a batch of its own).
-pub(crate) fn plan_batches(lens: &[usize], max_rows: usize, max_tokens: usize) -> Vec<Vec<usize>> {
+/// Text indices, longest first (ties in input order): texts of similar
+/// length then share a batch, which balances attention work across threads
+/// and keeps padding small.
+fn longest_first(lens: &[usize]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..lens.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
+    order
+}
+
+/// What a batch costs against the token budget: its real tokens, or with a
+/// padded backend `texts × longest` (the batch is sorted, longest first).
+fn batch_cost(batch: &[usize], lens: &[usize], pads: bool) -> usize {
+    if pads {
+        batch.len() * batch.first().map_or(0, |&i| lens[i])
+    } else {
+        batch.iter().map(|&i| lens[i]).sum()
+    }
+}
+
+/// Groups `order` (longest first) into consecutive batches of at most
+/// `max_rows` texts and `max_tokens` cost (see [`batch_cost`]); a text over
+/// the budget still gets a batch of its own.
+fn plan_sorted(
+    order: &[usize],
+    lens: &[usize],
+    max_rows: usize,
+    max_tokens: usize,
+    pads: bool,
+) -> Vec<Vec<usize>> {
     let mut batches: Vec<(Vec<usize>, usize)> = Vec::new();
-    for i in order {
+    for &i in order {
         match batches.last_mut() {
-            Some((b, tokens)) if b.len() < max_rows && *tokens + lens[i] <= max_tokens => {
-                b.push(i);
-                *tokens += lens[i];
+            Some((b, tokens)) if b.len() < max_rows => {
+                let cost = if pads {
+                    (b.len() + 1) * lens[b[0]]
+                } else {
+                    *tokens + lens[i]
+                };
+                if cost <= max_tokens {
+                    b.push(i);
+                    *tokens = cost;
+                } else {
+                    batches.push((vec![i], lens[i]));
+                }
             }
             _ => batches.push((vec![i], lens[i])),
         }
     }
     batches.into_iter().map(|(b, _)| b).collect()
+}
+
+/// [`plan_sorted`] on all texts, packed cost: the unit tests' shorthand.
+#[cfg(test)]
+pub(crate) fn plan_batches(lens: &[usize], max_rows: usize, max_tokens: usize) -> Vec<Vec<usize>> {
+    plan_sorted(&longest_first(lens), lens, max_rows, max_tokens, false)
 }
 
 #[cfg(test)]
@@ -403,6 +642,24 @@ mod tests {
         let mut all: Vec<usize> = batches.concat();
         all.sort();
         assert_eq!(all, (0..lens.len()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn padded_batches_count_rows_times_the_longest() {
+        let lens = [10, 4, 4, 4, 3];
+        let order = super::longest_first(&lens);
+        // Padded: 10 + 10 + 10 = 30 ≤ 30, a fourth row would be 40.
+        assert_eq!(
+            super::plan_sorted(&order, &lens, 8, 30, true),
+            vec![vec![0, 1, 2], vec![3, 4]]
+        );
+        assert_eq!(super::batch_cost(&[0, 1, 2], &lens, true), 30);
+        assert_eq!(super::batch_cost(&[0, 1, 2], &lens, false), 18);
+        // Packed: all 25 real tokens fit.
+        assert_eq!(
+            super::plan_sorted(&order, &lens, 8, 30, false),
+            vec![vec![0, 1, 2, 3, 4]]
+        );
     }
 
     #[test]

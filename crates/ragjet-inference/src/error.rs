@@ -47,6 +47,21 @@ pub enum InferenceError {
     /// The tokenizer rejected the input.
     #[error("tokenizer error: {0}")]
     Tokenizer(String),
+    /// The requested device cannot be used: no `cuda` feature in this
+    /// build, no GPU with that ordinal, or no NVIDIA driver.
+    #[error("device unavailable: {0}")]
+    DeviceUnavailable(String),
+    /// The device ran out of memory on a batch of a single text, so halving
+    /// the batch (see [`crate::Embedder`]'s back-off) cannot help.
+    #[error("out of memory on {device} embedding one text of {tokens} tokens: {message}")]
+    OutOfMemory {
+        /// The device, as [`crate::Embedder::device_name`] names it.
+        device: String,
+        /// Tokens of the text that failed.
+        tokens: usize,
+        /// The error the device reported.
+        message: String,
+    },
     /// A tensor operation failed while running the model.
     #[error("model execution failed: {0}")]
     Tensor(#[from] candle_core::Error),

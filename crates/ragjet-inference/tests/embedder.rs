@@ -380,3 +380,194 @@ fn bad_options_are_rejected() {
         ));
     }
 }
+
+// ---- devices, precisions, backends, out-of-memory back-off (issue 9) ----
+
+use ragjet_inference::{BackendKind, Device, Precision};
+
+fn min_row_cosine(a: &ragjet_inference::Embeddings, b: &ragjet_inference::Embeddings) -> f32 {
+    assert_eq!((a.rows(), a.dim()), (b.rows(), b.dim()));
+    a.iter()
+        .zip(b.iter())
+        .map(|(x, y)| cosine(x, y))
+        .fold(f32::INFINITY, f32::min)
+}
+
+fn on_cpu(precision: Option<Precision>, backend: Option<BackendKind>) -> EmbedderOptions {
+    EmbedderOptions {
+        num_threads: Some(2),
+        device: Device::Cpu,
+        precision,
+        backend,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn cpu_defaults_to_the_packed_f32_backend() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let e = Embedder::load(&dir).unwrap();
+    // Auto on a machine without a GPU (or a build without `cuda`) is the CPU.
+    assert_eq!(e.device_name(), "cpu");
+    assert_eq!(e.precision(), Precision::F32);
+    assert_eq!(e.backend(), BackendKind::Packed);
+    assert_eq!(e.batch_token_limit(), 16384);
+    let half = load(&dir, on_cpu(Some(Precision::F16), None));
+    assert_eq!(half.backend(), BackendKind::Padded);
+    assert_eq!(half.precision(), Precision::F16);
+}
+
+#[test]
+fn padded_backend_matches_the_packed_encoder_for_every_pooling() {
+    for pooling in ["mean", "cls", "max"] {
+        let (_tmp, dir) = tiny(TinyModel {
+            pooling,
+            ..Default::default()
+        });
+        let texts = mixed_texts();
+        let packed = load(&dir, on_cpu(None, None)).embed(&texts).unwrap();
+        let padded = load(&dir, on_cpu(None, Some(BackendKind::Padded)));
+        assert_eq!(padded.backend(), BackendKind::Padded);
+        let padded = padded.embed(&texts).unwrap();
+        let min = min_row_cosine(&packed, &padded);
+        assert!(min >= 0.99999, "{pooling}: min cosine {min}");
+        let diff = max_abs_diff(packed.as_slice(), padded.as_slice());
+        println!("padded f32 vs packed, {pooling}: min cosine {min:.8}, max diff {diff:.2e}");
+        assert!(diff <= 1e-4, "{pooling}: max diff {diff}");
+    }
+    // All four modes at once, concatenated, without normalisation.
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let all = || EmbedderOptions {
+        pooling: Some(vec![
+            PoolingMode::MeanSqrtLen,
+            PoolingMode::Max,
+            PoolingMode::Cls,
+            PoolingMode::Mean,
+        ]),
+        normalize: Some(false),
+        ..on_cpu(None, None)
+    };
+    let texts = mixed_texts();
+    let packed = load(&dir, all()).embed(&texts).unwrap();
+    let padded = load(
+        &dir,
+        EmbedderOptions {
+            backend: Some(BackendKind::Padded),
+            ..all()
+        },
+    )
+    .embed(&texts)
+    .unwrap();
+    assert_eq!(padded.dim(), 4 * HIDDEN);
+    let diff = max_abs_diff(packed.as_slice(), padded.as_slice());
+    assert!(diff <= 1e-4, "all modes: max diff {diff}");
+}
+
+#[test]
+fn half_precisions_stay_close_to_f32() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let texts = mixed_texts();
+    let reference = load(&dir, on_cpu(None, None)).embed(&texts).unwrap();
+    for (precision, floor) in [(Precision::F16, 0.999), (Precision::Bf16, 0.99)] {
+        let e = load(&dir, on_cpu(Some(precision), None));
+        let got = e.embed(&texts).unwrap();
+        assert!(got.as_slice().iter().all(|x| x.is_finite()), "{precision}");
+        let min = min_row_cosine(&reference, &got);
+        println!("{precision} vs f32: min cosine {min:.6}");
+        assert!(min >= floor, "{precision}: min cosine {min} < {floor}");
+        // Not bit-identical: the forward pass really ran in `precision`.
+        assert!(max_abs_diff(reference.as_slice(), got.as_slice()) > 0.0);
+    }
+}
+
+#[test]
+fn packed_backend_refuses_half_precision() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let err = Embedder::load_with(
+        &dir,
+        on_cpu(Some(Precision::Bf16), Some(BackendKind::Packed)),
+    )
+    .unwrap_err();
+    assert!(matches!(err, InferenceError::InvalidOption(_)), "{err}");
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn cuda_without_the_feature_is_a_clean_error() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let err = Embedder::load_with(
+        &dir,
+        EmbedderOptions {
+            device: Device::Cuda(0),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, InferenceError::DeviceUnavailable(_)), "{err}");
+    assert!(err.to_string().contains("cuda"), "{err}");
+}
+
+#[test]
+fn out_of_memory_halves_the_batch_and_keeps_every_text() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let texts = mixed_texts();
+    let longest = texts
+        .iter()
+        .map(|t| 2 + t.split(' ').count())
+        .max()
+        .unwrap();
+    for backend in [BackendKind::Packed, BackendKind::Padded] {
+        let free = load(&dir, on_cpu(None, Some(backend)));
+        let want = free.embed(&texts).unwrap();
+        // Any pass over 2.5 × the longest text's tokens "runs out of memory".
+        let threshold = longest * 5 / 2;
+        let tight = load(
+            &dir,
+            EmbedderOptions {
+                simulate_oom_above_tokens: Some(threshold),
+                max_batch_tokens: 4096,
+                ..on_cpu(None, Some(backend))
+            },
+        );
+        assert_eq!(tight.batch_token_limit(), 4096);
+        let mut seen = 0;
+        let got = tight
+            .embed_with_progress(&texts, |p| seen = p.done)
+            .unwrap();
+        assert_eq!(seen, texts.len(), "{backend}: every text came back");
+        assert_eq!(got.rows(), texts.len());
+        let diff = max_abs_diff(want.as_slice(), got.as_slice());
+        assert!(diff <= 1e-5, "{backend}: outputs differ by {diff}");
+        // The budget dropped to half of each failed batch until passes fit,
+        // and the next call starts from there (CPU budgets never grow).
+        let limit = tight.batch_token_limit();
+        assert!(limit <= threshold * 2, "{backend}: {limit} vs {threshold}");
+        let again = tight.embed(&texts).unwrap();
+        assert!(tight.batch_token_limit() <= limit, "{backend}: remembered");
+        assert!(max_abs_diff(want.as_slice(), again.as_slice()) <= 1e-5);
+    }
+}
+
+#[test]
+fn a_single_text_out_of_memory_is_an_error() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let e = load(
+        &dir,
+        EmbedderOptions {
+            simulate_oom_above_tokens: Some(5),
+            ..on_cpu(None, None)
+        },
+    );
+    // Three tokens fit; a long text cannot be split further.
+    assert_eq!(e.embed(&["cat"]).unwrap().rows(), 1);
+    let err = e.embed(&["cat", &sentence(1, 20)]).unwrap_err();
+    match err {
+        InferenceError::OutOfMemory {
+            tokens, ref device, ..
+        } => {
+            assert_eq!(tokens, 22);
+            assert_eq!(device, "cpu");
+        }
+        other => panic!("expected OutOfMemory, got {other}"),
+    }
+}

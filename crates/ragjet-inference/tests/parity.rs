@@ -87,3 +87,30 @@ fn queries_match_sentence_transformers() {
     println!("queries: min cosine {min:.7} at row {at}");
     assert!(min >= 0.9999, "row {at}: cosine {min}");
 }
+
+/// The padded candle backend (the one CUDA runs) in f32 on the CPU agrees
+/// with the packed encoder, and f16 stays close, on real passages.
+#[test]
+fn padded_backend_matches_packed_on_real_passages() {
+    use ragjet_inference::{BackendKind, Device, Precision};
+    let dir = locate_default_model().expect("the real model is needed (see model())");
+    let texts: Vec<String> = read_texts(&fixtures().join("corpus.jsonl"))
+        .into_iter()
+        .take(16)
+        .collect();
+    let packed = model().embed(&texts).unwrap();
+    let options = |precision| EmbedderOptions {
+        num_threads: Some(2),
+        device: Device::Cpu,
+        precision: Some(precision),
+        backend: Some(BackendKind::Padded),
+        ..Default::default()
+    };
+    for (precision, floor) in [(Precision::F32, 0.99999), (Precision::F16, 0.999)] {
+        let padded = Embedder::load_with(&dir, options(precision)).unwrap();
+        let got = padded.embed(&texts).unwrap();
+        let (min, at) = min_cosine(&got, packed.as_slice());
+        println!("padded {precision} vs packed: min cosine {min:.7} at row {at}");
+        assert!(min >= floor, "{precision}, row {at}: cosine {min}");
+    }
+}

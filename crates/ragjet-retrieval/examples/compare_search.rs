@@ -37,6 +37,18 @@ fn read_i32(path: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// Resident set size (Linux), to compare index memory with the peers'.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 fn recall(hits: &[Vec<String>], gt: &[i32]) -> f64 {
     let mut found = 0;
     for (i, h) in hits.iter().enumerate() {
@@ -128,10 +140,13 @@ fn main() {
     cfg.m = m;
     cfg.ef_construction = efc;
     cfg.capacity_hint = n;
+    let hnsw_entries = entries();
+    let rss0 = rss_bytes();
     let t = Instant::now();
     let mut hnsw = HnswIndex::new(cfg).expect("hnsw");
-    hnsw.upsert(entries()).expect("hnsw upsert");
+    hnsw.upsert(hnsw_entries).expect("hnsw upsert");
     let hnsw_build = t.elapsed().as_secs_f64();
+    let hnsw_rss_per_vector = (rss_bytes().saturating_sub(rss0)) as f64 / n as f64;
     let mut per_ef = Vec::new();
     let efs_filtered = efs.clone();
     for ef in efs {
@@ -211,7 +226,7 @@ fn main() {
     println!(
         "{{\"n\": {n}, \"dim\": {dim}, \"threads\": {}, \"flat_build_s\": {flat_build:.3}, \
          \"flat_single_qps\": {:.1}, \"flat_single_recall\": {:.4}, \"flat_batch_qps\": {:.1}, \
-         \"flat_batch_recall\": {:.4}, \"flat16_single_qps\": {:.1}, \"flat16_single_recall\": {:.4}, \"hnsw_build_s\": {hnsw_build:.3}, \"hnsw_save_s\": {save_s:.3}, \"hnsw_load_s\": {load_s:.3}, \"reload_identical\": {same}, \"hnsw\": [{}], \"hnsw_filtered_10pct\": [{}]}}",
+         \"flat_batch_recall\": {:.4}, \"flat16_single_qps\": {:.1}, \"flat16_single_recall\": {:.4}, \"hnsw_build_s\": {hnsw_build:.3}, \"hnsw_rss_per_vector\": {hnsw_rss_per_vector:.1}, \"hnsw_save_s\": {save_s:.3}, \"hnsw_load_s\": {load_s:.3}, \"reload_identical\": {same}, \"hnsw\": [{}], \"hnsw_filtered_10pct\": [{}]}}",
         rayon::current_num_threads(),
         single_n as f64 / flat_single_s,
         recall(&flat_hits, &gt),

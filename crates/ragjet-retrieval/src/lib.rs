@@ -17,10 +17,13 @@
 #![warn(missing_docs)]
 
 pub mod bm25;
+#[cfg(feature = "device")]
+pub mod device_flat;
 pub mod distance;
 mod error;
 pub mod filter;
 mod flat;
+mod graph;
 mod hnsw;
 mod hybrid;
 mod index;
@@ -32,6 +35,8 @@ mod topk;
 mod types;
 
 pub use bm25::{Bm25Index, Bm25Params};
+#[cfg(feature = "device")]
+pub use device_flat::{DeviceFlatIndex, SearchDevice};
 pub use distance::Metric;
 pub use error::{Result, RetrievalError};
 pub use filter::{FilterCondition, FilterNode, FilterOperator, MetadataFilter, MetadataFilters};

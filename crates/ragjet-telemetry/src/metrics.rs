@@ -25,6 +25,10 @@ pub const EMBEDDING_BATCHES_TOTAL: &str = "ragjet_embedding_batches_total";
 pub const EMBEDDING_BATCH_SIZE: &str = "ragjet_embedding_batch_size";
 /// `ragjet_embedding_tokens_total{model}`: tokens fed to embedding models.
 pub const EMBEDDING_TOKENS_TOTAL: &str = "ragjet_embedding_tokens_total";
+/// `ragjet_embedding_batch_token_limit{device}`: the token budget of one
+/// forward pass that the embedder's adaptive batching uses (recorded by
+/// ragjet-inference).
+pub const EMBEDDING_BATCH_TOKEN_LIMIT: &str = "ragjet_embedding_batch_token_limit";
 /// `ragjet_tokens_total{model,direction}`: generation tokens in and out.
 pub const TOKENS_TOTAL: &str = "ragjet_tokens_total";
 /// `ragjet_index_size{namespace}`: vectors held by an index.
@@ -216,6 +220,13 @@ static BASE: &[MetricDef] = &[
         &[MODEL],
         "tokens",
         "Tokens fed to embedding models, padding excluded.",
+    ),
+    MetricDef::new(
+        EMBEDDING_BATCH_TOKEN_LIMIT,
+        Gauge,
+        &[DEVICE],
+        "tokens",
+        "Token budget of one embedding forward pass (halved on out-of-memory, grown on GPU).",
     ),
     MetricDef::new(
         TOKENS_TOTAL,

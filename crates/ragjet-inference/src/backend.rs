@@ -1,0 +1,124 @@
+//! The forward-pass backends behind [`Embedder`](crate::Embedder), in the
+//! spirit of text-embeddings-inference's `Backend` trait: a backend takes one
+//! batch of tokenised texts and returns one pooled f32 vector per text.
+//! Batching, the adaptive token budget, normalisation and output order live
+//! in the embedder and do not depend on the backend.
+//!
+//! - [`BackendKind::Packed`]: the CPU encoder of [`crate::encoder`] — f32,
+//!   texts packed end to end with no padding, fused custom CPU kernels. The
+//!   default on the CPU.
+//! - [`BackendKind::Padded`]: [`crate::padded`] — texts padded to the
+//!   longest of the batch with an attention mask, built only from stock
+//!   candle ops, so it runs on any candle device (CUDA, CPU) and in any
+//!   float format (f32, f16, bf16). The only backend on CUDA; on the CPU it
+//!   is used for f16/bf16.
+
+use tokenizers::Encoding;
+
+use crate::encoder::{BertEncoder, PackedBatch};
+use crate::error::{InferenceError, Result};
+use crate::pooling::{pool_into, PoolingMode};
+
+/// Which forward-pass implementation an [`Embedder`](crate::Embedder) uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// The packed CPU encoder (f32 only, CPU only): the fastest on the CPU.
+    Packed,
+    /// The padded candle encoder: any device, any [`Precision`](crate::Precision).
+    Padded,
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendKind::Packed => "packed",
+            BackendKind::Padded => "padded",
+        })
+    }
+}
+
+/// One forward-pass implementation.
+pub(crate) trait Backend: Send + Sync {
+    /// Width of the model's hidden states.
+    fn hidden_size(&self) -> usize;
+
+    /// Whether a batch is padded to its longest text: the memory of a
+    /// forward pass then grows with `texts × longest`, not with the sum of
+    /// the lengths, and the token budget counts it that way.
+    fn pads(&self) -> bool;
+
+    /// Runs `batch` and writes, for text `r`, its pooled (not normalised)
+    /// f32 vector of `modes.len() × hidden_size()` values into row `r` of
+    /// `out`.
+    fn embed_batch(
+        &self,
+        batch: &[&Encoding],
+        modes: &[PoolingMode],
+        out: &mut [f32],
+    ) -> Result<()>;
+
+    /// Used and total bytes of the device memory, where that means anything
+    /// (a GPU); `None` on the CPU.
+    fn memory(&self) -> Option<(u64, u64)> {
+        None
+    }
+}
+
+/// Rejects ids the model's embedding tables do not have (a tokenizer.json
+/// from another model), before any device work.
+pub(crate) fn check_ids(batch: &[&Encoding], vocab: usize, type_vocab: usize) -> Result<()> {
+    for enc in batch {
+        if let Some(&id) = enc.get_ids().iter().find(|&&id| id as usize >= vocab) {
+            return Err(InferenceError::Tokenizer(format!(
+                "token id {id} is outside the model's vocabulary of {vocab}: tokenizer.json does not belong to this model"
+            )));
+        }
+        if enc.get_type_ids().iter().any(|&t| t as usize >= type_vocab) {
+            return Err(InferenceError::Tokenizer(
+                "token type id outside the model's type vocabulary".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The packed CPU encoder as a [`Backend`]: pooling reads each text's own
+/// rows of the packed hidden states.
+pub(crate) struct PackedBackend(pub BertEncoder);
+
+impl Backend for PackedBackend {
+    fn hidden_size(&self) -> usize {
+        self.0.hidden_size()
+    }
+
+    fn pads(&self) -> bool {
+        false
+    }
+
+    fn embed_batch(
+        &self,
+        batch: &[&Encoding],
+        modes: &[PoolingMode],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let tokens = batch.iter().map(|e| e.len()).sum();
+        let mut packed = PackedBatch::with_capacity(batch.len(), tokens);
+        for enc in batch {
+            packed.push(enc.get_ids(), enc.get_type_ids());
+        }
+        let states = self.0.forward(&packed)?;
+        let hidden = self.hidden_size();
+        let dim = modes.len() * hidden;
+        for (row, dst) in out.chunks_exact_mut(dim).enumerate().take(batch.len()) {
+            let (start, end) = (packed.offsets[row], packed.offsets[row + 1]);
+            pool_into(
+                &states[start * hidden..end * hidden],
+                end - start,
+                hidden,
+                modes,
+                dst,
+            );
+        }
+        Ok(())
+    }
+}

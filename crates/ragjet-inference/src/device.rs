@@ -1,0 +1,280 @@
+//! Where the model runs ([`Device`]) and in which floating-point format
+//! ([`Precision`]), and the GPU memory query behind the memory gauges.
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::DType;
+
+use crate::error::{InferenceError, Result};
+
+/// The device an [`Embedder`](crate::Embedder) runs on.
+///
+/// Parsed from `"auto"`, `"cpu"`, `"cuda"` (= `cuda:0`) or `"cuda:N"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Device {
+    /// The CPU (the packed f32 encoder unless another precision is asked).
+    Cpu,
+    /// The NVIDIA GPU with this ordinal. Needs the crate's `cuda` feature and
+    /// a working driver; otherwise loading fails with
+    /// [`InferenceError::DeviceUnavailable`].
+    Cuda(usize),
+    /// GPU 0 when the crate was built with `cuda` and a GPU answers, else the
+    /// CPU; the choice and its reason are logged (`tracing` info).
+    #[default]
+    Auto,
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
+            Device::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+impl FromStr for Device {
+    type Err = InferenceError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            InferenceError::InvalidOption(format!(
+                "device {s:?}: expected \"auto\", \"cpu\", \"cuda\" or \"cuda:N\""
+            ))
+        };
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Device::Auto),
+            "cpu" => Ok(Device::Cpu),
+            "cuda" | "gpu" => Ok(Device::Cuda(0)),
+            other => match other.strip_prefix("cuda:") {
+                Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                    n.parse().map(Device::Cuda).map_err(|_| bad())
+                }
+                _ => Err(bad()),
+            },
+        }
+    }
+}
+
+/// Floating-point format of the weights and activations of the forward pass.
+///
+/// Pooling and normalisation always run in f32, whatever this is.
+/// Parsed from `"f32"`, `"f16"` or `"bf16"` (also `"float32"`, `"fp16"`,
+/// `"float16"`, `"bfloat16"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Precision {
+    /// 32-bit floats: the default on the CPU, bit-for-bit the reference path.
+    F32,
+    /// IEEE half precision: the default on CUDA (tensor cores).
+    F16,
+    /// bfloat16: f32's range with 8 bits of mantissa.
+    Bf16,
+}
+
+impl Precision {
+    pub(crate) fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+            Precision::Bf16 => DType::BF16,
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
+impl FromStr for Precision {
+    type Err = InferenceError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "f16" | "fp16" | "float16" | "half" => Ok(Precision::F16),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            _ => Err(InferenceError::InvalidOption(format!(
+                "precision {s:?}: expected \"f32\", \"f16\" or \"bf16\""
+            ))),
+        }
+    }
+}
+
+/// A [`Device`] resolved to the candle device that runs the model.
+pub(crate) struct Resolved {
+    pub candle: candle_core::Device,
+    /// `None` on the CPU.
+    pub ordinal: Option<usize>,
+}
+
+impl Resolved {
+    pub fn name(&self) -> String {
+        match self.ordinal {
+            Some(n) => format!("cuda:{n}"),
+            None => "cpu".into(),
+        }
+    }
+}
+
+fn cpu() -> Resolved {
+    Resolved {
+        candle: candle_core::Device::Cpu,
+        ordinal: None,
+    }
+}
+
+/// Opens `device`; `Auto` falls back to the CPU with a log line.
+pub(crate) fn resolve(device: Device) -> Result<Resolved> {
+    match device {
+        Device::Cpu => Ok(cpu()),
+        Device::Cuda(n) => open_cuda(n).map_err(InferenceError::DeviceUnavailable),
+        Device::Auto => match open_cuda(0) {
+            Ok(resolved) => {
+                tracing::info!(device = "cuda:0", "device auto: using CUDA GPU 0");
+                Ok(resolved)
+            }
+            Err(why) => {
+                tracing::info!(device = "cpu", reason = %why, "device auto: falling back to the CPU");
+                Ok(cpu())
+            }
+        },
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(n: usize) -> std::result::Result<Resolved, String> {
+    Err(format!(
+        "cuda:{n} needs a build of ragjet-inference with the `cuda` feature; this one has none"
+    ))
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(n: usize) -> std::result::Result<Resolved, String> {
+    driver_present()?;
+    let device = guarded(|| candle_core::Device::new_cuda(n).map_err(|e| e.to_string()))
+        .map_err(|e| format!("no usable CUDA GPU {n}: {e}"))?;
+    Ok(Resolved {
+        candle: device,
+        ordinal: Some(n),
+    })
+}
+
+/// Whether the NVIDIA driver library can be loaded at all. Checked before
+/// cudarc is touched: in its dlopen mode a missing library is a panic, which
+/// [`guarded`] catches but the panic hook still prints (with a backtrace
+/// under `RUST_BACKTRACE`), too loud for `Device::Auto` on a CPU machine.
+#[cfg(all(feature = "cuda", unix))]
+fn driver_present() -> std::result::Result<(), String> {
+    for name in [c"libcuda.so.1", c"libcuda.so"] {
+        // SAFETY: dlopen/dlclose with a valid C string; the handle is
+        // released at once (the library stays loaded if cudarc has it).
+        unsafe {
+            let handle = libc::dlopen(name.as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL);
+            if !handle.is_null() {
+                libc::dlclose(handle);
+                return Ok(());
+            }
+        }
+    }
+    Err("no NVIDIA driver (libcuda.so.1 cannot be loaded)".into())
+}
+
+#[cfg(all(feature = "cuda", not(unix)))]
+fn driver_present() -> std::result::Result<(), String> {
+    Ok(())
+}
+
+/// Runs a CUDA driver call, turning a panic into an error: with cudarc's
+/// dlopen mode (see the workspace's candle-core patch) the first driver call
+/// panics when no `libcuda.so.1` exists, which must not bring the process
+/// down when `Device::Auto` merely probes for a GPU.
+#[cfg(feature = "cuda")]
+fn guarded<T>(
+    f: impl FnOnce() -> std::result::Result<T, String>,
+) -> std::result::Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(panic) => Err(panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the CUDA driver library could not be loaded".into())),
+    }
+}
+
+/// Used and total memory of GPU `ordinal`, in bytes, as the driver reports
+/// them (`cuMemGetInfo`: every process's allocations count as used).
+///
+/// Errors with [`InferenceError::DeviceUnavailable`] when there is no such
+/// GPU or no driver.
+#[cfg(feature = "cuda")]
+pub fn gpu_memory(ordinal: usize) -> Result<(u64, u64)> {
+    use candle_core::cuda_backend::cudarc::driver::CudaContext;
+    driver_present()
+        .and_then(|()| {
+            guarded(|| {
+                let ctx = CudaContext::new(ordinal).map_err(|e| e.to_string())?;
+                ctx.mem_get_info().map_err(|e| e.to_string())
+            })
+        })
+        .map(|(free, total)| ((total - free.min(total)) as u64, total as u64))
+        .map_err(|e| InferenceError::DeviceUnavailable(format!("cuda:{ordinal}: {e}")))
+}
+
+/// Like [`gpu_memory`] on the device a model already holds (no new context).
+#[cfg(feature = "cuda")]
+pub(crate) fn device_memory(device: &candle_core::Device) -> Option<(u64, u64)> {
+    let cuda = device.as_cuda_device().ok()?;
+    let (free, total) = cuda.cuda_stream().context().mem_get_info().ok()?;
+    Some(((total - free.min(total)) as u64, total as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse_and_print() {
+        for (text, device) in [
+            ("auto", Device::Auto),
+            ("CPU", Device::Cpu),
+            ("cuda", Device::Cuda(0)),
+            ("cuda:3", Device::Cuda(3)),
+        ] {
+            assert_eq!(text.parse::<Device>().unwrap(), device);
+        }
+        assert_eq!(Device::Cuda(2).to_string(), "cuda:2");
+        for bad in ["", "tpu", "cuda:", "cuda:x", "cuda:-1", "cuda:1:2"] {
+            assert!(
+                matches!(bad.parse::<Device>(), Err(InferenceError::InvalidOption(_))),
+                "{bad:?} parsed"
+            );
+        }
+    }
+
+    #[test]
+    fn precisions_parse_and_print() {
+        assert_eq!("fp16".parse::<Precision>().unwrap(), Precision::F16);
+        assert_eq!("BF16".parse::<Precision>().unwrap(), Precision::Bf16);
+        assert_eq!("float32".parse::<Precision>().unwrap(), Precision::F32);
+        assert_eq!(Precision::Bf16.to_string(), "bf16");
+        assert!("f8".parse::<Precision>().is_err());
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_the_feature_is_a_clean_error() {
+        let err = resolve(Device::Cuda(0)).err().expect("no cuda feature");
+        assert!(matches!(err, InferenceError::DeviceUnavailable(_)), "{err}");
+        assert!(err.to_string().contains("`cuda` feature"), "{err}");
+        assert!(resolve(Device::Auto).unwrap().ordinal.is_none());
+    }
+}
