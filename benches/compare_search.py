@@ -259,7 +259,7 @@ def main():
     p.add_argument("--m", type=int, default=16)
     p.add_argument("--ef-construction", type=int, default=200)
     p.add_argument("--data", choices=["synthetic", "real"], default="synthetic")
-    p.add_argument("--ef", default="16,24,32,48,64,96,128,192,256,384,512")
+    p.add_argument("--ef", default="16,24,32,40,48,56,64,80,96,112,128,192,256,384,512")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=20261125)
     p.add_argument("--workdir", default="/tmp/ragjet_compare_search")

@@ -604,7 +604,18 @@ pub struct HnswCosine;
 impl hnsw_rs::prelude::Distance<f32> for HnswCosine {
     #[inline]
     fn eval(&self, va: &[f32], vb: &[f32]) -> f32 {
-        (1.0 - (Fns::get().dot)(va, vb)).max(0.0)
+        graph_distance(Metric::Cosine, va, vb)
+    }
+}
+
+/// The distance the HNSW graph orders by: `1 − a·b` (clamped at 0) for
+/// cosine on unit vectors, squared Euclidean for L2. hnsw_rs's build and
+/// ragjet's own graph walk use this one function, so their scores agree.
+#[inline]
+pub(crate) fn graph_distance(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
+    match metric {
+        Metric::L2 => (Fns::get().l2)(a, b),
+        _ => (1.0 - (Fns::get().dot)(a, b)).max(0.0),
     }
 }
 
@@ -615,7 +626,7 @@ pub struct HnswL2;
 impl hnsw_rs::prelude::Distance<f32> for HnswL2 {
     #[inline]
     fn eval(&self, va: &[f32], vb: &[f32]) -> f32 {
-        (Fns::get().l2)(va, vb)
+        graph_distance(Metric::L2, va, vb)
     }
 }
 

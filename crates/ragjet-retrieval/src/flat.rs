@@ -76,7 +76,7 @@ enum Vectors {
 /// Batches smaller than this run as single queries.
 const QUERY_BLOCK: usize = 8;
 /// Most queries in one matrix product of the batched path.
-const GEMM_QUERY_BLOCK: usize = 256;
+const GEMM_QUERY_BLOCK: usize = 512;
 /// Rows per matrix product: the score tile (queries × rows) and the row
 /// block stay cache-resident.
 const GEMM_ROW_BLOCK: usize = 512;
@@ -360,17 +360,22 @@ impl FlatIndex {
             }
             for (qi, top) in tops.iter_mut().enumerate() {
                 let srow = &scores[qi * rb..(qi + 1) * rb];
+                // Once the pool is full, a row enters only with a score
+                // above the pool's worst (an equal score loses the tie: its
+                // slot is higher), so most rows cost one comparison.
+                let mut floor = top.worst_score().unwrap_or(f32::NEG_INFINITY);
                 for (j, &dp) in srow.iter().enumerate() {
                     let r = start + j;
-                    if mask.is_some_and(|mk| !mk[r]) {
-                        continue;
-                    }
                     let sc = if l2 {
                         2.0 * dp - qn2[qi] - norms2[r]
                     } else {
                         dp
                     };
+                    if sc <= floor || mask.is_some_and(|mk| !mk[r]) {
+                        continue;
+                    }
                     top.push(sc, r as u32);
+                    floor = top.worst_score().unwrap_or(f32::NEG_INFINITY);
                 }
             }
         }

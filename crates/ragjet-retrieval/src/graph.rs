@@ -19,7 +19,7 @@ use std::collections::BinaryHeap;
 
 use hnsw_rs::prelude::{Distance, Hnsw};
 
-use crate::distance::{Fns, Metric};
+use crate::distance::{graph_distance, Metric};
 
 /// A distance with a total order, smaller is closer.
 #[derive(Clone, Copy, PartialEq)]
@@ -142,13 +142,9 @@ impl SearchGraph {
         &self.vectors[s..s + self.dim]
     }
 
-    /// The distance hnsw_rs uses for the metric (see `distance::HnswCosine`).
     #[inline]
-    pub(crate) fn distance(&self, q: &[f32], v: &[f32]) -> f32 {
-        match self.metric {
-            Metric::L2 => (Fns::get().l2)(q, v),
-            _ => (1.0 - (Fns::get().dot)(q, v)).max(0.0),
-        }
+    fn distance(&self, q: &[f32], v: &[f32]) -> f32 {
+        graph_distance(self.metric, q, v)
     }
 
     #[inline]

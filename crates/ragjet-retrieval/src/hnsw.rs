@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use hnsw_rs::prelude::{AnnT, Hnsw, HnswIo};
 use serde::{Deserialize, Serialize};
 
-use crate::distance::{HnswCosine, HnswL2, Metric};
+use crate::distance::{graph_distance, HnswCosine, HnswL2, Metric};
 use crate::error::{corrupt, Result, RetrievalError};
 use crate::filter::MetadataFilters;
 use crate::graph::SearchGraph;
@@ -318,14 +318,6 @@ impl HnswIndex {
         }
     }
 
-    /// Graph distance from `q` to a stored vector (the score is derived from it).
-    fn distance(&self, q: &[f32], v: &[f32]) -> f32 {
-        match self.cfg.metric {
-            Metric::L2 => (crate::distance::Fns::get().l2)(q, v),
-            _ => (1.0 - (crate::distance::Fns::get().dot)(q, v)).max(0.0),
-        }
-    }
-
     /// Search with an explicit `ef` (overrides the configured one).
     pub fn search_with_ef(
         &self,
@@ -442,7 +434,7 @@ impl HnswIndex {
         for (i, v) in self.pending.chunks_exact(self.cfg.dim).enumerate() {
             let slot = (first + i) as u32;
             if accept.is_none_or(|f| f(slot)) {
-                top.push(-self.distance(q, v), slot);
+                top.push(-graph_distance(self.cfg.metric, q, v), slot);
             }
         }
         top.into_sorted()
@@ -456,7 +448,7 @@ impl HnswIndex {
     fn brute_force(&self, q: &[f32], k: usize, slots: &[u32], vectors: &[f32]) -> Vec<(f32, u32)> {
         let mut top = TopK::new(k);
         for (i, v) in vectors.chunks_exact(self.cfg.dim).enumerate() {
-            top.push(-self.distance(q, v), i as u32);
+            top.push(-graph_distance(self.cfg.metric, q, v), i as u32);
         }
         top.into_sorted()
             .into_iter()
