@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use ragjet_retrieval::{
-    Entry, FilterOperator, FlatConfig, FlatIndex, HnswConfig, HnswIndex, MetadataFilter,
+    Entry, FilterOperator, FlatConfig, FlatIndex, Hit, HnswConfig, HnswIndex, MetadataFilter,
     MetadataFilters, Metric, VectorIndex,
 };
 
@@ -47,6 +47,11 @@ fn rss_bytes() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+/// The ids of a search's hits, best first.
+fn ids(hits: Vec<Hit>) -> Vec<String> {
+    hits.into_iter().map(|h| h.id).collect()
 }
 
 fn recall(hits: &[Vec<String>], gt: &[i32]) -> f64 {
@@ -96,13 +101,7 @@ fn main() {
     let t = Instant::now();
     let mut flat_hits = Vec::new();
     for q in &qs[..single_n] {
-        flat_hits.push(
-            flat.search(q, 10, None)
-                .expect("search")
-                .into_iter()
-                .map(|h| h.id)
-                .collect::<Vec<_>>(),
-        );
+        flat_hits.push(flat.search(q, 10, None).map(ids).expect("search"));
     }
     let flat_single_s = t.elapsed().as_secs_f64();
     let batch_n = nq.min(1000);
@@ -123,14 +122,7 @@ fn main() {
     let t = Instant::now();
     let mut flat16_hits = Vec::new();
     for q in &qs[..single_n] {
-        flat16_hits.push(
-            flat16
-                .search(q, 10, None)
-                .expect("search")
-                .into_iter()
-                .map(|h| h.id)
-                .collect::<Vec<_>>(),
-        );
+        flat16_hits.push(flat16.search(q, 10, None).map(ids).expect("search"));
     }
     let flat16_single_s = t.elapsed().as_secs_f64();
     drop(flat16);
@@ -148,17 +140,14 @@ fn main() {
     let hnsw_build = t.elapsed().as_secs_f64();
     let hnsw_rss_per_vector = (rss_bytes().saturating_sub(rss0)) as f64 / n as f64;
     let mut per_ef = Vec::new();
-    let efs_filtered = efs.clone();
-    for ef in efs {
+    for &ef in &efs {
         let t = Instant::now();
         let hits: Vec<Vec<String>> = qs
             .iter()
             .map(|q| {
                 hnsw.search_with_ef(q, 10, ef, None)
+                    .map(ids)
                     .expect("search")
-                    .into_iter()
-                    .map(|h| h.id)
-                    .collect()
             })
             .collect();
         let s = t.elapsed().as_secs_f64();
@@ -177,25 +166,17 @@ fn main() {
     let fq = &qs[..nq.min(200)];
     let ftruth: Vec<Vec<String>> = fq
         .iter()
-        .map(|q| {
-            flat.search(q, 10, Some(&filter))
-                .expect("search")
-                .into_iter()
-                .map(|h| h.id)
-                .collect()
-        })
+        .map(|q| flat.search(q, 10, Some(&filter)).map(ids).expect("search"))
         .collect();
     let mut per_ef_filtered = Vec::new();
-    for ef in efs_filtered {
+    for &ef in &efs {
         let t = Instant::now();
         let hits: Vec<Vec<String>> = fq
             .iter()
             .map(|q| {
                 hnsw.search_with_ef(q, 10, ef, Some(&filter))
+                    .map(ids)
                     .expect("search")
-                    .into_iter()
-                    .map(|h| h.id)
-                    .collect()
             })
             .collect();
         let s = t.elapsed().as_secs_f64();

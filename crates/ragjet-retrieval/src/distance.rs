@@ -173,30 +173,14 @@ impl Kernel {
     #[inline]
     pub fn dot(self, a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
-        let (a, b) = (&a[..n], &b[..n]);
-        match self {
-            // SAFETY: the guard checked the CPU features at run time; a
-            // kernel the CPU lacks falls through to the portable loop.
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 if self.is_available() => unsafe { x86::dot_avx512(a, b) },
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 if self.is_available() => unsafe { x86::dot_avx2(a, b) },
-            _ => portable::dot(a, b),
-        }
+        (Fns::for_kernel(self).dot)(&a[..n], &b[..n])
     }
 
     /// Squared Euclidean distance over the common prefix.
     #[inline]
     pub fn l2_squared(self, a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
-        let (a, b) = (&a[..n], &b[..n]);
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 if self.is_available() => unsafe { x86::l2_avx512(a, b) },
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 if self.is_available() => unsafe { x86::l2_avx2(a, b) },
-            _ => portable::l2(a, b),
-        }
+        (Fns::for_kernel(self).l2)(&a[..n], &b[..n])
     }
 
     /// Inner product of an f32 query with an f16 row, widening on the fly
@@ -205,28 +189,14 @@ impl Kernel {
     #[inline]
     pub fn dot_f16(self, a: &[f32], b: &[f16]) -> f32 {
         let n = a.len().min(b.len());
-        let (a, b) = (&a[..n], &b[..n]);
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 if self.is_available() => unsafe { x86::dot_f16_avx512(a, b) },
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 if self.is_available() => unsafe { x86::dot_f16_avx2(a, b) },
-            _ => portable::dot_f16(a, b),
-        }
+        (Fns::for_kernel(self).dot_f16)(&a[..n], &b[..n])
     }
 
     /// Squared Euclidean distance of an f32 query and an f16 row.
     #[inline]
     pub fn l2_squared_f16(self, a: &[f32], b: &[f16]) -> f32 {
         let n = a.len().min(b.len());
-        let (a, b) = (&a[..n], &b[..n]);
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512 if self.is_available() => unsafe { x86::l2_f16_avx512(a, b) },
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2 if self.is_available() => unsafe { x86::l2_f16_avx2(a, b) },
-            _ => portable::l2_f16(a, b),
-        }
+        (Fns::for_kernel(self).l2_f16)(&a[..n], &b[..n])
     }
 }
 
@@ -247,10 +217,12 @@ pub struct Fns {
 static FNS: OnceLock<Fns> = OnceLock::new();
 
 impl Fns {
+    /// The functions of kernel `k`, or the portable ones when this CPU
+    /// cannot run `k`.
     fn for_kernel(k: Kernel) -> Fns {
         match k {
-            // The x86 entries are only installed after `is_available`
-            // confirmed the features (the kernel came from `detect`).
+            // SAFETY (every x86 entry): installed only after `is_available`
+            // confirmed the CPU features at run time.
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 if k.is_available() => Fns {
                 dot: |a, b| unsafe { x86::dot_avx512(a, b) },
