@@ -51,3 +51,6 @@ ruff check bindings/python benches && ruff format --check bindings/python benche
 
 step "pytest (builds the wheel with maturin first)"
 python3 -m pytest bindings/python -q
+
+step "disk used by the build"
+du -sh target
