@@ -135,9 +135,22 @@ fn main() {
     let hnsw_entries = entries();
     let rss0 = rss_bytes();
     let t = Instant::now();
-    let mut hnsw = HnswIndex::new(cfg).expect("hnsw");
-    hnsw.upsert(hnsw_entries).expect("hnsw upsert");
-    let hnsw_build = t.elapsed().as_secs_f64();
+    // A developer iterating on search sets RAGJET_BENCH_HNSW_CACHE=DIR: the
+    // first run saves the graph there, later runs load it instead of
+    // spending a minute rebuilding it (build time is then printed as 0).
+    let cache = std::env::var_os("RAGJET_BENCH_HNSW_CACHE").map(std::path::PathBuf::from);
+    let (hnsw, hnsw_build) = match &cache {
+        Some(dir) if dir.exists() => (HnswIndex::load(dir).expect("load cached index"), 0.0),
+        _ => {
+            let mut h = HnswIndex::new(cfg).expect("hnsw");
+            h.upsert(hnsw_entries).expect("hnsw upsert");
+            let build = t.elapsed().as_secs_f64();
+            if let Some(dir) = &cache {
+                h.save(dir).expect("save cached index");
+            }
+            (h, build)
+        }
+    };
     let hnsw_rss_per_vector = (rss_bytes().saturating_sub(rss0)) as f64 / n as f64;
     let mut per_ef = Vec::new();
     for &ef in &efs {

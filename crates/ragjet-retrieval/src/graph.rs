@@ -8,6 +8,13 @@
 //! layer 0 as fixed-stride `u32` lists, a reusable epoch-stamped visited
 //! array per thread, and distances through the crate's SIMD kernels.
 //!
+//! The walk is bound by memory latency: it scores a few thousand rows
+//! scattered over the whole buffer per query. For cosine (unit vectors,
+//! every component in [-1, 1]) the walk reads the rows as f16, half the
+//! bytes, and the candidates it returns are rescored exactly with hnsw_rs's
+//! own f32 vectors: 1.35× the queries/s at the same recall on the 100k
+//! benchmark set. L2 rows can be of any magnitude, so they stay f32.
+//!
 //! Re-selecting the layer-0 lists with the diversity heuristic over the
 //! links into and out of each node was tried and removed: on the clustered
 //! 100k benchmark set it cut recall@10 at ef 64 from 0.98 to 0.74 (inside a
@@ -16,10 +23,19 @@
 use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
+use std::sync::Arc;
 
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+use hnsw_rs::hnsw::Point;
 use hnsw_rs::prelude::{Distance, Hnsw};
 
-use crate::distance::{graph_distance, Metric};
+use crate::distance::{graph_distance, Fns, Metric};
+
+/// The walk's best `RESCORE_FACTOR * k + RESCORE_SLACK` rows are rescored
+/// exactly when it ran on f16 rows.
+const RESCORE_FACTOR: usize = 2;
+const RESCORE_SLACK: usize = 16;
 
 /// A distance with a total order, smaller is closer.
 #[derive(Clone, Copy, PartialEq)]
@@ -37,12 +53,23 @@ impl Ord for Near {
     }
 }
 
+/// The rows the walk scores, slots `0..n`, each `dim` values.
+enum Rows {
+    /// Cosine: unit vectors; the walk's distances are approximate and the
+    /// results are rescored in f32.
+    UnitF16(Vec<f16>),
+    /// L2: exact.
+    F32(Vec<f32>),
+}
+
 /// A flat, immutable copy of an hnsw_rs graph (see the module docs).
 pub(crate) struct SearchGraph {
     dim: usize,
     metric: Metric,
-    /// Slots `0..n`, each `dim` floats.
-    vectors: Vec<f32>,
+    fns: &'static Fns,
+    rows: Rows,
+    /// hnsw_rs's points by slot: their exact f32 vectors, without a copy.
+    points: Vec<Arc<Point<'static, f32>>>,
     /// Layer 0: per slot `[count, link, link, ...]`, stride `1 + degree0`.
     links0: Vec<u32>,
     degree0: usize,
@@ -69,7 +96,7 @@ impl SearchGraph {
     /// Snapshots `h`, whose data ids are the slots `0..n`. `None` when the
     /// graph is empty or is not dense in slots.
     pub(crate) fn from_hnsw<D: Distance<f32> + Send + Sync>(
-        h: &Hnsw<'_, f32, D>,
+        h: &Hnsw<'static, f32, D>,
         dim: usize,
         metric: Metric,
     ) -> Option<Self> {
@@ -79,7 +106,11 @@ impl SearchGraph {
         }
         let m = h.get_max_nb_connection() as usize;
         let degree0 = 2 * m;
-        let mut vectors = vec![0f32; n * dim];
+        let mut rows = match metric {
+            Metric::L2 => Rows::F32(vec![0.0; n * dim]),
+            _ => Rows::UnitF16(vec![f16::ZERO; n * dim]),
+        };
+        let mut points: Vec<Option<Arc<Point<'static, f32>>>> = vec![None; n];
         let mut lists0: Vec<Vec<u32>> = vec![Vec::new(); n];
         let mut uppers: Vec<Vec<Vec<u32>>> = vec![Vec::new(); n];
         let top_level = h.get_max_level_observed() as usize;
@@ -91,7 +122,11 @@ impl SearchGraph {
                 // this index did not build.
                 return None;
             }
-            vectors[slot * dim..(slot + 1) * dim].copy_from_slice(p.get_v());
+            let at = slot * dim..(slot + 1) * dim;
+            match &mut rows {
+                Rows::UnitF16(r) => r[at].convert_from_f32_slice(p.get_v()),
+                Rows::F32(r) => r[at].copy_from_slice(p.get_v()),
+            }
             let level = p.get_point_id().0 as usize;
             // Any top-layer point is a valid entry; the lowest slot makes
             // the choice independent of iteration order (a reloaded graph
@@ -108,6 +143,7 @@ impl SearchGraph {
                     uppers[slot].push(ids);
                 }
             }
+            points[slot] = Some(p);
         }
         let mut upper_at = Vec::with_capacity(n + 1);
         let mut upper = Vec::new();
@@ -121,7 +157,9 @@ impl SearchGraph {
         Some(SearchGraph {
             dim,
             metric,
-            vectors,
+            fns: Fns::get(),
+            rows,
+            points: points.into_iter().collect::<Option<_>>()?,
             links0: pack(&lists0, degree0),
             degree0,
             upper_at,
@@ -133,18 +171,31 @@ impl SearchGraph {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.vectors.len() / self.dim
+        self.points.len()
     }
 
-    #[inline]
+    /// The exact stored vector of `slot`.
     pub(crate) fn vector(&self, slot: u32) -> &[f32] {
+        self.points[slot as usize].get_v()
+    }
+
+    /// The walk's distance to `slot` (approximate for [`Rows::UnitF16`]).
+    #[inline]
+    fn walk_distance(&self, q: &[f32], slot: u32) -> f32 {
         let s = slot as usize * self.dim;
-        &self.vectors[s..s + self.dim]
+        match &self.rows {
+            Rows::UnitF16(r) => (1.0 - (self.fns.dot_f16)(q, &r[s..s + self.dim])).max(0.0),
+            Rows::F32(r) => (self.fns.l2)(q, &r[s..s + self.dim]),
+        }
     }
 
     #[inline]
-    fn distance(&self, q: &[f32], v: &[f32]) -> f32 {
-        graph_distance(self.metric, q, v)
+    fn prefetch_row(&self, slot: u32) {
+        let s = slot as usize * self.dim;
+        match &self.rows {
+            Rows::UnitF16(r) => prefetch(&r[s..s + self.dim]),
+            Rows::F32(r) => prefetch(&r[s..s + self.dim]),
+        }
     }
 
     #[inline]
@@ -163,22 +214,24 @@ impl SearchGraph {
         &self.upper[start + 1..start + 1 + count]
     }
 
-    /// The `ef` closest slots to `q` that `accept` lets through, closest
-    /// first, as `(distance, slot)`. Rejected slots are still walked
-    /// through, so the graph stays connected under a filter.
+    /// The `k` closest slots to `q` that `accept` lets through among the
+    /// walk's `ef` best, closest first, as `(exact distance, slot)`.
+    /// Rejected slots are still walked through, so the graph stays
+    /// connected under a filter.
     pub(crate) fn search(
         &self,
         q: &[f32],
+        k: usize,
         ef: usize,
         accept: Option<&dyn Fn(u32) -> bool>,
     ) -> Vec<(f32, u32)> {
         let mut ep = self.entry;
-        let mut ep_dist = self.distance(q, self.vector(ep));
+        let mut ep_dist = self.walk_distance(q, ep);
         for level in (1..=self.top_level).rev() {
             loop {
                 let mut moved = false;
                 for &nb in self.links_at(ep, level) {
-                    let d = self.distance(q, self.vector(nb));
+                    let d = self.walk_distance(q, nb);
                     if d < ep_dist {
                         ep_dist = d;
                         ep = nb;
@@ -190,11 +243,23 @@ impl SearchGraph {
                 }
             }
         }
-        VISITED.with(|cell| {
+        let mut found = VISITED.with(|cell| {
             let mut visited = cell.borrow_mut();
             visited.reset(self.len());
-            self.search_layer0(q, ep, ep_dist, ef.max(1), accept, &mut visited)
-        })
+            self.search_layer0(q, ep, ep_dist, ef.max(k).max(1), accept, &mut visited)
+        });
+        if let Rows::UnitF16(_) = self.rows {
+            // f16 rounding moves a distance by ~1e-4: enough to swap near
+            // ties, not to push a true top-k row far down the list, so the
+            // head of the list is rescored, not all `ef` rows.
+            found.truncate(RESCORE_FACTOR * k + RESCORE_SLACK);
+            for (d, slot) in &mut found {
+                *d = graph_distance(self.metric, q, self.vector(*slot));
+            }
+            found.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        }
+        found.truncate(k);
+        found
     }
 
     fn search_layer0(
@@ -232,9 +297,9 @@ impl SearchGraph {
             }
             for (i, &nb) in fresh.iter().enumerate() {
                 if let Some(&next) = fresh.get(i + 1) {
-                    prefetch(self.vector(next));
+                    self.prefetch_row(next);
                 }
-                let dn = self.distance(q, self.vector(nb));
+                let dn = self.walk_distance(q, nb);
                 if best.len() < ef || dn < bound {
                     candidates.push(Reverse(Near(dn, nb)));
                     if ok(nb) {
@@ -268,13 +333,13 @@ fn pack(lists: &[Vec<u32>], degree: usize) -> Vec<u32> {
 }
 
 #[inline]
-fn prefetch(v: &[f32]) {
+fn prefetch<T>(v: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         // One hint per 64-byte line; the loads follow within a few hundred
         // cycles, so the lines arrive while the current row is scored.
-        for line in v.chunks(16) {
+        for line in v.chunks((64 / std::mem::size_of::<T>()).max(1)) {
             // SAFETY: prefetch is a hint and never faults; the pointer is
             // in bounds.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };

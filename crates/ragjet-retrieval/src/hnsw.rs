@@ -426,7 +426,7 @@ impl HnswIndex {
     ) -> Vec<(f32, u32)> {
         let mut top = TopK::new(k);
         if let Some(g) = &self.snapshot {
-            for (d, slot) in g.search(q, ef, accept) {
+            for (d, slot) in g.search(q, k, ef, accept) {
                 top.push(-d, slot);
             }
         }

@@ -56,6 +56,25 @@ fn recall_at_10_on_10k_clustered_vectors() {
     eprintln!("recall@10 = {r:.4}");
     assert!(r >= 0.95, "recall@10 = {r}");
 
+    // The walk reads cosine rows as f16; what it returns is rescored in
+    // f32, so a hit found by both indexes has the exact index's score and
+    // the hits are in score order.
+    for q in &queries[..50] {
+        let truth = exact.search(q, 10, None).unwrap();
+        let got = hnsw.search(q, 10, None).unwrap();
+        assert!(got.windows(2).all(|w| w[0].score >= w[1].score));
+        for h in &got {
+            if let Some(t) = truth.iter().find(|t| t.id == h.id) {
+                assert!(
+                    (t.score - h.score).abs() < 1e-6,
+                    "{} vs {}",
+                    t.score,
+                    h.score
+                );
+            }
+        }
+    }
+
     // Filtered during the walk: every hit passes, and recall stays high.
     let f = MetadataFilters::new(
         vec![MetadataFilter::new("group", FilterOperator::Eq, 2i64)],
