@@ -16,6 +16,7 @@
 //! replace it in one place.
 #![warn(missing_docs)]
 
+mod bf16_gemm;
 pub mod bm25;
 #[cfg(feature = "device")]
 pub mod device_flat;
