@@ -380,6 +380,14 @@ pub fn init_global_threadpool() {
 }
 
 fn default_num_threads() -> usize {
+    // ragjet: computed once. Every CPU matmul asks for the thread count, and
+    // on Linux without a preferred-CPU list `num_cpus::get_physical` parses
+    // /proc/cpuinfo: about 4 % of a short text's embedding time.
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(detect_num_threads)
+}
+
+fn detect_num_threads() -> usize {
     let physical = {
         #[cfg(target_os = "macos")]
         {
