@@ -105,9 +105,14 @@ fn main() {
     }
     let flat_single_s = t.elapsed().as_secs_f64();
     let batch_n = nq.min(1000);
-    let t = Instant::now();
-    let batch = flat.search_batch(&qs[..batch_n], 10, None).expect("batch");
-    let flat_batch_s = t.elapsed().as_secs_f64();
+    // Best of 3 calls, as the script does for faiss.
+    let mut flat_batch_s = f64::INFINITY;
+    let mut batch = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        batch = flat.search_batch(&qs[..batch_n], 10, None).expect("batch");
+        flat_batch_s = flat_batch_s.min(t.elapsed().as_secs_f64());
+    }
     let batch_ids: Vec<Vec<String>> = batch
         .into_iter()
         .map(|h| h.into_iter().map(|h| h.id).collect())

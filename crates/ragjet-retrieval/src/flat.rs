@@ -328,8 +328,9 @@ impl FlatIndex {
             } else {
                 exact_err
             };
-        qs.iter()
-            .zip(pools.into_iter().flatten())
+        let pools: Vec<TopK> = pools.into_iter().flatten().collect();
+        qs.par_iter()
+            .zip(pools)
             .map(|(q, cand)| {
                 let cand = cand.into_sorted();
                 let mut top = TopK::new(k);
@@ -596,7 +597,7 @@ impl VectorIndex for FlatIndex {
                 .collect());
         }
         let tops = self.search_gemm(&qs, k, filter, bf16_gemm::available());
-        Ok(tops.into_iter().map(|t| self.to_hits(t)).collect())
+        Ok(tops.into_par_iter().map(|t| self.to_hits(t)).collect())
     }
 
     fn ids_matching(&self, filter: Option<&MetadataFilters>) -> Result<Vec<String>> {
