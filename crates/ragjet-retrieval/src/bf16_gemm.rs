@@ -210,13 +210,7 @@ mod tests {
         // Odd sizes everywhere: a partial query tile, a partial row panel,
         // an odd dimension.
         let (m, rb, dim) = (29, 77, 37);
-        let mut state = 7u64;
-        let mut next = || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        };
+        let mut next = crate::testutil::uniform(7);
         let qs: Vec<Vec<f32>> = (0..m).map(|_| (0..dim).map(|_| next()).collect()).collect();
         let rows: Vec<f32> = (0..rb * dim).map(|_| next()).collect();
         let q = Queries::new(&qs, dim);

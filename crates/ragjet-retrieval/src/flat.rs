@@ -637,13 +637,7 @@ mod tests {
     #[test]
     fn both_product_passes_return_the_exact_top_k() {
         let dim = 40;
-        let mut state = 11u64;
-        let mut next = || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        };
+        let mut next = crate::testutil::uniform(11);
         let dup: Vec<f32> = (0..dim).map(|_| next()).collect();
         let mut entries: Vec<Entry> = (0..40)
             .map(|i| Entry::new(format!("d{i}"), dup.clone()))

@@ -12,7 +12,7 @@
 //! scattered over the whole buffer per query. For cosine (unit vectors,
 //! every component in [-1, 1]) the walk reads the rows as f16, half the
 //! bytes, and the candidates it returns are rescored exactly with hnsw_rs's
-//! own f32 vectors: 1.35× the queries/s at the same recall on the 100k
+//! own f32 vectors: 1.15–1.35× the queries/s at the same recall on the 100k
 //! benchmark set. L2 rows can be of any magnitude, so they stay f32.
 //!
 //! Re-selecting the layer-0 lists with the diversity heuristic over the

@@ -32,6 +32,8 @@ pub mod metrics;
 pub mod persist;
 mod records;
 mod store;
+#[cfg(test)]
+mod testutil;
 mod topk;
 mod types;
 
