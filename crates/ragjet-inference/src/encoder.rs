@@ -12,15 +12,13 @@
 use std::cell::RefCell;
 use std::path::Path;
 
-use candle_core::{
-    CpuStorage, CustomOp1, DType, Device, InplaceOp1, InplaceOp2, Layout, Shape, Tensor,
-};
-use candle_nn::VarBuilder;
+use candle_core::{CpuStorage, CustomOp1, Device, InplaceOp1, InplaceOp2, Layout, Shape, Tensor};
 use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
 use rayon::prelude::*;
 
 use crate::error::{invalid, InferenceError, Result};
 use crate::kernels::{Activation, Kernels};
+use crate::weights::BertWeights;
 
 /// The texts of one batch, packed end to end: text `i` owns the token rows
 /// `offsets[i]..offsets[i + 1]`.
@@ -96,78 +94,39 @@ fn transposed(t: Tensor) -> candle_core::Result<Tensor> {
 
 impl BertEncoder {
     pub fn load(config: &BertConfig, weights: &Path) -> Result<Self> {
-        let device = Device::Cpu;
-        // SAFETY: the file is memory-mapped read-only; safetensors validates
-        // the header and every tensor's extent before use.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &device) }
-            .map_err(|e| invalid(weights, e))?;
-        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
-            vb.pp("bert")
-        } else {
-            vb
-        };
-        Self::from_var_builder(config, vb, device).map_err(|e| invalid(weights, e))
+        let w = BertWeights::load(config, weights, 1.0)?;
+        Self::from_weights(config, w).map_err(|e| invalid(weights, e))
     }
 
-    fn from_var_builder(
-        c: &BertConfig,
-        vb: VarBuilder,
-        device: Device,
-    ) -> candle_core::Result<Self> {
+    /// Keeps the layout `gemm` wants: linear weights transposed to
+    /// `[in, out]`, biases and layer norms as plain vectors.
+    fn from_weights(c: &BertConfig, w: BertWeights) -> candle_core::Result<Self> {
         let h = c.hidden_size;
-        let ln = |vb: VarBuilder| -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
-            Ok((vec1(vb.get(h, "weight")?)?, vec1(vb.get(h, "bias")?)?))
-        };
-        let linear_t = |vb: &VarBuilder, out: usize, inp: usize| -> candle_core::Result<_> {
-            Ok((
-                transposed(vb.get((out, inp), "weight")?)?,
-                vec1(vb.get(out, "bias")?)?,
-            ))
-        };
-        let e = vb.pp("embeddings");
+        let ln = |(g, b): (Tensor, Tensor)| -> candle_core::Result<_> { Ok((vec1(g)?, vec1(b)?)) };
         let flat = |t: Tensor| t.flatten_all().and_then(vec1);
-        let word = flat(e.get((c.vocab_size, h), "word_embeddings.weight")?)?;
-        let position = flat(e.get((c.max_position_embeddings, h), "position_embeddings.weight")?)?;
-        let token_type = flat(e.get((c.type_vocab_size, h), "token_type_embeddings.weight")?)?;
-        let emb_ln = ln(e.pp("LayerNorm"))?;
-
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
-        for i in 0..c.num_hidden_layers {
-            let l = vb.pp(format!("encoder.layer.{i}"));
-            let a = l.pp("attention.self");
-            let (q, k, v) = (a.pp("query"), a.pp("key"), a.pp("value"));
-            let qkv_w = Tensor::cat(
-                &[
-                    q.get((h, h), "weight")?,
-                    k.get((h, h), "weight")?,
-                    v.get((h, h), "weight")?,
-                ],
-                0,
-            )?;
-            let mut qkv_bias = vec1(q.get(h, "bias")?)?;
-            qkv_bias.extend(vec1(k.get(h, "bias")?)?);
-            qkv_bias.extend(vec1(v.get(h, "bias")?)?);
-            let (out_t, out_bias) = linear_t(&l.pp("attention.output.dense"), h, h)?;
-            let (up_t, up_bias) = linear_t(&l.pp("intermediate.dense"), c.intermediate_size, h)?;
-            let (down_t, down_bias) = linear_t(&l.pp("output.dense"), h, c.intermediate_size)?;
-            layers.push(Layer {
-                qkv_t: transposed(qkv_w)?,
-                qkv_bias,
-                out_t,
-                out_bias,
-                attn_ln: ln(l.pp("attention.output.LayerNorm"))?,
-                up_t,
-                up_bias,
-                down_t,
-                down_bias,
-                ffn_ln: ln(l.pp("output.LayerNorm"))?,
-            });
-        }
+        let layers = w
+            .layers
+            .into_iter()
+            .map(|l| {
+                Ok(Layer {
+                    qkv_t: transposed(l.qkv_w)?,
+                    qkv_bias: vec1(l.qkv_b)?,
+                    out_t: transposed(l.out_w)?,
+                    out_bias: vec1(l.out_b)?,
+                    attn_ln: ln(l.attn_ln)?,
+                    up_t: transposed(l.up_w)?,
+                    up_bias: vec1(l.up_b)?,
+                    down_t: transposed(l.down_w)?,
+                    down_bias: vec1(l.down_b)?,
+                    ffn_ln: ln(l.ffn_ln)?,
+                })
+            })
+            .collect::<candle_core::Result<_>>()?;
         Ok(Self {
-            word,
-            position,
-            token_type,
-            emb_ln,
+            word: flat(w.word)?,
+            position: flat(w.position)?,
+            token_type: flat(w.token_type)?,
+            emb_ln: ln(w.emb_ln)?,
             layers,
             hidden: h,
             heads: c.num_attention_heads,
@@ -181,7 +140,7 @@ impl BertEncoder {
             },
             zeros: vec![0.0; h],
             kernels: Kernels::detect(),
-            device,
+            device: Device::Cpu,
         })
     }
 

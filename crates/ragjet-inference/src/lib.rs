@@ -73,6 +73,7 @@ mod locate;
 pub mod metrics;
 mod padded;
 mod pooling;
+mod weights;
 
 pub use backend::BackendKind;
 #[cfg(feature = "cuda")]

@@ -20,34 +20,17 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, D};
-use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
 use tokenizers::Encoding;
 
 use crate::backend::{check_ids, Backend};
 use crate::error::{invalid, InferenceError, Result};
 use crate::pooling::PoolingMode;
-
-struct Layer {
-    /// `[3·hidden, hidden]`: query (pre-scaled by `1/√d`), key, value.
-    qkv_w: Tensor,
-    qkv_b: Tensor,
-    out_w: Tensor,
-    out_b: Tensor,
-    attn_ln: (Tensor, Tensor),
-    up_w: Tensor,
-    up_b: Tensor,
-    down_w: Tensor,
-    down_b: Tensor,
-    ffn_ln: (Tensor, Tensor),
-}
+use crate::weights::BertWeights;
 
 pub(crate) struct PaddedBert {
-    word: Tensor,
-    position: Tensor,
-    token_type: Tensor,
-    emb_ln: (Tensor, Tensor),
-    layers: Vec<Layer>,
+    /// On `device` in `dtype`; the query projection pre-scaled by `1/√d`.
+    w: BertWeights,
     hidden: usize,
     heads: usize,
     vocab: usize,
@@ -83,92 +66,23 @@ impl PaddedBert {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        // SAFETY: the file is memory-mapped read-only; safetensors validates
-        // the header and every tensor's extent before use.
-        let vb =
-            unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu) }
-                .map_err(|e| invalid(weights, e))?;
-        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
-            vb.pp("bert")
-        } else {
-            vb
-        };
-        Self::from_var_builder(config, vb, dtype, device).map_err(|e| invalid(weights, e))
-    }
-
-    fn from_var_builder(
-        c: &BertConfig,
-        vb: VarBuilder,
-        dtype: DType,
-        device: &Device,
-    ) -> candle_core::Result<Self> {
+        let c = config;
         let h = c.hidden_size;
         if c.num_attention_heads == 0 || !h.is_multiple_of(c.num_attention_heads) {
-            candle_core::bail!(
-                "hidden_size {h} is not a multiple of num_attention_heads {}",
-                c.num_attention_heads
-            );
+            return Err(invalid(
+                weights,
+                format!(
+                    "hidden_size {h} is not a multiple of num_attention_heads {}",
+                    c.num_attention_heads
+                ),
+            ));
         }
-        let put = |t: Tensor| t.to_dtype(dtype)?.to_device(device);
-        let ln = |vb: VarBuilder| -> candle_core::Result<(Tensor, Tensor)> {
-            Ok((put(vb.get(h, "weight")?)?, put(vb.get(h, "bias")?)?))
-        };
-        let linear = |vb: VarBuilder, out: usize, inp: usize| -> candle_core::Result<_> {
-            Ok((
-                put(vb.get((out, inp), "weight")?)?,
-                put(vb.get(out, "bias")?)?,
-            ))
-        };
-        let e = vb.pp("embeddings");
-        let word = put(e.get((c.vocab_size, h), "word_embeddings.weight")?)?;
-        let position = put(e.get((c.max_position_embeddings, h), "position_embeddings.weight")?)?;
-        let token_type = put(e.get((c.type_vocab_size, h), "token_type_embeddings.weight")?)?;
-        let emb_ln = ln(e.pp("LayerNorm"))?;
-
         let scale = 1.0 / ((h / c.num_attention_heads) as f64).sqrt();
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
-        for i in 0..c.num_hidden_layers {
-            let l = vb.pp(format!("encoder.layer.{i}"));
-            let a = l.pp("attention.self");
-            let (q, k, v) = (a.pp("query"), a.pp("key"), a.pp("value"));
-            let qkv_w = Tensor::cat(
-                &[
-                    (q.get((h, h), "weight")? * scale)?,
-                    k.get((h, h), "weight")?,
-                    v.get((h, h), "weight")?,
-                ],
-                0,
-            )?;
-            let qkv_b = Tensor::cat(
-                &[
-                    (q.get(h, "bias")? * scale)?,
-                    k.get(h, "bias")?,
-                    v.get(h, "bias")?,
-                ],
-                0,
-            )?;
-            let (out_w, out_b) = linear(l.pp("attention.output.dense"), h, h)?;
-            let (up_w, up_b) = linear(l.pp("intermediate.dense"), c.intermediate_size, h)?;
-            let (down_w, down_b) = linear(l.pp("output.dense"), h, c.intermediate_size)?;
-            layers.push(Layer {
-                qkv_w: put(qkv_w)?,
-                qkv_b: put(qkv_b)?,
-                out_w,
-                out_b,
-                attn_ln: ln(l.pp("attention.output.LayerNorm"))?,
-                up_w,
-                up_b,
-                down_w,
-                down_b,
-                ffn_ln: ln(l.pp("output.LayerNorm"))?,
-            });
-        }
+        let w = BertWeights::load(c, weights, scale)?
+            .map(|t| t.to_dtype(dtype)?.to_device(device))
+            .map_err(|e| invalid(weights, e))?;
         Ok(Self {
-            word,
-            position,
-            token_type,
-            emb_ln,
-            layers,
+            w,
             hidden: h,
             heads: c.num_attention_heads,
             vocab: c.vocab_size,
@@ -231,14 +145,15 @@ impl PaddedBert {
         let mask = Tensor::from_vec(bias, (b, 1, 1, s), dev)?.to_dtype(self.dtype)?;
 
         // Embeddings: word + token type + position, then layer norm.
-        let x = (self.word.index_select(&ids, 0)? + self.token_type.index_select(&types, 0)?)?;
+        let x =
+            (self.w.word.index_select(&ids, 0)? + self.w.token_type.index_select(&types, 0)?)?;
         let x = x
             .reshape((b, s, h))?
-            .broadcast_add(&self.position.narrow(0, 0, s)?.unsqueeze(0)?)?
+            .broadcast_add(&self.w.position.narrow(0, 0, s)?.unsqueeze(0)?)?
             .reshape((b * s, h))?;
-        let mut x = Self::layer_norm(&x, &self.emb_ln, self.eps)?;
+        let mut x = Self::layer_norm(&x, &self.w.emb_ln, self.eps)?;
 
-        for layer in &self.layers {
+        for layer in &self.w.layers {
             let qkv = Self::linear(&x, &layer.qkv_w, &layer.qkv_b)?
                 .reshape((b, s, 3, heads, d))?
                 .permute((2, 0, 3, 1, 4))?
