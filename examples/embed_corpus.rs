@@ -10,11 +10,13 @@
 //! tokens/s go to stdout, a progress bar to stderr. `--model` defaults to
 //! the bundled all-MiniLM-L6-v2 (see `ragjet::inference::locate_default_model`).
 
-use std::io::{BufRead, BufWriter};
+use std::io::BufWriter;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use npyz::WriterBuilder;
+
+mod jsonl;
 use ragjet::inference::{locate_default_model, Embedder, EmbedderOptions};
 
 #[global_allocator]
@@ -58,24 +60,6 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
-fn read_texts(path: &PathBuf) -> Result<Vec<String>, Box<dyn std::error::Error>> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut texts = Vec::new();
-    for (no, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let value: serde_json::Value = serde_json::from_str(&line)
-            .map_err(|e| format!("{}:{}: {e}", path.display(), no + 1))?;
-        let text = value["text"]
-            .as_str()
-            .ok_or_else(|| format!("{}:{}: no \"text\" string field", path.display(), no + 1))?;
-        texts.push(text.to_owned());
-    }
-    Ok(texts)
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = match parse_args() {
         Ok(args) => args,
@@ -96,7 +80,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..Default::default()
         },
     )?;
-    let texts = read_texts(&args.input)?;
+    let texts = jsonl::read_texts(&args.input, None)?;
     if texts.is_empty() {
         return Err(format!("{} holds no texts", args.input.display()).into());
     }

@@ -16,7 +16,7 @@
 //! without a GPU. With `--device cuda:N` (the default) and no usable GPU it
 //! stops with exit status 2 and one clear line, before any work.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -26,6 +26,8 @@ use ragjet::retrieval::{
 };
 use ragjet::telemetry::{LogFormat, Telemetry, TelemetryConfig};
 use serde_json::{json, Value};
+
+mod jsonl;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -103,27 +105,6 @@ impl Report {
         self.lines.push(v);
         self.table.push((label, shown));
     }
-}
-
-fn read_corpus(path: &PathBuf, limit: Option<usize>) -> Res<Vec<String>> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut texts = Vec::new();
-    for (no, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(&line)
-            .map_err(|e| format!("{}:{}: {e}", path.display(), no + 1))?;
-        let text = v["text"]
-            .as_str()
-            .ok_or_else(|| format!("{}:{}: no \"text\"", path.display(), no + 1))?;
-        texts.push(text.to_owned());
-        if limit.is_some_and(|l| texts.len() >= l) {
-            break;
-        }
-    }
-    Ok(texts)
 }
 
 /// The "short passages" of the throughput target: the first 12 words of
@@ -299,7 +280,7 @@ fn run(
         device_name.clone(),
     );
 
-    let texts = read_corpus(&args.corpus, args.limit)?;
+    let texts = jsonl::read_texts(&args.corpus, args.limit)?;
     let (reference, dim) = read_npy(&args.reference)?;
     if reference.len() < texts.len() * dim {
         return Err(format!(
