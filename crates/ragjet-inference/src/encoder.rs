@@ -12,12 +12,13 @@
 use std::cell::RefCell;
 use std::path::Path;
 
-use candle_core::{CpuStorage, CustomOp1, Device, InplaceOp1, InplaceOp2, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Device, InplaceOp2, Layout, Shape, Tensor};
 use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
 use rayon::prelude::*;
 
 use crate::error::{invalid, InferenceError, Result};
 use crate::kernels::{Activation, Kernels};
+use crate::linear::{Epilogue, Linear, SharedOut};
 use crate::weights::BertWeights;
 
 /// The texts of one batch, packed end to end: text `i` owns the token rows
@@ -55,14 +56,14 @@ impl PackedBatch {
 
 struct Layer {
     /// `[hidden, 3·hidden]`: query, key and value projections in one matmul.
-    qkv_t: Tensor,
+    qkv: Linear,
     qkv_bias: Vec<f32>,
-    out_t: Tensor,
+    out: Linear,
     out_bias: Vec<f32>,
     attn_ln: (Vec<f32>, Vec<f32>),
-    up_t: Tensor,
+    up: Linear,
     up_bias: Vec<f32>,
-    down_t: Tensor,
+    down: Linear,
     down_bias: Vec<f32>,
     ffn_ln: (Vec<f32>, Vec<f32>),
 }
@@ -88,8 +89,11 @@ fn vec1(t: Tensor) -> candle_core::Result<Vec<f32>> {
     t.to_vec1::<f32>()
 }
 
-fn transposed(t: Tensor) -> candle_core::Result<Tensor> {
-    t.t()?.contiguous()
+/// A PyTorch `[out, in]` weight as a [`Linear`] (`[in, out]`).
+fn linear(t: Tensor) -> candle_core::Result<Linear> {
+    let (n, k) = t.dims2()?;
+    let w = t.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    Ok(Linear::new(&w, k, n))
 }
 
 impl BertEncoder {
@@ -98,8 +102,8 @@ impl BertEncoder {
         Self::from_weights(config, w).map_err(|e| invalid(weights, e))
     }
 
-    /// Keeps the layout `gemm` wants: linear weights transposed to
-    /// `[in, out]`, biases and layer norms as plain vectors.
+    /// Keeps linear weights as [`Linear`]s (`[in, out]`), biases and layer
+    /// norms as plain vectors.
     fn from_weights(c: &BertConfig, w: BertWeights) -> candle_core::Result<Self> {
         let h = c.hidden_size;
         let ln = |(g, b): (Tensor, Tensor)| -> candle_core::Result<_> { Ok((vec1(g)?, vec1(b)?)) };
@@ -109,14 +113,14 @@ impl BertEncoder {
             .into_iter()
             .map(|l| {
                 Ok(Layer {
-                    qkv_t: transposed(l.qkv_w)?,
+                    qkv: linear(l.qkv_w)?,
                     qkv_bias: vec1(l.qkv_b)?,
-                    out_t: transposed(l.out_w)?,
+                    out: linear(l.out_w)?,
                     out_bias: vec1(l.out_b)?,
                     attn_ln: ln(l.attn_ln)?,
-                    up_t: transposed(l.up_w)?,
+                    up: linear(l.up_w)?,
                     up_bias: vec1(l.up_b)?,
-                    down_t: transposed(l.down_w)?,
+                    down: linear(l.down_w)?,
                     down_bias: vec1(l.down_b)?,
                     ffn_ln: ln(l.ffn_ln)?,
                 })
@@ -174,14 +178,9 @@ impl BertEncoder {
             kernels: self.kernels,
         };
         for layer in &self.layers {
-            let qkv = x.matmul(&layer.qkv_t)?;
-            qkv.inplace_op1(&BiasAct {
-                kernels: self.kernels,
-                bias: &layer.qkv_bias,
-                act: None,
-            })?;
+            let qkv = self.dense(&x, &layer.qkv, Epilogue::Bias(&layer.qkv_bias, None))?;
             let context = qkv.apply_op1_no_bwd(&attention)?;
-            let attn = context.matmul(&layer.out_t)?;
+            let attn = self.dense(&context, &layer.out, Epilogue::None)?;
             attn.inplace_op2(
                 &x,
                 &ResidualLayerNorm {
@@ -191,13 +190,12 @@ impl BertEncoder {
                     eps: self.eps,
                 },
             )?;
-            let up = attn.matmul(&layer.up_t)?;
-            up.inplace_op1(&BiasAct {
-                kernels: self.kernels,
-                bias: &layer.up_bias,
-                act: Some(self.act),
-            })?;
-            let down = up.matmul(&layer.down_t)?;
+            let up = self.dense(
+                &attn,
+                &layer.up,
+                Epilogue::Bias(&layer.up_bias, Some(self.act)),
+            )?;
+            let down = self.dense(&up, &layer.down, Epilogue::None)?;
             down.inplace_op2(
                 &attn,
                 &ResidualLayerNorm {
@@ -210,6 +208,14 @@ impl BertEncoder {
             x = down;
         }
         Ok(x.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    fn dense(&self, x: &Tensor, linear: &Linear, epilogue: Epilogue) -> Result<Tensor> {
+        Ok(x.apply_op1_no_bwd(&Dense {
+            linear,
+            epilogue,
+            kernels: self.kernels,
+        })?)
     }
 
     /// Word + position + token-type embeddings, then layer norm.
@@ -262,27 +268,27 @@ fn rows_per_task(rows: usize) -> usize {
     rows.div_ceil(4 * rayon::current_num_threads()).max(1)
 }
 
-/// `x = act(x + bias)` in place (`act = None`: bias only).
-struct BiasAct<'a> {
+/// `act(x·W + bias)` as a candle op: [`Linear`] with its fused epilogue.
+struct Dense<'a> {
+    linear: &'a Linear,
+    epilogue: Epilogue<'a>,
     kernels: Kernels,
-    bias: &'a [f32],
-    act: Option<Activation>,
 }
 
-impl InplaceOp1 for BiasAct<'_> {
+impl CustomOp1 for Dense<'_> {
     fn name(&self) -> &'static str {
-        "ragjet-bias-act"
+        "ragjet-dense"
     }
 
-    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> candle_core::Result<()> {
-        let x = f32_mut(s, l)?;
-        let n = self.bias.len();
-        let chunk = rows_per_task(x.len() / n) * n;
-        x.par_chunks_mut(chunk).for_each(|rows| match self.act {
-            Some(act) => self.kernels.bias_act(rows, self.bias, act),
-            None => self.kernels.bias_add(rows, self.bias),
-        });
-        Ok(())
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_ref(s, l)?;
+        let (k, n) = (self.linear.in_features(), self.linear.out_features());
+        if l.dims().last() != Some(&k) {
+            candle_core::bail!("dense input {:?} does not end in {k} features", l.dims());
+        }
+        let rows = x.len() / k;
+        let y = self.linear.forward(x, self.epilogue, self.kernels);
+        Ok((CpuStorage::F32(y), Shape::from((rows, n))))
     }
 }
 
@@ -327,20 +333,6 @@ struct Attention<'a> {
     heads: usize,
     hidden: usize,
     kernels: Kernels,
-}
-
-/// A pointer shared by tasks that write disjoint parts of one buffer.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: every task writes a disjoint set of elements (see `Attention`).
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    // A method, not field access, so closures capture the Send + Sync wrapper.
-    fn ptr(self) -> *mut f32 {
-        self.0
-    }
 }
 
 thread_local! {

@@ -69,6 +69,7 @@ mod encoder;
 mod error;
 mod folder;
 mod kernels;
+mod linear;
 mod locate;
 pub mod metrics;
 mod padded;
