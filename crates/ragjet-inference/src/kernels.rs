@@ -23,9 +23,12 @@ pub(crate) enum Activation {
 /// is at the level of f32 rounding itself.
 #[inline(always)]
 fn exp(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0; // 1.5·2²³
     let x = x.clamp(-87.3, 88.7);
-    // Round x·log2(e) to nearest with the 1.5·2^23 trick (no floor() call).
-    let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+    // Round x·log2(e) to nearest with the 1.5·2²³ trick (no floor() call):
+    // `t`'s low mantissa bits then hold n itself.
+    let t = x * std::f32::consts::LOG2_E + SHIFT;
+    let n = t - SHIFT;
     let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let r2 = r * r;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
@@ -33,7 +36,10 @@ fn exp(x: f32) -> f32 {
         * r
         + 0.5;
     let y = p * r2 + r + 1.0;
-    y * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // 2ⁿ from t's bits, not from `n as i32`: Rust's saturating float-to-int
+    // cast does not vectorise, and it made every loop calling exp scalar.
+    let two_n = f32::from_bits(t.to_bits().wrapping_sub(SHIFT.to_bits() - 127) << 23);
+    y * two_n
 }
 
 /// The error function (Abramowitz & Stegun 7.1.26, absolute error < 1.5e-7).
