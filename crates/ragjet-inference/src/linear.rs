@@ -150,28 +150,22 @@ impl Linear {
             let (block, group) = (task / groups, task % groups);
             let (r0, r1) = (block * block_rows, ((block + 1) * block_rows).min(m));
             let (c0, c1) = (group * per_group * NR, ((group + 1) * per_group * NR).min(n));
-            for j0 in (c0..c1).step_by(NR) {
-                let width = (n - j0).min(NR);
-                for i0 in (r0..r1).step_by(MR) {
-                    let rows = (r1 - i0).min(MR);
-                    // SAFETY: rows i0..i0+rows of x and of the output, and
-                    // columns j0..j0+width of w and of the output, are in
-                    // bounds; this task alone writes that output block; the
-                    // CPU has AVX-512F (`kernels` said so).
-                    unsafe {
-                        avx512::tile(
-                            rows,
-                            x.as_ptr().add(i0 * k),
-                            k,
-                            k,
-                            w.as_ptr().add(j0),
-                            n,
-                            dst.ptr().add(i0 * n + j0),
-                            n,
-                            width,
-                        );
-                    }
-                }
+            // SAFETY: rows r0..r1 of x and of the output, and columns
+            // c0..c1 of w and of the output, are in bounds; this task alone
+            // writes that output block; the CPU has AVX-512F (`kernels` said
+            // so).
+            unsafe {
+                avx512::tiles(
+                    r1 - r0,
+                    c1 - c0,
+                    k,
+                    x.as_ptr().add(r0 * k),
+                    k,
+                    w.as_ptr().add(c0),
+                    n,
+                    dst.ptr().add(r0 * n + c0),
+                    n,
+                );
             }
             if let Epilogue::Bias(bias, act) = epilogue {
                 for i in r0..r1 {
@@ -203,6 +197,42 @@ mod avx512 {
 
     use super::{MR, NR};
 
+    /// `c[m × n] = a[m × k] · b[k × n]`: column panels of `NR` outside,
+    /// row tiles of `MR` inside, so a panel of `b` serves every row tile of
+    /// the block from cache.
+    ///
+    /// # Safety
+    /// As for [`tile`], for every tile.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tiles(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        for j0 in (0..n).step_by(NR) {
+            for i0 in (0..m).step_by(MR) {
+                tile(
+                    (m - i0).min(MR),
+                    a.add(i0 * lda),
+                    k,
+                    lda,
+                    b.add(j0),
+                    ldb,
+                    c.add(i0 * ldc + j0),
+                    ldc,
+                    (n - j0).min(NR),
+                );
+            }
+        }
+    }
+
     /// `c[rows × width] = a[rows × k] · b[k × width]`, `rows ≤ MR`,
     /// `width ≤ NR`; `lda`, `ldb`, `ldc` are row strides in values.
     ///
@@ -210,7 +240,7 @@ mod avx512 {
     /// The CPU has AVX-512F; every row and column named is in bounds.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn tile(
+    unsafe fn tile(
         rows: usize,
         a: *const f32,
         k: usize,
