@@ -12,7 +12,7 @@
 use std::cell::RefCell;
 use std::path::Path;
 
-use candle_core::{CpuStorage, CustomOp1, Device, InplaceOp2, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Tensor};
 use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
 use rayon::prelude::*;
 
@@ -170,7 +170,19 @@ impl BertEncoder {
                 "token type id outside the model's type vocabulary".into(),
             ));
         }
-        let mut x = self.embed(batch)?;
+        let x = self.embed(batch)?;
+        // One buffer per activation for the whole batch, written in place by
+        // every layer: fresh buffers per layer cost page faults (the kernel
+        // zeroing tens of MB per layer) and allocator traffic.
+        let tokens = batch.tokens();
+        let inter = self.layers.first().map_or(0, |l| l.up.out_features());
+        let buffer = |width: usize| Tensor::zeros((tokens, width), DType::F32, &self.device);
+        let (qkv, context, attn, up) = (
+            buffer(3 * self.hidden)?,
+            buffer(self.hidden)?,
+            buffer(self.hidden)?,
+            buffer(inter)?,
+        );
         let attention = Attention {
             offsets: &batch.offsets,
             heads: self.heads,
@@ -178,9 +190,9 @@ impl BertEncoder {
             kernels: self.kernels,
         };
         for layer in &self.layers {
-            let qkv = self.dense(&x, &layer.qkv, Epilogue::Bias(&layer.qkv_bias, None))?;
-            let context = qkv.apply_op1_no_bwd(&attention)?;
-            let attn = self.dense(&context, &layer.out, Epilogue::None)?;
+            self.dense(&qkv, &x, &layer.qkv, Epilogue::Bias(&layer.qkv_bias, None))?;
+            context.inplace_op2(&qkv, &attention)?;
+            self.dense(&attn, &context, &layer.out, Epilogue::None)?;
             attn.inplace_op2(
                 &x,
                 &ResidualLayerNorm {
@@ -190,13 +202,11 @@ impl BertEncoder {
                     eps: self.eps,
                 },
             )?;
-            let up = self.dense(
-                &attn,
-                &layer.up,
-                Epilogue::Bias(&layer.up_bias, Some(self.act)),
-            )?;
-            let down = self.dense(&up, &layer.down, Epilogue::None)?;
-            down.inplace_op2(
+            let gelu = Epilogue::Bias(&layer.up_bias, Some(self.act));
+            self.dense(&up, &attn, &layer.up, gelu)?;
+            // The layer's input is spent: its buffer takes the output.
+            self.dense(&x, &up, &layer.down, Epilogue::None)?;
+            x.inplace_op2(
                 &attn,
                 &ResidualLayerNorm {
                     kernels: self.kernels,
@@ -205,17 +215,20 @@ impl BertEncoder {
                     eps: self.eps,
                 },
             )?;
-            x = down;
         }
         Ok(x.flatten_all()?.to_vec1::<f32>()?)
     }
 
-    fn dense(&self, x: &Tensor, linear: &Linear, epilogue: Epilogue) -> Result<Tensor> {
-        Ok(x.apply_op1_no_bwd(&Dense {
-            linear,
-            epilogue,
-            kernels: self.kernels,
-        })?)
+    /// `out = epilogue(x · W)` in place.
+    fn dense(&self, out: &Tensor, x: &Tensor, linear: &Linear, epilogue: Epilogue) -> Result<()> {
+        Ok(out.inplace_op2(
+            x,
+            &Dense {
+                linear,
+                epilogue,
+                kernels: self.kernels,
+            },
+        )?)
     }
 
     /// Word + position + token-type embeddings, then layer norm.
@@ -268,27 +281,33 @@ fn rows_per_task(rows: usize) -> usize {
     rows.div_ceil(4 * rayon::current_num_threads()).max(1)
 }
 
-/// `act(x·W + bias)` as a candle op: [`Linear`] with its fused epilogue.
+/// `out = act(x·W + bias)` as a candle op: [`Linear`] with its fused
+/// epilogue.
 struct Dense<'a> {
     linear: &'a Linear,
     epilogue: Epilogue<'a>,
     kernels: Kernels,
 }
 
-impl CustomOp1 for Dense<'_> {
+impl InplaceOp2 for Dense<'_> {
     fn name(&self) -> &'static str {
         "ragjet-dense"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = f32_ref(s, l)?;
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
         let (k, n) = (self.linear.in_features(), self.linear.out_features());
-        if l.dims().last() != Some(&k) {
-            candle_core::bail!("dense input {:?} does not end in {k} features", l.dims());
+        let (out, x) = (f32_mut(s1, l1)?, f32_ref(s2, l2)?);
+        if out.len() % n.max(1) != 0 || x.len() != out.len() / n.max(1) * k {
+            candle_core::bail!("dense {k}×{n}: {:?} in, {:?} out", l2.dims(), l1.dims());
         }
-        let rows = x.len() / k;
-        let y = self.linear.forward(x, self.epilogue, self.kernels);
-        Ok((CpuStorage::F32(y), Shape::from((rows, n))))
+        self.linear.forward(x, out, self.epilogue, self.kernels);
+        Ok(())
     }
 }
 
@@ -339,24 +358,29 @@ thread_local! {
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-impl CustomOp1 for Attention<'_> {
+impl InplaceOp2 for Attention<'_> {
     fn name(&self) -> &'static str {
         "ragjet-packed-attention"
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let qkv = f32_ref(s, l)?;
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let (out, qkv) = (f32_mut(s1, l1)?, f32_ref(s2, l2)?);
         let h = self.hidden;
         let d = h / self.heads;
         let tokens = *self.offsets.last().unwrap_or(&0);
-        if qkv.len() != tokens * 3 * h {
+        if qkv.len() != tokens * 3 * h || out.len() != tokens * h {
             candle_core::bail!(
-                "attention input has {} values, expected {}",
+                "attention: {} inputs and {} outputs for {tokens} tokens of width {h}",
                 qkv.len(),
-                tokens * 3 * h
+                out.len()
             );
         }
-        let mut out = vec![0.0f32; tokens * h];
         let out_ptr = SharedOut(out.as_mut_ptr());
         let scale = 1.0 / (d as f32).sqrt();
         let texts = self.offsets.len() - 1;
@@ -424,6 +448,6 @@ impl CustomOp1 for Attention<'_> {
                 }
             });
         });
-        Ok((CpuStorage::F32(out), Shape::from((tokens, h))))
+        Ok(())
     }
 }

@@ -81,21 +81,23 @@ impl Linear {
         unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast(), self.lines.len() * 16) }
     }
 
-    /// `x`: `m × in` row-major. Returns `m × out`, with the epilogue applied,
-    /// threaded over the current rayon pool.
-    pub fn forward(&self, x: &[f32], epilogue: Epilogue, kernels: Kernels) -> Vec<f32> {
-        assert_eq!(x.len() % self.k.max(1), 0, "input is not whole rows");
-        let m = if self.k == 0 { 0 } else { x.len() / self.k };
-        let mut out = Vec::<f32>::with_capacity(m * self.n);
-        let dst = SharedOut(out.as_mut_ptr());
+    /// `out = epilogue(x · W)`: `x` is `m × in` and `out` `m × out`,
+    /// row-major; threaded over the current rayon pool. `out` is only
+    /// written, so callers can reuse one buffer for every layer.
+    pub fn forward(&self, x: &[f32], out: &mut [f32], epilogue: Epilogue, kernels: Kernels) {
+        let m = out.len() / self.n.max(1);
+        assert!(
+            out.len() == m * self.n && x.len() == m * self.k,
+            "dense shapes: {} inputs, {} outputs for a {}×{} weight",
+            x.len(),
+            out.len(),
+            self.k,
+            self.n
+        );
         #[cfg(target_arch = "x86_64")]
         if kernels == Kernels::Avx512 && self.k > 0 {
-            self.tiled(x, m, dst, epilogue, kernels);
-            // SAFETY: the tasks of `tiled` wrote every element of every row.
-            unsafe { out.set_len(m * self.n) };
-            return out;
+            return self.tiled(x, m, SharedOut(out.as_mut_ptr()), epilogue, kernels);
         }
-        out.resize(m * self.n, 0.0);
         // SAFETY: the shapes match the buffers (checked above).
         unsafe {
             gemm::gemm(
@@ -125,7 +127,6 @@ impl Linear {
             out.par_chunks_mut(rows_per_task * self.n)
                 .for_each(|rows| apply(kernels, rows, bias, act));
         }
-        out
     }
 
     /// The AVX-512 path: tasks of up to `TILES_PER_BLOCK` row tiles × a group
@@ -351,8 +352,12 @@ mod tests {
                 let bias = data(n, case as u64 + 200);
                 let want = reference(&x, &w, k, n, &bias);
                 let linear = Linear::new(&w, k, n);
-                let got = linear.forward(&x, Epilogue::Bias(&bias, None), kernels);
-                assert_eq!(got.len(), m * n);
+                let run = |epilogue| {
+                    let mut y = vec![f32::NAN; m * n];
+                    linear.forward(&x, &mut y, epilogue, kernels);
+                    y
+                };
+                let got = run(Epilogue::Bias(&bias, None));
                 for (idx, (&g, &e)) in got.iter().zip(&want).enumerate() {
                     let tol = 1e-5 * (k as f64).sqrt() + 1e-6;
                     assert!(
@@ -360,8 +365,8 @@ mod tests {
                         "{kernels:?} {m}x{k}x{n} at {idx}: {g} vs {e}"
                     );
                 }
-                let plain = linear.forward(&x, Epilogue::None, kernels);
-                let relu = linear.forward(&x, Epilogue::Bias(&bias, Some(Activation::Relu)), kernels);
+                let plain = run(Epilogue::None);
+                let relu = run(Epilogue::Bias(&bias, Some(Activation::Relu)));
                 for ((&p, &r), (&e, &b)) in plain
                     .iter()
                     .zip(&relu)
@@ -375,10 +380,10 @@ mod tests {
     }
 
     #[test]
-    fn empty_batches_give_empty_outputs() {
+    fn empty_batches_are_fine() {
         let linear = Linear::new(&data(8 * 4, 1), 8, 4);
         for kernels in Kernels::available() {
-            assert!(linear.forward(&[], Epilogue::None, kernels).is_empty());
+            linear.forward(&[], &mut [], Epilogue::None, kernels);
         }
     }
 }
@@ -393,10 +398,11 @@ mod tmpbench {
             let w = vec![0.25f32; k * n];
             let lin = Linear::new(&w, k, n);
             for kern in [Kernels::Avx2, Kernels::Avx512] {
-                let _ = lin.forward(&x, Epilogue::None, kern);
+                let mut y = vec![0.0; m * n];
+                lin.forward(&x, &mut y, Epilogue::None, kern);
                 let reps = if m > 100 { 20 } else { 2000 };
                 let t = std::time::Instant::now();
-                for _ in 0..reps { std::hint::black_box(lin.forward(&x, Epilogue::None, kern)); }
+                for _ in 0..reps { lin.forward(&x, &mut y, Epilogue::None, kern); std::hint::black_box(&y); }
                 let s = t.elapsed().as_secs_f64() / reps as f64;
                 println!("{m}x{k}x{n} {kern:?}: {:.1} GFLOP/s ({:.1} us)", 2.0 * (m * k * n) as f64 / s / 1e9, s * 1e6);
             }
