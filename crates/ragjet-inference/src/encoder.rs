@@ -90,10 +90,10 @@ fn vec1(t: Tensor) -> candle_core::Result<Vec<f32>> {
 }
 
 /// A PyTorch `[out, in]` weight as a [`Linear`] (`[in, out]`).
-fn linear(t: Tensor) -> candle_core::Result<Linear> {
+fn linear(t: Tensor, kernels: Kernels) -> candle_core::Result<Linear> {
     let (n, k) = t.dims2()?;
     let w = t.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-    Ok(Linear::new(&w, k, n))
+    Ok(Linear::new(&w, k, n, kernels))
 }
 
 impl BertEncoder {
@@ -108,19 +108,20 @@ impl BertEncoder {
         let h = c.hidden_size;
         let ln = |(g, b): (Tensor, Tensor)| -> candle_core::Result<_> { Ok((vec1(g)?, vec1(b)?)) };
         let flat = |t: Tensor| t.flatten_all().and_then(vec1);
+        let kernels = Kernels::detect();
         let layers = w
             .layers
             .into_iter()
             .map(|l| {
                 Ok(Layer {
-                    qkv: linear(l.qkv_w)?,
+                    qkv: linear(l.qkv_w, kernels)?,
                     qkv_bias: vec1(l.qkv_b)?,
-                    out: linear(l.out_w)?,
+                    out: linear(l.out_w, kernels)?,
                     out_bias: vec1(l.out_b)?,
                     attn_ln: ln(l.attn_ln)?,
-                    up: linear(l.up_w)?,
+                    up: linear(l.up_w, kernels)?,
                     up_bias: vec1(l.up_b)?,
-                    down: linear(l.down_w)?,
+                    down: linear(l.down_w, kernels)?,
                     down_bias: vec1(l.down_b)?,
                     ffn_ln: ln(l.ffn_ln)?,
                 })
@@ -143,7 +144,7 @@ impl BertEncoder {
                 HiddenAct::Relu => Activation::Relu,
             },
             zeros: vec![0.0; h],
-            kernels: Kernels::detect(),
+            kernels,
             device: Device::Cpu,
         })
     }
@@ -223,11 +224,7 @@ impl BertEncoder {
     fn dense(&self, out: &Tensor, x: &Tensor, linear: &Linear, epilogue: Epilogue) -> Result<()> {
         Ok(out.inplace_op2(
             x,
-            &Dense {
-                linear,
-                epilogue,
-                kernels: self.kernels,
-            },
+            &Dense { linear, epilogue },
         )?)
     }
 
@@ -286,7 +283,6 @@ fn rows_per_task(rows: usize) -> usize {
 struct Dense<'a> {
     linear: &'a Linear,
     epilogue: Epilogue<'a>,
-    kernels: Kernels,
 }
 
 impl InplaceOp2 for Dense<'_> {
@@ -306,7 +302,7 @@ impl InplaceOp2 for Dense<'_> {
         if out.len() % n.max(1) != 0 || x.len() != out.len() / n.max(1) * k {
             candle_core::bail!("dense {k}×{n}: {:?} in, {:?} out", l2.dims(), l1.dims());
         }
-        self.linear.forward(x, out, self.epilogue, self.kernels);
+        self.linear.forward(x, out, self.epilogue);
         Ok(())
     }
 }

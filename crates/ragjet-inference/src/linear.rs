@@ -28,11 +28,15 @@ const TILES_PER_BLOCK: usize = 4;
 #[repr(C, align(64))]
 struct Line([f32; 16]);
 
-/// A weight matrix `[in, out]`, row-major.
+/// A weight matrix `[in, out]`, laid out for the kernel that multiplies by
+/// it: for the AVX-512 tiles, panels of `NR` columns, each panel's rows one
+/// after another (a tile then streams its weights from consecutive cache
+/// lines rather than one line per `out`-wide row); for `gemm`, row-major.
 pub(crate) struct Linear {
     lines: Vec<Line>,
     k: usize,
     n: usize,
+    kernels: Kernels,
 }
 
 /// What runs on each output row after the product.
@@ -60,12 +64,24 @@ impl SharedOut {
 }
 
 impl Linear {
-    /// `w`: `[k, n]` row-major (`in × out`, the transpose of PyTorch's).
-    pub fn new(w: &[f32], k: usize, n: usize) -> Self {
+    /// `w`: `[k, n]` row-major (`in × out`, the transpose of PyTorch's);
+    /// `kernels`: the variant that will run it.
+    pub fn new(w: &[f32], k: usize, n: usize, kernels: Kernels) -> Self {
         assert_eq!(w.len(), k * n, "weight shape");
-        let mut lines = vec![Line([0.0; 16]); (k * n).div_ceil(16)];
-        lines_mut(&mut lines)[..k * n].copy_from_slice(w);
-        Self { lines, k, n }
+        let panels = n.div_ceil(NR);
+        let mut lines = vec![Line([0.0; 16]); panels * k * NR / 16];
+        let dst = lines_mut(&mut lines);
+        if uses_tiles(kernels) {
+            for p in 0..panels {
+                let width = (n - p * NR).min(NR);
+                for (row, chunk) in w.chunks_exact(n).zip(dst[p * k * NR..].chunks_exact_mut(NR)) {
+                    chunk[..width].copy_from_slice(&row[p * NR..][..width]);
+                }
+            }
+        } else {
+            dst[..k * n].copy_from_slice(w);
+        }
+        Self { lines, k, n, kernels }
     }
 
     pub fn in_features(&self) -> usize {
@@ -84,7 +100,8 @@ impl Linear {
     /// `out = epilogue(x · W)`: `x` is `m × in` and `out` `m × out`,
     /// row-major; threaded over the current rayon pool. `out` is only
     /// written, so callers can reuse one buffer for every layer.
-    pub fn forward(&self, x: &[f32], out: &mut [f32], epilogue: Epilogue, kernels: Kernels) {
+    pub fn forward(&self, x: &[f32], out: &mut [f32], epilogue: Epilogue) {
+        let kernels = self.kernels;
         let m = out.len() / self.n.max(1);
         assert!(
             out.len() == m * self.n && x.len() == m * self.k,
@@ -95,8 +112,8 @@ impl Linear {
             self.n
         );
         #[cfg(target_arch = "x86_64")]
-        if kernels == Kernels::Avx512 && self.k > 0 {
-            return self.tiled(x, m, SharedOut(out.as_mut_ptr()), epilogue, kernels);
+        if uses_tiles(kernels) {
+            return self.tiled(x, m, SharedOut(out.as_mut_ptr()), epilogue);
         }
         // SAFETY: the shapes match the buffers (checked above).
         unsafe {
@@ -133,7 +150,7 @@ impl Linear {
     /// of column panels, enough of them to keep every thread busy even for
     /// one short text.
     #[cfg(target_arch = "x86_64")]
-    fn tiled(&self, x: &[f32], m: usize, dst: SharedOut, epilogue: Epilogue, kernels: Kernels) {
+    fn tiled(&self, x: &[f32], m: usize, dst: SharedOut, epilogue: Epilogue) {
         let (k, n) = (self.k, self.n);
         let w = self.weights();
         let block_rows = MR * TILES_PER_BLOCK;
@@ -150,11 +167,12 @@ impl Linear {
         (0..row_blocks * groups).into_par_iter().for_each(|task| {
             let (block, group) = (task / groups, task % groups);
             let (r0, r1) = (block * block_rows, ((block + 1) * block_rows).min(m));
-            let (c0, c1) = (group * per_group * NR, ((group + 1) * per_group * NR).min(n));
-            // SAFETY: rows r0..r1 of x and of the output, and columns
-            // c0..c1 of w and of the output, are in bounds; this task alone
-            // writes that output block; the CPU has AVX-512F (`kernels` said
-            // so).
+            let (p0, p1) = (group * per_group, ((group + 1) * per_group).min(panels));
+            let (c0, c1) = (p0 * NR, (p1 * NR).min(n));
+            // SAFETY: rows r0..r1 of x and of the output, panels p0..p1 of w
+            // and columns c0..c1 of the output are in bounds; this task
+            // alone writes that output block; the CPU has AVX-512F (the
+            // weights were laid out for it).
             unsafe {
                 avx512::tiles(
                     r1 - r0,
@@ -162,8 +180,9 @@ impl Linear {
                     k,
                     x.as_ptr().add(r0 * k),
                     k,
-                    w.as_ptr().add(c0),
-                    n,
+                    w.as_ptr().add(p0 * k * NR),
+                    NR,
+                    k * NR,
                     dst.ptr().add(r0 * n + c0),
                     n,
                 );
@@ -173,10 +192,21 @@ impl Linear {
                     // SAFETY: this task's block, written above.
                     let row =
                         unsafe { std::slice::from_raw_parts_mut(dst.ptr().add(i * n + c0), c1 - c0) };
-                    apply(kernels, row, &bias[c0..c1], act);
+                    apply(self.kernels, row, &bias[c0..c1], act);
                 }
             }
         });
+    }
+}
+
+/// Whether `kernels` multiplies with this module's AVX-512 tiles.
+fn uses_tiles(kernels: Kernels) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return kernels == Kernels::Avx512;
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = kernels;
+        false
     }
 }
 
@@ -200,7 +230,8 @@ mod avx512 {
 
     /// `c[m × n] = a[m × k] · b[k × n]`: column panels of `NR` outside,
     /// row tiles of `MR` inside, so a panel of `b` serves every row tile of
-    /// the block from cache.
+    /// the block from cache. Panel `p` of `b` starts `p · panel_stride`
+    /// values after `b`; its rows are `ldb` apart.
     ///
     /// # Safety
     /// As for [`tile`], for every tile.
@@ -214,6 +245,7 @@ mod avx512 {
         lda: usize,
         b: *const f32,
         ldb: usize,
+        panel_stride: usize,
         c: *mut f32,
         ldc: usize,
     ) {
@@ -224,7 +256,7 @@ mod avx512 {
                     a.add(i0 * lda),
                     k,
                     lda,
-                    b.add(j0),
+                    b.add(j0 / NR * panel_stride),
                     ldb,
                     c.add(i0 * ldc + j0),
                     ldc,
@@ -351,10 +383,10 @@ mod tests {
                 let w = data(k * n, case as u64 + 100);
                 let bias = data(n, case as u64 + 200);
                 let want = reference(&x, &w, k, n, &bias);
-                let linear = Linear::new(&w, k, n);
+                let linear = Linear::new(&w, k, n, kernels);
                 let run = |epilogue| {
                     let mut y = vec![f32::NAN; m * n];
-                    linear.forward(&x, &mut y, epilogue, kernels);
+                    linear.forward(&x, &mut y, epilogue);
                     y
                 };
                 let got = run(Epilogue::Bias(&bias, None));
@@ -381,9 +413,9 @@ mod tests {
 
     #[test]
     fn empty_batches_are_fine() {
-        let linear = Linear::new(&data(8 * 4, 1), 8, 4);
         for kernels in Kernels::available() {
-            linear.forward(&[], &mut [], Epilogue::None, kernels);
+            let linear = Linear::new(&data(8 * 4, 1), 8, 4, kernels);
+            linear.forward(&[], &mut [], Epilogue::None);
         }
     }
 }
@@ -396,13 +428,13 @@ mod tmpbench {
         for &(m, k, n) in &[(4224usize, 384usize, 1536usize), (4224, 1536, 384), (4224, 384, 1152), (4224, 384, 384), (10, 384, 1536), (10, 1536, 384)] {
             let x = vec![0.5f32; m * k];
             let w = vec![0.25f32; k * n];
-            let lin = Linear::new(&w, k, n);
             for kern in [Kernels::Avx2, Kernels::Avx512] {
+                let lin = Linear::new(&w, k, n, kern);
                 let mut y = vec![0.0; m * n];
-                lin.forward(&x, &mut y, Epilogue::None, kern);
+                lin.forward(&x, &mut y, Epilogue::None);
                 let reps = if m > 100 { 20 } else { 2000 };
                 let t = std::time::Instant::now();
-                for _ in 0..reps { lin.forward(&x, &mut y, Epilogue::None, kern); std::hint::black_box(&y); }
+                for _ in 0..reps { lin.forward(&x, &mut y, Epilogue::None); std::hint::black_box(&y); }
                 let s = t.elapsed().as_secs_f64() / reps as f64;
                 println!("{m}x{k}x{n} {kern:?}: {:.1} GFLOP/s ({:.1} us)", 2.0 * (m * k * n) as f64 / s / 1e9, s * 1e6);
             }
