@@ -1,11 +1,11 @@
 //! The BERT encoder's forward pass on the CPU.
 //!
-//! The texts of a batch are packed end to end, with no padding: the matrix
-//! multiplications (candle, i.e. the `gemm` crate, threaded over the
-//! embedder's pool) see `tokens × hidden` rows, and attention runs per text
-//! and per head on that text's own tokens only. Everything between two
-//! matrix multiplications is one fused, in-place pass (see [`crate::kernels`]),
-//! done as candle custom ops on the same buffers. This file is the only one
+//! The texts of a batch are packed end to end, with no padding: the
+//! projections ([`crate::linear`], threaded over the embedder's pool) see
+//! `tokens × hidden` rows, and attention runs per text and per head on that
+//! text's own tokens only. Everything between two matrix multiplications is
+//! one fused, in-place pass (see [`crate::kernels`]). All of it runs as
+//! candle in-place custom ops on one set of buffers per batch. This file is the only one
 //! that knows how the forward pass is computed: batching, tokenisation and
 //! pooling around it do not change when it does.
 
