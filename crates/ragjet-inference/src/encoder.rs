@@ -222,10 +222,7 @@ impl BertEncoder {
 
     /// `out = epilogue(x · W)` in place.
     fn dense(&self, out: &Tensor, x: &Tensor, linear: &Linear, epilogue: Epilogue) -> Result<()> {
-        Ok(out.inplace_op2(
-            x,
-            &Dense { linear, epilogue },
-        )?)
+        Ok(out.inplace_op2(x, &Dense { linear, epilogue })?)
     }
 
     /// Word + position + token-type embeddings, then layer norm.
