@@ -11,8 +11,7 @@
 //! epilogue; a test checks every path against an f64 product.
 //!
 //! Measured on the 2-core Zen 4 development machine (`docs/performance.md`):
-//! 200–215 GFLOP/s at the encoder's shapes against 170–205 for `gemm`; the
-//! corpus embeds 1.2× faster and one short text about 2× faster.
+//! 200–216 GFLOP/s at the encoder's shapes against 168–210 for `gemm`.
 
 use rayon::prelude::*;
 
