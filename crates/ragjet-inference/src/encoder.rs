@@ -5,9 +5,9 @@
 //! `tokens × hidden` rows, and attention runs per text and per head on that
 //! text's own tokens only. Everything between two matrix multiplications is
 //! one fused, in-place pass (see [`crate::kernels`]). All of it runs as
-//! candle in-place custom ops on one set of buffers per batch. This file is the only one
-//! that knows how the forward pass is computed: batching, tokenisation and
-//! pooling around it do not change when it does.
+//! candle in-place custom ops on one set of buffers per batch. This file is
+//! the only one that knows how the forward pass is computed: batching,
+//! tokenisation and pooling around it do not change when it does.
 
 use std::cell::RefCell;
 use std::path::Path;

@@ -125,21 +125,8 @@ fn residual_layer_norm_body(
 fn softmax_rows_body(scores: &mut [f32], width: usize) {
     for row in scores.chunks_exact_mut(width) {
         let max = reduce_lanes(row, f32::NEG_INFINITY, f32::max, f32::max);
-        // exp and its sum in one pass, with the lane partials of
-        // `reduce_lanes`.
-        let mut acc = [0.0f32; LANES];
-        let mut chunks = row.chunks_exact_mut(LANES);
-        for c in &mut chunks {
-            for (a, x) in acc.iter_mut().zip(c) {
-                *x = exp(*x - max);
-                *a += *x;
-            }
-        }
-        let tail = chunks.into_remainder().iter_mut().fold(0.0, |s, x| {
-            *x = exp(*x - max);
-            s + *x
-        });
-        let inv = 1.0 / acc.into_iter().fold(tail, |a, b| a + b);
+        row.iter_mut().for_each(|x| *x = exp(*x - max));
+        let inv = 1.0 / reduce_lanes(row, 0.0, |s, x| s + x, |a, b| a + b);
         row.iter_mut().for_each(|x| *x *= inv);
     }
 }
