@@ -113,7 +113,10 @@ impl Linear {
     /// written, so callers can reuse one buffer for every layer.
     pub fn forward(&self, x: &[f32], out: &mut [f32], epilogue: Epilogue) {
         let kernels = self.kernels;
-        let m = out.len() / self.n.max(1);
+        let m = match self.k {
+            0 => out.len() / self.n.max(1),
+            k => x.len() / k,
+        };
         assert!(
             out.len() == m * self.n && x.len() == m * self.k,
             "dense shapes: {} inputs, {} outputs for a {}×{} weight",
@@ -163,6 +166,9 @@ impl Linear {
     #[cfg(target_arch = "x86_64")]
     fn tiled(&self, x: &[f32], m: usize, dst: SharedOut, epilogue: Epilogue) {
         let (k, n) = (self.k, self.n);
+        if m == 0 || n == 0 {
+            return;
+        }
         let w = self.weights();
         let block_rows = MR * TILES_PER_BLOCK;
         let row_blocks = m.div_ceil(block_rows);
@@ -436,6 +442,8 @@ mod tests {
         for kernels in Kernels::available() {
             let linear = Linear::new(&data(8 * 4, 1), 8, 4, kernels);
             linear.forward(&[], &mut [], Epilogue::None);
+            let no_outputs = Linear::new(&[], 8, 0, kernels);
+            no_outputs.forward(&data(3 * 8, 2), &mut [], Epilogue::None);
         }
     }
 }
