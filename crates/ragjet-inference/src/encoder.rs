@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use crate::error::{invalid, InferenceError, Result};
 use crate::kernels::{Activation, Kernels};
-use crate::linear::{Epilogue, Linear, SharedOut};
+use crate::linear::{rows_per_task, Epilogue, Linear, SharedOut};
 use crate::weights::BertWeights;
 
 /// The texts of one batch, packed end to end: text `i` owns the token rows
@@ -269,12 +269,6 @@ fn f32_ref<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> 
     Ok(&s.as_slice::<f32>()?[start..end])
 }
 
-/// Rows per parallel task: enough tasks to balance the pool, few enough
-/// that each one streams a sizeable block.
-fn rows_per_task(rows: usize) -> usize {
-    rows.div_ceil(4 * rayon::current_num_threads()).max(1)
-}
-
 /// `out = act(x·W + bias)` as a candle op: [`Linear`] with its fused
 /// epilogue.
 struct Dense<'a> {
@@ -294,13 +288,8 @@ impl InplaceOp2 for Dense<'_> {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<()> {
-        let (k, n) = (self.linear.in_features(), self.linear.out_features());
-        let (out, x) = (f32_mut(s1, l1)?, f32_ref(s2, l2)?);
-        if out.len() % n.max(1) != 0 || x.len() != out.len() / n.max(1) * k {
-            candle_core::bail!("dense {k}×{n}: {:?} in, {:?} out", l2.dims(), l1.dims());
-        }
-        self.linear.forward(x, out, self.epilogue);
-        Ok(())
+        self.linear
+            .forward(f32_ref(s2, l2)?, f32_mut(s1, l1)?, self.epilogue)
     }
 }
 

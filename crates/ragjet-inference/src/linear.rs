@@ -95,10 +95,6 @@ impl Linear {
         }
     }
 
-    pub fn in_features(&self) -> usize {
-        self.k
-    }
-
     pub fn out_features(&self) -> usize {
         self.n
     }
@@ -111,23 +107,33 @@ impl Linear {
     /// `out = epilogue(x · W)`: `x` is `m × in` and `out` `m × out`,
     /// row-major; threaded over the current rayon pool. `out` is only
     /// written, so callers can reuse one buffer for every layer.
-    pub fn forward(&self, x: &[f32], out: &mut [f32], epilogue: Epilogue) {
+    pub fn forward(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        epilogue: Epilogue,
+    ) -> candle_core::Result<()> {
         let kernels = self.kernels;
         let m = match self.k {
             0 => out.len() / self.n.max(1),
             k => x.len() / k,
         };
-        assert!(
-            out.len() == m * self.n && x.len() == m * self.k,
-            "dense shapes: {} inputs, {} outputs for a {}×{} weight",
-            x.len(),
-            out.len(),
-            self.k,
-            self.n
-        );
+        if out.len() != m * self.n || x.len() != m * self.k {
+            candle_core::bail!(
+                "dense {}×{}: {} inputs, {} outputs",
+                self.k,
+                self.n,
+                x.len(),
+                out.len()
+            );
+        }
+        if m == 0 || self.n == 0 {
+            return Ok(());
+        }
         #[cfg(target_arch = "x86_64")]
         if uses_tiles(kernels) {
-            return self.tiled(x, m, SharedOut(out.as_mut_ptr()), epilogue);
+            self.tiled(x, m, SharedOut(out.as_mut_ptr()), epilogue);
+            return Ok(());
         }
         // SAFETY: the shapes match the buffers (checked above).
         unsafe {
@@ -154,10 +160,10 @@ impl Linear {
             );
         }
         if let Epilogue::Bias(bias, act) = epilogue {
-            let rows_per_task = m.div_ceil(4 * rayon::current_num_threads()).max(1);
-            out.par_chunks_mut(rows_per_task * self.n)
+            out.par_chunks_mut(rows_per_task(m) * self.n)
                 .for_each(|rows| apply(kernels, rows, bias, act));
         }
+        Ok(())
     }
 
     /// The AVX-512 path: tasks of up to `TILES_PER_BLOCK` row tiles × a group
@@ -166,14 +172,11 @@ impl Linear {
     #[cfg(target_arch = "x86_64")]
     fn tiled(&self, x: &[f32], m: usize, dst: SharedOut, epilogue: Epilogue) {
         let (k, n) = (self.k, self.n);
-        if m == 0 || n == 0 {
-            return;
-        }
         let w = self.weights();
         let block_rows = MR * TILES_PER_BLOCK;
         let row_blocks = m.div_ceil(block_rows);
         let panels = n.div_ceil(NR);
-        let wanted = 4 * rayon::current_num_threads();
+        let wanted = TASKS_PER_THREAD * rayon::current_num_threads();
         let groups = if row_blocks >= wanted {
             1
         } else {
@@ -196,10 +199,7 @@ impl Linear {
                     c1 - c0,
                     k,
                     x.as_ptr().add(r0 * k),
-                    k,
                     w.as_ptr().add(p0 * k * NR),
-                    NR,
-                    k * NR,
                     dst.ptr().add(r0 * n + c0),
                     n,
                 );
@@ -215,6 +215,16 @@ impl Linear {
             }
         });
     }
+}
+
+/// Parallel tasks per pool thread: enough to balance the pool, few enough
+/// that each one streams a sizeable block.
+const TASKS_PER_THREAD: usize = 4;
+
+/// Rows per parallel task for a pass over `rows` rows.
+pub(crate) fn rows_per_task(rows: usize) -> usize {
+    rows.div_ceil(TASKS_PER_THREAD * rayon::current_num_threads())
+        .max(1)
 }
 
 /// Whether `kernels` multiplies with this module's AVX-512 tiles.
@@ -248,8 +258,9 @@ mod avx512 {
 
     /// `c[m × n] = a[m × k] · b[k × n]`: column panels of `NR` outside,
     /// row tiles of `MR` inside, so a panel of `b` serves every row tile of
-    /// the block from cache. Panel `p` of `b` starts `p · panel_stride`
-    /// values after `b`; its rows are `ldb` apart.
+    /// the block from cache. `a` is row-major (rows `k` apart), `b` packed
+    /// (panel `p` starts `p · k · NR` values in, its rows `NR` apart), `c`
+    /// row-major with rows `ldc` apart.
     ///
     /// # Safety
     /// As for [`tile`], for every tile.
@@ -260,10 +271,7 @@ mod avx512 {
         n: usize,
         k: usize,
         a: *const f32,
-        lda: usize,
         b: *const f32,
-        ldb: usize,
-        panel_stride: usize,
         c: *mut f32,
         ldc: usize,
     ) {
@@ -271,11 +279,9 @@ mod avx512 {
             for i0 in (0..m).step_by(MR) {
                 tile(
                     (m - i0).min(MR),
-                    a.add(i0 * lda),
+                    a.add(i0 * k),
                     k,
-                    lda,
-                    b.add(j0 / NR * panel_stride),
-                    ldb,
+                    b.add(j0 * k),
                     c.add(i0 * ldc + j0),
                     ldc,
                     (n - j0).min(NR),
@@ -285,7 +291,7 @@ mod avx512 {
     }
 
     /// `c[rows × width] = a[rows × k] · b[k × width]`, `rows ≤ MR`,
-    /// `width ≤ NR`; `lda`, `ldb`, `ldc` are row strides in values.
+    /// `width ≤ NR`; `b` is one packed panel, `ldc` the row stride of `c`.
     ///
     /// # Safety
     /// The CPU has AVX-512F; every row and column named is in bounds.
@@ -295,9 +301,7 @@ mod avx512 {
         rows: usize,
         a: *const f32,
         k: usize,
-        lda: usize,
         b: *const f32,
-        ldb: usize,
         c: *mut f32,
         ldc: usize,
         width: usize,
@@ -313,7 +317,7 @@ mod avx512 {
         macro_rules! dispatch {
             ($($r:literal)*) => {
                 match rows {
-                    $($r => kernel::<$r>(a, k, lda, b, ldb, c, ldc, m0, m1),)*
+                    $($r => kernel::<$r>(a, k, b, c, ldc, m0, m1),)*
                     _ => unreachable!("tile rows {rows} > {MR}"),
                 }
             };
@@ -328,9 +332,7 @@ mod avx512 {
     unsafe fn kernel<const R: usize>(
         a: *const f32,
         k: usize,
-        lda: usize,
         b: *const f32,
-        ldb: usize,
         c: *mut f32,
         ldc: usize,
         m0: __mmask16,
@@ -341,11 +343,11 @@ mod avx512 {
         for p in 0..k {
             // Masked loads: columns past the matrix's edge read nothing
             // (AVX-512 suppresses faults on masked-off lanes).
-            let row = b.wrapping_add(p * ldb);
+            let row = b.wrapping_add(p * NR);
             let b0 = _mm512_maskz_loadu_ps(m0, row);
             let b1 = _mm512_maskz_loadu_ps(m1, row.wrapping_add(16));
             for r in 0..R {
-                let av = _mm512_set1_ps(*a.add(r * lda + p));
+                let av = _mm512_set1_ps(*a.add(r * k + p));
                 lo[r] = _mm512_fmadd_ps(av, b0, lo[r]);
                 hi[r] = _mm512_fmadd_ps(av, b1, hi[r]);
             }
@@ -412,7 +414,7 @@ mod tests {
                 let linear = Linear::new(&w, k, n, kernels);
                 let run = |epilogue| {
                     let mut y = vec![f32::NAN; m * n];
-                    linear.forward(&x, &mut y, epilogue);
+                    linear.forward(&x, &mut y, epilogue).unwrap();
                     y
                 };
                 let got = run(Epilogue::Bias(&bias, None));
@@ -441,9 +443,11 @@ mod tests {
     fn empty_batches_are_fine() {
         for kernels in Kernels::available() {
             let linear = Linear::new(&data(8 * 4, 1), 8, 4, kernels);
-            linear.forward(&[], &mut [], Epilogue::None);
+            linear.forward(&[], &mut [], Epilogue::None).unwrap();
             let no_outputs = Linear::new(&[], 8, 0, kernels);
-            no_outputs.forward(&data(3 * 8, 2), &mut [], Epilogue::None);
+            no_outputs
+                .forward(&data(3 * 8, 2), &mut [], Epilogue::None)
+                .unwrap();
         }
     }
 }

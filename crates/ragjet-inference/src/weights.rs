@@ -2,7 +2,7 @@
 //!
 //! The packed CPU encoder and the padded (any device) encoder walk the same
 //! tensor names and shapes and fuse Q, K and V the same way; they differ
-//! only in the layout they keep (transposed f32 for `gemm`, the
+//! only in the layout they keep (the packed encoder's `Linear` panels, the
 //! checkpoint's own layout cast to the device dtype for candle's matmul).
 
 use std::path::Path;
