@@ -8,7 +8,7 @@ and thread count for every engine, on two corpora:
     pip install onnxruntime onnx              # peer 2: an ONNX export of the same model
     apt-get install jargon-text               # the prose corpus (public domain)
     HF_HUB_OFFLINE=1 python3 benches/compare_embed.py [--corpus fixture|prose|both] \
-        [--limit 800] [--engines st,ort,ragjet] [--threads 2] [--batch-size 32] \
+        [--limit 800] [--engines st,ort,ragjet,ragjet-f32] [--threads 2] [--batch-size 32] \
         [--latency-queries 200] [--repeat 1] [--json OUT.json]
 
 Corpora:
@@ -27,7 +27,11 @@ Engines, all at `--batch-size` and `--threads`:
   policy as sentence-transformers: texts sorted by length, batches padded to
   the longest, the same fast tokenizer truncating at 256, mean pooling and
   normalisation in numpy; `intra_op_num_threads = --threads`.
-- `ragjet`: the installed wheel's `Embedder.embed` / `embed_one`.
+- `ragjet`: the installed wheel's `Embedder.embed` / `embed_one` at its
+  default precision, printed in the table: `bf16` (matrix products on
+  bfloat16 inputs with f32 sums, everything else f32) on CPUs with AVX-512
+  BF16, `f32` elsewhere.
+- `ragjet-f32`: the same with `precision="f32"` (f32 products).
 
 For each corpus a Markdown table: passages/s, tokens/s (real tokens after
 truncation, padding excluded), single short text latency p50/p95, ratios to
@@ -67,6 +71,7 @@ ENGINE_NAMES = {
     "st": "sentence-transformers (PyTorch CPU)",
     "ort": "onnxruntime (ONNX export)",
     "ragjet": "ragjet",
+    "ragjet-f32": "ragjet, precision f32",
 }
 WARMUP_QUERIES = 20
 
@@ -150,11 +155,15 @@ class OnnxRuntimeEngine:
 
 
 class RagjetEngine:
-    def __init__(self, model_dir, threads, batch_size):
+    def __init__(self, model_dir, threads, batch_size, precision=None):
         import ragjet
 
         self.version = ragjet.__version__
-        self.model = ragjet.Embedder(str(model_dir), num_threads=threads, batch_size=batch_size)
+        self.model = ragjet.Embedder(
+            str(model_dir), num_threads=threads, batch_size=batch_size, precision=precision
+        )
+        if precision is None:
+            ENGINE_NAMES["ragjet"] = f"ragjet, default precision ({self.model.precision})"
 
     def embed(self, texts):
         return self.model.embed(texts)
@@ -168,7 +177,8 @@ def make_engine(key, model_dir, args):
         return SentenceTransformersEngine(model_dir, args.threads, args.batch_size)
     if key == "ort":
         return OnnxRuntimeEngine(model_dir, args.threads, args.batch_size, args.onnx_dir)
-    return RagjetEngine(model_dir, args.threads, args.batch_size)
+    precision = "f32" if key == "ragjet-f32" else None
+    return RagjetEngine(model_dir, args.threads, args.batch_size, precision)
 
 
 def min_cosine(a, b):
@@ -290,7 +300,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--corpus", choices=["fixture", "prose", "both"], default="both")
     ap.add_argument("--limit", type=int, default=800, help="first N passages (0 = all)")
-    ap.add_argument("--engines", default="st,ort,ragjet", help="comma list of st, ort, ragjet")
+    ap.add_argument(
+        "--engines",
+        default="st,ort,ragjet,ragjet-f32",
+        help="comma list of st, ort, ragjet, ragjet-f32",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--latency-queries", type=int, default=200)

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example embed_corpus -- \
-//!     --model DIR --input FILE.jsonl --output OUT.npy [--threads N] [--batch-size N]
+//!     --model DIR --input FILE.jsonl --output OUT.npy [--threads N] [--batch-size N] [--precision f32|bf16]
 //! ```
 //!
 //! Each input line is a JSON object with a `"text"` field. The output is a
@@ -17,7 +17,7 @@ use std::time::Instant;
 use npyz::WriterBuilder;
 
 mod jsonl;
-use ragjet::inference::{locate_default_model, Embedder, EmbedderOptions};
+use ragjet::inference::{locate_default_model, Embedder, EmbedderOptions, Precision};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -28,6 +28,7 @@ struct Args {
     output: PathBuf,
     threads: Option<usize>,
     batch_size: usize,
+    precision: Option<Precision>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -36,6 +37,7 @@ fn parse_args() -> Result<Args, String> {
     let mut output = None;
     let mut threads = None;
     let mut batch_size = EmbedderOptions::default().max_batch_size;
+    let mut precision = None;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
@@ -47,6 +49,7 @@ fn parse_args() -> Result<Args, String> {
             "--batch-size" => {
                 batch_size = value()?.parse().map_err(|e| format!("--batch-size: {e}"))?
             }
+            "--precision" => precision = Some(value()?.parse().map_err(|e| format!("{e}"))?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
@@ -57,6 +60,7 @@ fn parse_args() -> Result<Args, String> {
         output: output.ok_or("--output is required")?,
         threads,
         batch_size,
+        precision,
     })
 }
 
@@ -64,7 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = match parse_args() {
         Ok(args) => args,
         Err(msg) => {
-            eprintln!("{msg}\nusage: embed_corpus --model DIR --input FILE.jsonl --output OUT.npy [--threads N] [--batch-size N]");
+            eprintln!("{msg}\nusage: embed_corpus --model DIR --input FILE.jsonl --output OUT.npy [--threads N] [--batch-size N] [--precision f32|bf16]");
             std::process::exit(2);
         }
     };
@@ -77,6 +81,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         EmbedderOptions {
             num_threads: args.threads,
             max_batch_size: args.batch_size,
+            precision: args.precision,
             ..Default::default()
         },
     )?;
@@ -114,10 +119,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     writer.finish()?;
 
     println!(
-        "embedded {} passages ({} tokens) with {} threads in {:.2} s: {:.1} passages/s, {:.0} tokens/s",
+        "embedded {} passages ({} tokens) with {} threads in {}, {:.2} s: {:.1} passages/s, {:.0} tokens/s",
         vectors.rows(),
         tokens,
         embedder.num_threads(),
+        embedder.precision(),
         secs,
         vectors.rows() as f64 / secs,
         tokens as f64 / secs

@@ -4,14 +4,14 @@
 //! Batching, the adaptive token budget, normalisation and output order live
 //! in the embedder and do not depend on the backend.
 //!
-//! - [`BackendKind::Packed`]: the CPU encoder of [`crate::encoder`] — f32,
-//!   texts packed end to end with no padding, fused custom CPU kernels. The
-//!   default on the CPU.
+//! - [`BackendKind::Packed`]: the CPU encoder of [`crate::encoder`] — f32
+//!   or bf16 products, texts packed end to end with no padding, fused
+//!   custom CPU kernels. The default on the CPU.
 //! - [`BackendKind::Padded`]: [`crate::padded`] — texts padded to the
 //!   longest of the batch with an attention mask, built only from stock
 //!   candle ops, so it runs on any candle device (CUDA, CPU) and in any
 //!   float format (f32, f16, bf16). The only backend on CUDA; on the CPU it
-//!   is used for f16/bf16.
+//!   is used for f16.
 
 use tokenizers::Encoding;
 
@@ -22,7 +22,8 @@ use crate::pooling::{pool_into, PoolingMode};
 /// Which forward-pass implementation an [`Embedder`](crate::Embedder) uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BackendKind {
-    /// The packed CPU encoder (f32 only, CPU only): the fastest on the CPU.
+    /// The packed CPU encoder (f32 or bf16 products, CPU only): the fastest
+    /// on the CPU.
     Packed,
     /// The padded candle encoder: any device, any [`Precision`](crate::Precision).
     Padded,

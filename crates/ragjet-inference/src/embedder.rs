@@ -11,6 +11,7 @@ use crate::device::{resolve, Device, Precision};
 use crate::encoder::BertEncoder;
 use crate::error::{InferenceError, Result};
 use crate::folder::FolderSettings;
+use crate::linear::Products;
 use crate::metrics::{
     labels, EMBEDDING_BATCH_TOKEN_LIMIT, GPU_MEMORY_TOTAL_BYTES, GPU_MEMORY_USED_BYTES,
 };
@@ -47,12 +48,13 @@ pub struct EmbedderOptions {
     /// Where the model runs (default [`Device::Auto`]: GPU 0 when built
     /// with `cuda` and one answers, else the CPU).
     pub device: Device,
-    /// Format of weights and activations; `None` = f32 on the CPU, f16 on
-    /// CUDA. Pooling and normalisation are f32 regardless.
+    /// Format of weights and activations; `None` = f16 on CUDA,
+    /// [`Precision::cpu_default`] on the CPU. Pooling and normalisation are
+    /// f32 regardless.
     pub precision: Option<Precision>,
     /// Forward-pass implementation; `None` = [`BackendKind::Packed`] for
-    /// f32 on the CPU, [`BackendKind::Padded`] otherwise (the only one that
-    /// runs on CUDA or in f16/bf16).
+    /// f32 or bf16 on the CPU, [`BackendKind::Padded`] otherwise (the only
+    /// one that runs on CUDA or in f16).
     pub backend: Option<BackendKind>,
     /// Testing aid: any forward pass with more real tokens than this fails
     /// as an out-of-memory error would (its message says
@@ -251,27 +253,29 @@ impl Embedder {
         let precision = options.precision.unwrap_or(if device.ordinal.is_some() {
             Precision::F16
         } else {
-            Precision::F32
+            Precision::cpu_default()
         });
-        let backend_kind =
-            options
-                .backend
-                .unwrap_or(if device.ordinal.is_none() && precision == Precision::F32 {
-                    BackendKind::Packed
-                } else {
-                    BackendKind::Padded
-                });
+        let products = match precision {
+            Precision::F32 => Some(Products::F32),
+            Precision::Bf16 => Some(Products::Bf16),
+            Precision::F16 => None,
+        };
+        let backend_kind = options.backend.unwrap_or(match (device.ordinal, products) {
+            (None, Some(_)) => BackendKind::Packed,
+            _ => BackendKind::Padded,
+        });
         let backend: Box<dyn Backend> = match backend_kind {
             BackendKind::Packed => {
-                if device.ordinal.is_some() || precision != Precision::F32 {
+                let (None, Some(products)) = (device.ordinal, products) else {
                     return Err(InferenceError::InvalidOption(format!(
-                        "the packed backend runs in f32 on the CPU only, not {precision} on {}",
+                        "the packed backend runs in f32 or bf16 on the CPU only, not {precision} on {}",
                         device.name()
                     )));
-                }
+                };
                 Box::new(PackedBackend(BertEncoder::load(
                     &settings.bert,
                     &settings.weights,
+                    products,
                 )?))
             }
             BackendKind::Padded => Box::new(PaddedBert::load(

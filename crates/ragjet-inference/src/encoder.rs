@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use crate::error::{invalid, InferenceError, Result};
 use crate::kernels::{Activation, Kernels};
-use crate::linear::{rows_per_task, Epilogue, Linear, SharedOut};
+use crate::linear::{rows_per_task, Epilogue, Linear, Products, SharedOut};
 use crate::weights::BertWeights;
 
 /// The texts of one batch, packed end to end: text `i` owns the token rows
@@ -90,21 +90,25 @@ fn vec1(t: Tensor) -> candle_core::Result<Vec<f32>> {
 }
 
 /// A PyTorch `[out, in]` weight as a [`Linear`] (`[in, out]`).
-fn linear(t: Tensor, kernels: Kernels) -> candle_core::Result<Linear> {
+fn linear(t: Tensor, kernels: Kernels, products: Products) -> candle_core::Result<Linear> {
     let (n, k) = t.dims2()?;
     let w = t.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-    Ok(Linear::new(&w, k, n, kernels))
+    Ok(Linear::new(&w, k, n, kernels, products))
 }
 
 impl BertEncoder {
-    pub fn load(config: &BertConfig, weights: &Path) -> Result<Self> {
+    pub fn load(config: &BertConfig, weights: &Path, products: Products) -> Result<Self> {
         let w = BertWeights::load(config, weights, 1.0)?;
-        Self::from_weights(config, w).map_err(|e| invalid(weights, e))
+        Self::from_weights(config, w, products).map_err(|e| invalid(weights, e))
     }
 
     /// Keeps linear weights as [`Linear`]s (`[in, out]`), biases and layer
     /// norms as plain vectors.
-    fn from_weights(c: &BertConfig, w: BertWeights) -> candle_core::Result<Self> {
+    fn from_weights(
+        c: &BertConfig,
+        w: BertWeights,
+        products: Products,
+    ) -> candle_core::Result<Self> {
         let h = c.hidden_size;
         let ln = |(g, b): (Tensor, Tensor)| -> candle_core::Result<_> { Ok((vec1(g)?, vec1(b)?)) };
         let flat = |t: Tensor| t.flatten_all().and_then(vec1);
@@ -114,14 +118,14 @@ impl BertEncoder {
             .into_iter()
             .map(|l| {
                 Ok(Layer {
-                    qkv: linear(l.qkv_w, kernels)?,
+                    qkv: linear(l.qkv_w, kernels, products)?,
                     qkv_bias: vec1(l.qkv_b)?,
-                    out: linear(l.out_w, kernels)?,
+                    out: linear(l.out_w, kernels, products)?,
                     out_bias: vec1(l.out_b)?,
                     attn_ln: ln(l.attn_ln)?,
-                    up: linear(l.up_w, kernels)?,
+                    up: linear(l.up_w, kernels, products)?,
                     up_bias: vec1(l.up_b)?,
-                    down: linear(l.down_w, kernels)?,
+                    down: linear(l.down_w, kernels, products)?,
                     down_bias: vec1(l.down_b)?,
                     ffn_ln: ln(l.ffn_ln)?,
                 })

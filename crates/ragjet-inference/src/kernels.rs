@@ -217,6 +217,14 @@ impl Kernels {
         Kernels::Portable
     }
 
+    /// Whether this is the AVX-512 variant (the CPU has AVX-512F and VL).
+    pub fn has_avx512(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return self == Kernels::Avx512;
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
     /// Every variant this CPU can run (for tests).
     #[cfg(test)]
     pub fn available() -> Vec<Self> {

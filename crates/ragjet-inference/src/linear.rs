@@ -10,6 +10,12 @@
 //! cache. Other CPUs call `gemm` on row-major weights, then the same
 //! epilogue; a test checks every path against an f64 product.
 //!
+//! [`Products::Bf16`] rounds both inputs of every product to bfloat16 (8
+//! significant bits) and sums in f32. On CPUs with AVX-512 BF16, tiles of
+//! the same shape run on `vdpbf16ps`, which does two multiply-adds per f32
+//! lane, twice the f32 rate; elsewhere the inputs are rounded the same way
+//! and the f32 paths multiply them, so every CPU computes the same numbers.
+//!
 //! Measured on the 2-core Zen 4 development machine (`docs/performance.md`):
 //! 200–216 GFLOP/s at the encoder's shapes against 168–210 for `gemm`.
 
@@ -31,15 +37,60 @@ const TILES_PER_BLOCK: usize = 4;
 #[repr(C, align(64))]
 struct Line([f32; 16]);
 
+/// How a layer's products are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Products {
+    /// f32 inputs, f32 sums.
+    F32,
+    /// bfloat16 inputs, f32 sums.
+    Bf16,
+}
+
+/// The weights' layout, which decides the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Row-major `[in, out]`, for `gemm`.
+    RowMajor,
+    /// Panels of `NR` columns, each panel's rows one after another (a tile
+    /// then streams its weights from consecutive cache lines rather than
+    /// one line per `out`-wide row), for the f32 AVX-512 tiles.
+    F32Panels,
+    /// Panels of `NR` columns of u32 words, word `q` of a column holding
+    /// the bf16 weights of inputs `2q` and `2q + 1`, for `vdpbf16ps` tiles.
+    Bf16Panels,
+}
+
+impl Layout {
+    /// Every layout this CPU can run for `products`, fastest last.
+    fn available(kernels: Kernels, products: Products) -> Vec<Self> {
+        let mut all = vec![Layout::RowMajor];
+        if kernels.has_avx512() {
+            all.push(Layout::F32Panels);
+            if products == Products::Bf16 && bf16_hardware() {
+                all.push(Layout::Bf16Panels);
+            }
+        }
+        all
+    }
+}
+
+/// Whether this CPU multiplies bfloat16 pairs natively (AVX-512 BF16).
+pub(crate) fn bf16_hardware() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return Kernels::detect().has_avx512() && is_x86_feature_detected!("avx512bf16");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// A weight matrix `[in, out]`, laid out for the kernel that multiplies by
-/// it: for the AVX-512 tiles, panels of `NR` columns, each panel's rows one
-/// after another (a tile then streams its weights from consecutive cache
-/// lines rather than one line per `out`-wide row); for `gemm`, row-major.
+/// it (see [`Layout`]).
 pub(crate) struct Linear {
     lines: Vec<Line>,
     k: usize,
     n: usize,
     kernels: Kernels,
+    products: Products,
+    layout: Layout,
 }
 
 /// What runs on each output row after the product.
@@ -69,29 +120,65 @@ impl SharedOut {
 impl Linear {
     /// `w`: `[k, n]` row-major (`in × out`, the transpose of PyTorch's);
     /// `kernels`: the variant that will run it.
-    pub fn new(w: &[f32], k: usize, n: usize, kernels: Kernels) -> Self {
+    pub fn new(w: &[f32], k: usize, n: usize, kernels: Kernels, products: Products) -> Self {
+        let best = *Layout::available(kernels, products).last().unwrap();
+        Self::with_layout(w, k, n, kernels, products, best)
+    }
+
+    fn with_layout(
+        w: &[f32],
+        k: usize,
+        n: usize,
+        kernels: Kernels,
+        products: Products,
+        layout: Layout,
+    ) -> Self {
         assert_eq!(w.len(), k * n, "weight shape");
         let panels = n.div_ceil(NR);
-        let mut lines = vec![Line([0.0; 16]); panels * k * NR / 16];
-        let dst = lines_mut(&mut lines);
-        if uses_tiles(kernels) && n > 0 {
-            for p in 0..panels {
-                let width = (n - p * NR).min(NR);
-                for (row, chunk) in w
-                    .chunks_exact(n)
-                    .zip(dst[p * k * NR..].chunks_exact_mut(NR))
-                {
-                    chunk[..width].copy_from_slice(&row[p * NR..][..width]);
+        let lines = match layout {
+            Layout::Bf16Panels => {
+                let pairs = k.div_ceil(2);
+                let mut lines = vec![Line([0.0; 16]); panels * pairs * NR / 16];
+                let dst = words_mut(&mut lines);
+                for q in 0..pairs {
+                    let even = &w[2 * q * n..][..n];
+                    let odd = w.get((2 * q + 1) * n..(2 * q + 2) * n);
+                    for j in 0..n {
+                        let word = bf16_pair(even[j], odd.map_or(0.0, |o| o[j]));
+                        dst[(j / NR) * pairs * NR + q * NR + j % NR] = word;
+                    }
                 }
+                lines
             }
-        } else {
-            dst[..k * n].copy_from_slice(w);
-        }
+            Layout::F32Panels | Layout::RowMajor => {
+                let mut lines = vec![Line([0.0; 16]); panels * k * NR / 16];
+                let dst = lines_mut(&mut lines);
+                if layout == Layout::F32Panels {
+                    for p in 0..panels {
+                        let width = (n - p * NR).min(NR);
+                        for (row, chunk) in w
+                            .chunks_exact(n)
+                            .zip(dst[p * k * NR..].chunks_exact_mut(NR))
+                        {
+                            chunk[..width].copy_from_slice(&row[p * NR..][..width]);
+                        }
+                    }
+                } else {
+                    dst[..k * n].copy_from_slice(w);
+                }
+                if products == Products::Bf16 {
+                    dst.iter_mut().for_each(|v| *v = round_bf16(*v));
+                }
+                lines
+            }
+        };
         Self {
             lines,
             k,
             n,
             kernels,
+            products,
+            layout,
         }
     }
 
@@ -130,8 +217,17 @@ impl Linear {
         if m == 0 || self.n == 0 {
             return Ok(());
         }
+        // Without native bf16 products, round the inputs and multiply them
+        // in f32: the same numbers, at the f32 rate.
+        let rounded: Vec<f32>;
+        let x = if self.products == Products::Bf16 && self.layout != Layout::Bf16Panels {
+            rounded = x.par_iter().map(|&v| round_bf16(v)).collect();
+            &rounded
+        } else {
+            x
+        };
         #[cfg(target_arch = "x86_64")]
-        if uses_tiles(kernels) {
+        if self.layout != Layout::RowMajor {
             self.tiled(x, m, SharedOut(out.as_mut_ptr()), epilogue);
             return Ok(());
         }
@@ -166,13 +262,13 @@ impl Linear {
         Ok(())
     }
 
-    /// The AVX-512 path: tasks of up to `TILES_PER_BLOCK` row tiles × a group
-    /// of column panels, enough of them to keep every thread busy even for
-    /// one short text.
+    /// The AVX-512 paths: tasks of up to `TILES_PER_BLOCK` row tiles × a
+    /// group of column panels, enough of them to keep every thread busy
+    /// even for one short text.
     #[cfg(target_arch = "x86_64")]
     fn tiled(&self, x: &[f32], m: usize, dst: SharedOut, epilogue: Epilogue) {
         let (k, n) = (self.k, self.n);
-        let w = self.weights();
+        let pairs = k.div_ceil(2);
         let block_rows = MR * TILES_PER_BLOCK;
         let row_blocks = m.div_ceil(block_rows);
         let panels = n.div_ceil(NR);
@@ -189,20 +285,24 @@ impl Linear {
             let (r0, r1) = (block * block_rows, ((block + 1) * block_rows).min(m));
             let (p0, p1) = (group * per_group, ((group + 1) * per_group).min(panels));
             let (c0, c1) = (p0 * NR, (p1 * NR).min(n));
-            // SAFETY: rows r0..r1 of x and of the output, panels p0..p1 of w
-            // and columns c0..c1 of the output are in bounds; this task
-            // alone writes that output block; the CPU has AVX-512F (the
-            // weights were laid out for it).
+            let (rows, cols, c) = (r1 - r0, c1 - c0, dst.ptr().wrapping_add(r0 * n + c0));
+            let x = &x[r0 * k..r1 * k];
+            // SAFETY: rows r0..r1 of x and of the output, panels p0..p1 of
+            // the weights and columns c0..c1 of the output are in bounds;
+            // this task alone writes that output block; the CPU has the
+            // features of the layout (`Layout::available` checked them).
             unsafe {
-                avx512::tiles(
-                    r1 - r0,
-                    c1 - c0,
-                    k,
-                    x.as_ptr().add(r0 * k),
-                    w.as_ptr().add(p0 * k * NR),
-                    dst.ptr().add(r0 * n + c0),
-                    n,
-                );
+                if self.layout == Layout::Bf16Panels {
+                    BF16_ROWS.with_borrow_mut(|words| {
+                        words.resize(rows * pairs, 0);
+                        avx512::to_bf16_pairs(x, k, words);
+                        let w = words_ref(&self.lines).as_ptr().add(p0 * pairs * NR);
+                        avx512::bf16_tiles(rows, cols, pairs, words.as_ptr(), w, c, n);
+                    });
+                } else {
+                    let w = self.weights().as_ptr().add(p0 * k * NR);
+                    avx512::f32_tiles(rows, cols, k, x.as_ptr(), w, c, n);
+                }
             }
             if let Epilogue::Bias(bias, act) = epilogue {
                 for i in r0..r1 {
@@ -227,20 +327,36 @@ pub(crate) fn rows_per_task(rows: usize) -> usize {
         .max(1)
 }
 
-/// Whether `kernels` multiplies with this module's AVX-512 tiles.
-fn uses_tiles(kernels: Kernels) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return kernels == Kernels::Avx512;
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = kernels;
-        false
-    }
+thread_local! {
+    /// A task's input rows as bf16 pairs: converted once per task, then
+    /// read from L1/L2 by every tile of the task.
+    static BF16_ROWS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn lines_mut(lines: &mut [Line]) -> &mut [f32] {
     // SAFETY: `Line` is 16 f32 with no padding.
     unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast(), lines.len() * 16) }
+}
+
+fn words_mut(lines: &mut [Line]) -> &mut [u32] {
+    // SAFETY: `Line` is 64 bytes with no padding; any bits are a valid u32.
+    unsafe { std::slice::from_raw_parts_mut(lines.as_mut_ptr().cast(), lines.len() * 16) }
+}
+
+fn words_ref(lines: &[Line]) -> &[u32] {
+    // SAFETY: as for `words_mut`.
+    unsafe { std::slice::from_raw_parts(lines.as_ptr().cast(), lines.len() * 16) }
+}
+
+/// `v` rounded to the nearest bfloat16 (ties to even), as an f32.
+fn round_bf16(v: f32) -> f32 {
+    half::bf16::from_f32(v).to_f32()
+}
+
+/// Two values as one word of bf16s, `lo` in the low half (the order
+/// `vdpbf16ps` pairs them in).
+fn bf16_pair(lo: f32, hi: f32) -> u32 {
+    (half::bf16::from_f32(hi).to_bits() as u32) << 16 | half::bf16::from_f32(lo).to_bits() as u32
 }
 
 fn apply(kernels: Kernels, rows: &mut [f32], bias: &[f32], act: Option<Activation>) {
@@ -256,105 +372,156 @@ mod avx512 {
 
     use super::{MR, NR};
 
-    /// `c[m × n] = a[m × k] · b[k × n]`: column panels of `NR` outside,
-    /// row tiles of `MR` inside, so a panel of `b` serves every row tile of
-    /// the block from cache. `a` is row-major (rows `k` apart), `b` packed
-    /// (panel `p` starts `p · k · NR` values in, its rows `NR` apart), `c`
-    /// row-major with rows `ldc` apart.
-    ///
-    /// # Safety
-    /// As for [`tile`], for every tile.
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn tiles(
-        m: usize,
-        n: usize,
-        k: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-    ) {
-        for j0 in (0..n).step_by(NR) {
-            for i0 in (0..m).step_by(MR) {
-                tile(
-                    (m - i0).min(MR),
-                    a.add(i0 * k),
-                    k,
-                    b.add(j0 * k),
-                    c.add(i0 * ldc + j0),
-                    ldc,
-                    (n - j0).min(NR),
-                );
+    /// `kernel::<rows>(args)` for a run-time `rows`.
+    macro_rules! by_rows {
+        ($rows:expr, $kernel:ident $args:tt, $($r:literal)*) => {
+            match $rows {
+                $($r => $kernel::<$r> $args,)*
+                _ => unreachable!(),
             }
-        }
-    }
-
-    /// `c[rows × width] = a[rows × k] · b[k × width]`, `rows ≤ MR`,
-    /// `width ≤ NR`; `b` is one packed panel, `ldc` the row stride of `c`.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F; every row and column named is in bounds.
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn tile(
-        rows: usize,
-        a: *const f32,
-        k: usize,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        width: usize,
-    ) {
-        let mask = if width >= NR {
-            u32::MAX
-        } else {
-            (1u32 << width) - 1
         };
-        let (m0, m1) = (mask as __mmask16, (mask >> 16) as __mmask16);
-        // One monomorphised kernel per row count keeps the accumulators in
-        // registers for the partial tiles at the end of a batch too.
-        macro_rules! dispatch {
-            ($($r:literal)*) => {
-                match rows {
-                    $($r => kernel::<$r>(a, k, b, c, ldc, m0, m1),)*
-                    _ => unreachable!("tile rows {rows} > {MR}"),
-                }
-            };
-        }
-        const _: () = assert!(MR == 12);
-        dispatch!(1 2 3 4 5 6 7 8 9 10 11 12);
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Defines `$tiles`, a product of packed operands into row-major f32:
+    /// `c[m × n] = a[m × depth] · b[depth × n]`, where one element of `a`
+    /// or `b` ($elem) carries `$step`'s share of the inner dimension. Column
+    /// panels of `NR` outside, row tiles of `MR` inside, so a panel of `b`
+    /// serves every row tile of the block from cache. `a` is row-major
+    /// (rows `depth` apart), `b` packed (panel `p` starts `p · depth · NR`
+    /// elements in, its rows `NR` apart), `c` row-major with rows `ldc`
+    /// apart. One monomorphised kernel per row count keeps the 2 × MR
+    /// accumulators in registers for the partial tiles at the end of a
+    /// batch too.
+    macro_rules! tiled_product {
+        ($features:literal, $tiles:ident, $kernel:ident, $elem:ty, $load:ident, $step:ident) => {
+            /// # Safety
+            /// The CPU has the target features; every row and column named
+            /// is in bounds.
+            #[allow(clippy::too_many_arguments)]
+            #[target_feature(enable = $features)]
+            pub unsafe fn $tiles(
+                m: usize,
+                n: usize,
+                depth: usize,
+                a: *const $elem,
+                b: *const $elem,
+                c: *mut f32,
+                ldc: usize,
+            ) {
+                for j0 in (0..n).step_by(NR) {
+                    let width = (n - j0).min(NR);
+                    let mask = if width >= NR {
+                        u32::MAX
+                    } else {
+                        (1u32 << width) - 1
+                    };
+                    let (m0, m1) = (mask as __mmask16, (mask >> 16) as __mmask16);
+                    let b = b.add(j0 * depth);
+                    for i0 in (0..m).step_by(MR) {
+                        let (a, c) = (a.add(i0 * depth), c.add(i0 * ldc + j0));
+                        const _: () = assert!(MR == 12);
+                        by_rows!(
+                            (m - i0).min(MR),
+                            $kernel(a, depth, b, c, ldc, m0, m1),
+                            1 2 3 4 5 6 7 8 9 10 11 12
+                        );
+                    }
+                }
+            }
+
+            #[allow(clippy::too_many_arguments)]
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn $kernel<const R: usize>(
+                a: *const $elem,
+                depth: usize,
+                b: *const $elem,
+                c: *mut f32,
+                ldc: usize,
+                m0: __mmask16,
+                m1: __mmask16,
+            ) {
+                let mut lo = [_mm512_setzero_ps(); R];
+                let mut hi = [_mm512_setzero_ps(); R];
+                for p in 0..depth {
+                    // Packing zero-fills panels to NR columns, so whole
+                    // rows of a panel are always in bounds.
+                    let row = b.add(p * NR);
+                    let (b0, b1) = ($load(row), $load(row.add(16)));
+                    for r in 0..R {
+                        let av = *a.add(r * depth + p);
+                        lo[r] = $step(lo[r], av, b0);
+                        hi[r] = $step(hi[r], av, b1);
+                    }
+                }
+                for r in 0..R {
+                    _mm512_mask_storeu_ps(c.add(r * ldc), m0, lo[r]);
+                    _mm512_mask_storeu_ps(c.wrapping_add(r * ldc + 16), m1, hi[r]);
+                }
+            }
+        };
+    }
+
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn kernel<const R: usize>(
-        a: *const f32,
-        k: usize,
-        b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        m0: __mmask16,
-        m1: __mmask16,
-    ) {
-        let mut lo = [_mm512_setzero_ps(); R];
-        let mut hi = [_mm512_setzero_ps(); R];
-        for p in 0..k {
-            // Masked loads: columns past the matrix's edge read nothing
-            // (AVX-512 suppresses faults on masked-off lanes).
-            let row = b.wrapping_add(p * NR);
-            let b0 = _mm512_maskz_loadu_ps(m0, row);
-            let b1 = _mm512_maskz_loadu_ps(m1, row.wrapping_add(16));
-            for r in 0..R {
-                let av = _mm512_set1_ps(*a.add(r * k + p));
-                lo[r] = _mm512_fmadd_ps(av, b0, lo[r]);
-                hi[r] = _mm512_fmadd_ps(av, b1, hi[r]);
+    unsafe fn f32_load(b: *const f32) -> __m512 {
+        _mm512_loadu_ps(b)
+    }
+
+    /// `acc + a · b`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn f32_step(acc: __m512, a: f32, b: __m512) -> __m512 {
+        _mm512_fmadd_ps(_mm512_set1_ps(a), b, acc)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn bf16_load(b: *const u32) -> __m512bh {
+        std::mem::transmute(_mm512_loadu_si512(b.cast()))
+    }
+
+    /// `acc + a.0 · b.0 + a.1 · b.1` in each of the 16 lanes, where `a` and
+    /// every lane of `b` hold two bf16 values.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn bf16_step(acc: __m512, a: u32, b: __m512bh) -> __m512 {
+        let a = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(a as i32));
+        _mm512_dpbf16_ps(acc, a, b)
+    }
+
+    tiled_product!("avx512f", f32_tiles, f32_kernel, f32, f32_load, f32_step);
+    tiled_product!(
+        "avx512f,avx512bf16",
+        bf16_tiles,
+        bf16_kernel,
+        u32,
+        bf16_load,
+        bf16_step
+    );
+
+    /// `x` (`rows × k`) as bf16 pairs, `rows × k.div_ceil(2)` words, rounded
+    /// to nearest even as [`super::bf16_pair`] does.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 BF16; `words` holds `x.len() / k` rows.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn to_bf16_pairs(x: &[f32], k: usize, words: &mut [u32]) {
+        let pairs = k.div_ceil(2);
+        for (row, out) in x.chunks_exact(k).zip(words.chunks_exact_mut(pairs)) {
+            let full = k / 32;
+            for c in 0..full {
+                let src = row.as_ptr().add(c * 32);
+                let packed =
+                    _mm512_cvtne2ps_pbh(_mm512_loadu_ps(src.add(16)), _mm512_loadu_ps(src));
+                _mm512_storeu_si512(
+                    out.as_mut_ptr().add(c * 16).cast(),
+                    std::mem::transmute::<__m512bh, __m512i>(packed),
+                );
             }
-        }
-        for r in 0..R {
-            _mm512_mask_storeu_ps(c.add(r * ldc), m0, lo[r]);
-            _mm512_mask_storeu_ps(c.wrapping_add(r * ldc + 16), m1, hi[r]);
+            for (w, pair) in out[full * 16..].iter_mut().zip(row[full * 32..].chunks(2)) {
+                *w = super::bf16_pair(pair[0], pair.get(1).copied().unwrap_or(0.0));
+            }
         }
     }
 }
@@ -389,9 +556,11 @@ mod tests {
         y
     }
 
-    /// Every kernel variant (the AVX-512 tiles where the CPU has them, the
-    /// `gemm` path otherwise) against an f64 product, over shapes that cut
-    /// tiles, panels and task blocks at every edge.
+    /// Every layout this CPU runs (the AVX-512 f32 and bf16 tiles where it
+    /// has them, `gemm` always), for both kinds of products, against an
+    /// f64 product of the same inputs (rounded to bf16 first for bf16
+    /// products), over shapes that cut tiles, panels, pairs and task
+    /// blocks at every edge.
     #[test]
     fn every_path_matches_an_f64_product() {
         let shapes = [
@@ -405,49 +574,113 @@ mod tests {
             (200, 96, 65),
             (640, 17, 384),
         ];
+        let mut tested = Vec::new();
         for kernels in Kernels::available() {
-            for (case, &(m, k, n)) in shapes.iter().enumerate() {
-                let x = data(m * k, case as u64 + 1);
-                let w = data(k * n, case as u64 + 100);
-                let bias = data(n, case as u64 + 200);
-                let want = reference(&x, &w, k, n, &bias);
-                let linear = Linear::new(&w, k, n, kernels);
-                let run = |epilogue| {
-                    let mut y = vec![f32::NAN; m * n];
-                    linear.forward(&x, &mut y, epilogue).unwrap();
-                    y
-                };
-                let got = run(Epilogue::Bias(&bias, None));
-                for (idx, (&g, &e)) in got.iter().zip(&want).enumerate() {
-                    let tol = 1e-5 * (k as f64).sqrt() + 1e-6;
-                    assert!(
-                        (g as f64 - e).abs() <= tol,
-                        "{kernels:?} {m}x{k}x{n} at {idx}: {g} vs {e}"
-                    );
-                }
-                let plain = run(Epilogue::None);
-                let relu = run(Epilogue::Bias(&bias, Some(Activation::Relu)));
-                for ((&p, &r), (&e, &b)) in plain
-                    .iter()
-                    .zip(&relu)
-                    .zip(want.iter().zip(bias.iter().cycle()))
-                {
-                    assert!((p as f64 + b as f64 - e).abs() <= 1e-5 * (k as f64).sqrt() + 1e-6);
-                    assert!((r as f64 - e.max(0.0)).abs() <= 1e-5 * (k as f64).sqrt() + 1e-6);
+            for products in [Products::F32, Products::Bf16] {
+                for layout in Layout::available(kernels, products) {
+                    tested.push(layout);
+                    for (case, &(m, k, n)) in shapes.iter().enumerate() {
+                        check(kernels, products, layout, m, k, n, case as u64);
+                    }
                 }
             }
+        }
+        assert_eq!(
+            tested.contains(&Layout::Bf16Panels),
+            bf16_hardware(),
+            "the native bf16 tiles run exactly where the CPU has them"
+        );
+    }
+
+    fn check(
+        kernels: Kernels,
+        products: Products,
+        layout: Layout,
+        m: usize,
+        k: usize,
+        n: usize,
+        seed: u64,
+    ) {
+        let what = format!("{kernels:?} {products:?} {layout:?} {m}x{k}x{n}");
+        let x = data(m * k, seed + 1);
+        let w = data(k * n, seed + 100);
+        let bias = data(n, seed + 200);
+        let exact = |v: &[f32]| -> Vec<f32> {
+            match products {
+                Products::F32 => v.to_vec(),
+                Products::Bf16 => v.iter().map(|&x| round_bf16(x)).collect(),
+            }
+        };
+        let want = reference(&exact(&x), &exact(&w), k, n, &bias);
+        let linear = Linear::with_layout(&w, k, n, kernels, products, layout);
+        assert_eq!(linear.layout, layout);
+        let run = |epilogue| {
+            let mut y = vec![f32::NAN; m * n];
+            linear.forward(&x, &mut y, epilogue).unwrap();
+            y
+        };
+        let tol = 1e-5 * (k as f64).sqrt() + 1e-6;
+        let got = run(Epilogue::Bias(&bias, None));
+        for (idx, (&g, &e)) in got.iter().zip(&want).enumerate() {
+            assert!((g as f64 - e).abs() <= tol, "{what} at {idx}: {g} vs {e}");
+        }
+        let plain = run(Epilogue::None);
+        let relu = run(Epilogue::Bias(&bias, Some(Activation::Relu)));
+        for ((&p, &r), (&e, &b)) in plain
+            .iter()
+            .zip(&relu)
+            .zip(want.iter().zip(bias.iter().cycle()))
+        {
+            assert!(
+                (p as f64 + b as f64 - e).abs() <= tol,
+                "{what}: {p} + {b} vs {e}"
+            );
+            assert!(
+                (r as f64 - e.max(0.0)).abs() <= tol,
+                "{what}: relu {r} vs {e}"
+            );
+        }
+    }
+
+    /// bf16 products differ from f32 ones (the test above would pass for a
+    /// bf16 path that silently multiplied in f32 only if rounding changed
+    /// nothing, so make sure it does on these inputs).
+    #[test]
+    fn bf16_products_round_their_inputs() {
+        let (m, k, n) = (13, 64, 40);
+        let (x, w) = (data(m * k, 7), data(k * n, 8));
+        for kernels in Kernels::available() {
+            let mut f32_out = vec![0.0; m * n];
+            Linear::new(&w, k, n, kernels, Products::F32)
+                .forward(&x, &mut f32_out, Epilogue::None)
+                .unwrap();
+            let mut bf16_out = vec![0.0; m * n];
+            Linear::new(&w, k, n, kernels, Products::Bf16)
+                .forward(&x, &mut bf16_out, Epilogue::None)
+                .unwrap();
+            let diff = f32_out
+                .iter()
+                .zip(&bf16_out)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(
+                diff > 1e-4 && diff < 0.1,
+                "{kernels:?}: max difference {diff}"
+            );
         }
     }
 
     #[test]
     fn empty_batches_are_fine() {
         for kernels in Kernels::available() {
-            let linear = Linear::new(&data(8 * 4, 1), 8, 4, kernels);
-            linear.forward(&[], &mut [], Epilogue::None).unwrap();
-            let no_outputs = Linear::new(&[], 8, 0, kernels);
-            no_outputs
-                .forward(&data(3 * 8, 2), &mut [], Epilogue::None)
-                .unwrap();
+            for products in [Products::F32, Products::Bf16] {
+                let linear = Linear::new(&data(8 * 4, 1), 8, 4, kernels, products);
+                linear.forward(&[], &mut [], Epilogue::None).unwrap();
+                let no_outputs = Linear::new(&[], 8, 0, kernels, products);
+                no_outputs
+                    .forward(&data(3 * 8, 2), &mut [], Epilogue::None)
+                    .unwrap();
+            }
         }
     }
 }

