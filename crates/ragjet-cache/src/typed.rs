@@ -24,6 +24,9 @@ const HOUR: Duration = Duration::from_secs(3600);
 /// Default policy ([`EmbeddingCache::open`]): disk tier only, lz4
 /// compressed, TTL 24 h. Embeddings are expensive to recompute and
 /// valid for as long as the model is unchanged, so they belong on disk.
+/// The revision should name everything that changes the vectors, the
+/// embedder's precision included (bf16 and f32 vectors of one model differ
+/// in the fifth decimal), so that replicas on different CPUs do not mix them.
 #[derive(Debug)]
 pub struct EmbeddingCache {
     cache: TieredCache,
