@@ -38,9 +38,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let embedder = Embedder::load(&model_dir)?;
     let load_secs = start.elapsed().as_secs_f64();
     println!(
-        "model: {} ({} dims, {} threads), loaded in {:.2} s",
+        "model: {} ({} dims, {} on {}, {} threads), loaded in {:.2} s",
         model_dir.display(),
         embedder.dim(),
+        embedder.precision(),
+        embedder.device_name(),
         embedder.num_threads(),
         load_secs
     );
