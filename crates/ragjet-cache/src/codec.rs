@@ -24,9 +24,6 @@ use crate::key::CacheKey;
 const MAGIC: [u8; 4] = *b"RJC\x01";
 pub(crate) const HEADER_LEN: usize = 40;
 const FLAG_LZ4: u8 = 1;
-/// Largest payload we agree to decompress; a size prefix above this is
-/// treated as damage rather than allocated.
-const MAX_DECOMPRESSED: usize = 1 << 30;
 
 /// A type that can be stored in the cache.
 ///
@@ -101,6 +98,18 @@ pub(crate) enum Damage {
     Corrupt,
     /// A valid entry filed under another key.
     WrongKey,
+    /// Larger than the reading tier accepts (stored or once decompressed).
+    Oversize,
+}
+
+impl Damage {
+    /// The `reason` label of `ragjet_cache_rejected_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Damage::Corrupt | Damage::WrongKey => crate::metrics::REASON_CORRUPT,
+            Damage::Oversize => crate::metrics::REASON_OVERSIZE,
+        }
+    }
 }
 
 /// Serialises a value into an uncompressed envelope.
@@ -154,7 +163,18 @@ pub(crate) fn header(bytes: &[u8]) -> Option<Header> {
 
 /// Fully checks bytes read from disk or Redis and returns them as an
 /// uncompressed envelope (ready for L1) with their header.
-pub(crate) fn verify(key: &CacheKey, bytes: &[u8]) -> Result<(Header, Vec<u8>), Damage> {
+///
+/// `max_len` bounds the envelope, stored and uncompressed: a size prefix
+/// above it is refused before anything is allocated, so a damaged or
+/// hostile entry cannot make a lookup allocate more than the tier's cap.
+pub(crate) fn verify(
+    key: &CacheKey,
+    bytes: &[u8],
+    max_len: usize,
+) -> Result<(Header, Vec<u8>), Damage> {
+    if bytes.len() > max_len {
+        return Err(Damage::Oversize);
+    }
     let h = header(bytes).ok_or(Damage::Corrupt)?;
     if bytes[5..8] != [0, 0, 0] || bytes[4] & !FLAG_LZ4 != 0 {
         return Err(Damage::Corrupt);
@@ -169,8 +189,11 @@ pub(crate) fn verify(key: &CacheKey, bytes: &[u8]) -> Result<(Header, Vec<u8>), 
     if bytes[4] & FLAG_LZ4 == 0 {
         return Ok((h, bytes.to_vec()));
     }
-    if payload.len() < 4 || u32_at(payload, 0) as usize > MAX_DECOMPRESSED {
+    if payload.len() < 4 {
         return Err(Damage::Corrupt);
+    }
+    if u32_at(payload, 0) as usize > max_len.saturating_sub(HEADER_LEN) {
+        return Err(Damage::Oversize);
     }
     let raw = lz4_flex::decompress_size_prepended(payload).map_err(|_| Damage::Corrupt)?;
     let mut out = Vec::with_capacity(HEADER_LEN + raw.len());
@@ -233,16 +256,36 @@ mod tests {
         let env = encode(&k, &v, 0, 0).unwrap();
         let c = compress(&k, &env, 64).expect("repetitive data compresses");
         assert!(c.len() < env.len() / 4);
-        let (_, back) = verify(&k, &c).unwrap();
+        let (_, back) = verify(&k, &c, usize::MAX).unwrap();
         assert_eq!(back, env);
         assert_eq!(decode::<Vec<f32>>(&back), Some(v));
 
         let mut bad = c.clone();
         let last = bad.len() - 1;
         bad[last] ^= 0xff;
-        assert_eq!(verify(&k, &bad), Err(Damage::Corrupt));
-        assert_eq!(verify(&k, &c[..10]), Err(Damage::Corrupt));
+        assert_eq!(verify(&k, &bad, usize::MAX), Err(Damage::Corrupt));
+        assert_eq!(verify(&k, &c[..10], usize::MAX), Err(Damage::Corrupt));
         let other = Scope::tenant("t").key("n").str("other").finish();
-        assert_eq!(verify(&other, &c), Err(Damage::WrongKey));
+        assert_eq!(verify(&other, &c, usize::MAX), Err(Damage::WrongKey));
+    }
+
+    #[test]
+    fn size_caps_apply_before_decompressing() {
+        let k = key();
+        let env = encode(&k, &vec![0.5f32; 1000], 0, 0).unwrap();
+        let c = compress(&k, &env, 64).unwrap();
+        // Small when stored, too large once decompressed.
+        assert!(c.len() < 200 && env.len() > 4000);
+        assert_eq!(verify(&k, &c, 1000), Err(Damage::Oversize));
+        assert_eq!(verify(&k, &env, env.len() - 1), Err(Damage::Oversize));
+        assert!(verify(&k, &c, env.len()).is_ok());
+
+        // A size prefix claiming 1 GiB over a few bytes of lz4 is refused
+        // without allocating it: before, any prefix up to 1 GiB was honoured.
+        let mut hostile = c[..HEADER_LEN].to_vec();
+        hostile.extend_from_slice(&(1u32 << 30).to_le_bytes());
+        hostile.extend_from_slice(&[0x1f, 0, 1, 0]);
+        let hostile = finish(hostile, FLAG_LZ4, String::TAG, &k, 0, 0);
+        assert_eq!(verify(&k, &hostile, 1 << 20), Err(Damage::Oversize));
     }
 }

@@ -20,7 +20,9 @@
 //!   transactions, so the bound survives restarts without a scan.
 //!
 //! Every envelope carries a CRC-32 and the key it was written under; an entry
-//! failing either check is a miss and is deleted.
+//! failing either check, or larger than `max_value_bytes` (checked on the
+//! stored length and on the lz4 size prefix, before copying or
+//! decompressing), is a miss, counted as rejected, and is deleted.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -31,7 +33,7 @@ use redb::{
 };
 
 use crate::clock::is_expired;
-use crate::codec::{self, Damage};
+use crate::codec;
 use crate::error::{storage, CacheError, Result};
 use crate::key::CacheKey;
 use crate::stats::{Counters, TierStats};
@@ -61,11 +63,15 @@ pub struct DiskConfig {
     pub durable: bool,
     /// redb page cache size.
     pub page_cache_bytes: usize,
+    /// Largest encoded value (header plus uncompressed payload) stored or
+    /// read back; larger writes skip this tier, larger stored entries are
+    /// refused unread, so a damaged file cannot make a lookup allocate more.
+    pub max_value_bytes: usize,
 }
 
 impl DiskConfig {
     /// Defaults for a store at `path`: 1 GiB bound, lz4 above 256 bytes,
-    /// durable commits, 32 MiB page cache.
+    /// durable commits, 32 MiB page cache, values up to 64 MiB.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
@@ -74,6 +80,7 @@ impl DiskConfig {
             compress_min_bytes: 256,
             durable: true,
             page_cache_bytes: 32 << 20,
+            max_value_bytes: 64 << 20,
         }
     }
 }
@@ -107,6 +114,12 @@ impl DiskTier {
             return Err(CacheError::InvalidOption(
                 "disk max_bytes must be > 0".into(),
             ));
+        }
+        if cfg.max_value_bytes <= codec::HEADER_LEN {
+            return Err(CacheError::InvalidOption(format!(
+                "disk max_value_bytes must be > {} (the entry header)",
+                codec::HEADER_LEN
+            )));
         }
         if let Some(dir) = cfg.path.parent() {
             if !dir.as_os_str().is_empty() {
@@ -150,30 +163,33 @@ impl DiskTier {
     }
 
     /// Looks a key up. Returns the verified, uncompressed envelope; expired
-    /// or damaged entries are deleted and reported as misses. `Err` means
-    /// the store itself failed.
+    /// entries are deleted and reported as misses, damaged or oversized ones
+    /// too, counted as rejected. `Err` means the store itself failed.
     pub fn get(
         &self,
         key: &CacheKey,
         now_ms: u64,
     ) -> std::result::Result<Option<Vec<u8>>, redb::Error> {
-        let raw = {
+        let verified = {
             let tx = self.db.begin_read()?;
             let t = tx.open_table(ENTRIES)?;
             match t.get(key.as_bytes())? {
                 None => return Ok(None),
-                Some(v) => v.value().1.to_vec(),
+                // Verified in place: nothing is copied before the size
+                // checks, and only the checked envelope is.
+                Some(v) => codec::verify(key, v.value().1, self.cfg.max_value_bytes),
             }
         };
-        match codec::verify(key, &raw) {
+        match verified {
             Ok((h, env)) if !is_expired(h.expires_at_ms, now_ms) => Ok(Some(env)),
             Ok(_) => {
                 self.remove(key)?;
                 Ok(None)
             }
-            Err(Damage::Corrupt) | Err(Damage::WrongKey) => {
-                tracing::warn!(key = %key.to_hex(), "damaged L2 cache entry dropped");
-                Counters::add(&self.counters.errors, 1);
+            Err(damage) => {
+                tracing::warn!(key = %key.to_hex(), ?damage, "L2 cache entry refused and dropped");
+                Counters::add(&self.counters.rejected, 1);
+                crate::metrics::rejected(self.label, "l2", damage.reason());
                 self.remove(key)?;
                 Ok(None)
             }
@@ -181,7 +197,9 @@ impl DiskTier {
     }
 
     /// Stores uncompressed envelopes in one transaction, evicting the oldest
-    /// writes past the byte bound. Entries larger than the bound are skipped.
+    /// writes past the byte bound. Entries larger than the bound or than
+    /// `max_value_bytes` are skipped, and an older copy under their key is
+    /// dropped so that it cannot be served in their place.
     pub fn put_many(&self, items: &[(CacheKey, &[u8])]) -> std::result::Result<(), redb::Error> {
         let tx = self.write_tx()?;
         let mut evicted = 0u64;
@@ -199,14 +217,14 @@ impl DiskTier {
                 };
                 let stored: &[u8] = stored.as_deref().unwrap_or(env);
                 let size = stored.len() as u64 + ENTRY_OVERHEAD;
-                if size > self.cfg.max_bytes {
-                    continue;
-                }
                 if let Some(old) = entries.remove(key.as_bytes())? {
                     let (old_seq, old_env) = old.value();
                     bytes = bytes.saturating_sub(old_env.len() as u64 + ENTRY_OVERHEAD);
                     drop(old);
                     order.remove(old_seq)?;
+                }
+                if size > self.cfg.max_bytes || env.len() > self.cfg.max_value_bytes {
+                    continue;
                 }
                 entries.insert(key.as_bytes(), (seq, stored))?;
                 order.insert(seq, key.as_bytes())?;

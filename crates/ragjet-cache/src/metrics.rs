@@ -10,6 +10,9 @@ pub const CACHE_REQUESTS_TOTAL: &str = "ragjet_cache_requests_total";
 pub const CACHE_EVICTIONS_TOTAL: &str = "ragjet_cache_evictions_total";
 /// Gauge: bytes held per tier, labels `cache` and `tier`.
 pub const CACHE_BYTES: &str = "ragjet_cache_bytes";
+/// Counter: stored entries refused on read (each also a miss), labels
+/// `cache`, `tier` and `reason` (auth|oversize|corrupt).
+pub const CACHE_REJECTED_TOTAL: &str = "ragjet_cache_rejected_total";
 
 /// Label key for the cache type.
 pub const LABEL_CACHE: &str = "cache";
@@ -17,6 +20,8 @@ pub const LABEL_CACHE: &str = "cache";
 pub const LABEL_TIER: &str = "tier";
 /// Label key for the lookup result.
 pub const LABEL_RESULT: &str = "result";
+/// Label key for why a stored entry was refused.
+pub const LABEL_REASON: &str = "reason";
 
 /// Value of the `result` label for a hit.
 pub const RESULT_HIT: &str = "hit";
@@ -24,6 +29,15 @@ pub const RESULT_HIT: &str = "hit";
 pub const RESULT_MISS: &str = "miss";
 /// Value of the `result` label for a failed tier call.
 pub const RESULT_ERROR: &str = "error";
+
+/// Value of the `reason` label for an entry whose MAC does not verify
+/// (written without this deployment's key, or moved from another key).
+pub const REASON_AUTH: &str = "auth";
+/// Value of the `reason` label for an entry above the tier's size cap,
+/// refused before it is read whole or decompressed.
+pub const REASON_OVERSIZE: &str = "oversize";
+/// Value of the `reason` label for a damaged or misfiled entry.
+pub const REASON_CORRUPT: &str = "corrupt";
 
 /// Name of the span around every tiered lookup.
 pub const SPAN_GET: &str = "cache.get";
@@ -40,6 +54,11 @@ pub(crate) fn evictions(cache: &'static str, tier: &'static str, n: u64) {
         metrics::counter!(CACHE_EVICTIONS_TOTAL, LABEL_CACHE => cache, LABEL_TIER => tier)
             .increment(n);
     }
+}
+
+pub(crate) fn rejected(cache: &'static str, tier: &'static str, reason: &'static str) {
+    metrics::counter!(CACHE_REJECTED_TOTAL, LABEL_CACHE => cache, LABEL_TIER => tier, LABEL_REASON => reason)
+        .increment(1);
 }
 
 pub(crate) fn bytes(cache: &'static str, tier: &'static str, bytes: u64) {

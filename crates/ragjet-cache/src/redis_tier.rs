@@ -4,6 +4,26 @@
 //! tier stays closed for `retry_after` so that a dead or slow server costs
 //! at most one timeout per interval instead of one per request; meanwhile
 //! lookups count as errors and are answered by L1/L2.
+//!
+//! # Values are authenticated
+//!
+//! Redis is a shared network store: whoever can write to it (another
+//! service, a compromised replica, an open port) must not be able to plant
+//! answers for a tenant, move one tenant's entry under another's key, or
+//! make every lookup allocate a gigabyte. So each stored value is
+//!
+//! ```text
+//! 0..32  BLAKE3 keyed hash (the deployment's 32-byte `mac_key`) over
+//!        "ragjet-cache/redis-value/v1", the Redis key's length and bytes
+//!        (prefix included), and the envelope
+//! 32..   the envelope (codec.rs), uncompressed
+//! ```
+//!
+//! and a lookup reads at most `32 + max_value_bytes + 1` bytes (`GETRANGE`,
+//! so Redis never sends more), refuses anything longer unread, checks the
+//! MAC in constant time before decoding anything, and treats every refusal
+//! as a miss, counted in `TierStats::rejected` and
+//! `ragjet_cache_rejected_total{tier="l3",reason}`, and deletes the entry.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,8 +32,24 @@ use crate::error::{CacheError, Result};
 use crate::key::CacheKey;
 use crate::stats::{Counters, TierStats};
 
+/// Bytes of the MAC in front of every stored value.
+const MAC_LEN: usize = 32;
+/// Domain separation of the MAC input, versioned with the layout.
+const MAC_DOMAIN: &[u8] = b"ragjet-cache/redis-value/v1";
+/// `blake3::derive_key` context for [`RedisConfig::mac_key_from_secret`].
+pub const MAC_KEY_CONTEXT: &str = "ragjet-cache 2026-01 redis value MAC key";
+/// Shortest secret [`RedisConfig::mac_key_from_secret`] accepts.
+const MIN_SECRET_BYTES: usize = 16;
+
 /// Settings of the Redis tier.
-#[derive(Debug, Clone)]
+///
+/// `mac_key` authenticates every value (see the module docs): give all
+/// replicas of a deployment the same key and keep it secret; a value written
+/// under another key is a miss. Derive it from a secret string with
+/// [`RedisConfig::mac_key_from_secret`] (for example a random
+/// `openssl rand -hex 32` kept in your secret store), or generate 32 random
+/// bytes.
+#[derive(Clone)]
 pub struct RedisConfig {
     /// Server URL, e.g. `redis://127.0.0.1:6379/0`.
     pub url: String,
@@ -23,17 +59,53 @@ pub struct RedisConfig {
     pub retry_after: Duration,
     /// Prefix of every Redis key, so several caches can share a database.
     pub key_prefix: String,
+    /// The deployment's 32-byte MAC key (must not be all zeros).
+    pub mac_key: [u8; 32],
+    /// Largest encoded value (header plus payload) written or read back;
+    /// larger writes skip this tier, larger stored values are refused
+    /// without being transferred whole.
+    pub max_value_bytes: usize,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .field("retry_after", &self.retry_after)
+            .field("key_prefix", &self.key_prefix)
+            .field("mac_key", &"<redacted>")
+            .field("max_value_bytes", &self.max_value_bytes)
+            .finish()
+    }
 }
 
 impl RedisConfig {
-    /// Defaults for `url`: 50 ms timeouts, 1 s back-off, prefix `ragjet:`.
-    pub fn new(url: impl Into<String>) -> Self {
+    /// Defaults for `url` with the deployment's MAC key: 50 ms timeouts,
+    /// 1 s back-off, prefix `ragjet:`, values up to 4 MiB (larger ones would
+    /// not cross a 1 Gbit/s link within the default timeout anyway).
+    pub fn new(url: impl Into<String>, mac_key: [u8; 32]) -> Self {
         Self {
             url: url.into(),
             timeout: Duration::from_millis(50),
             retry_after: Duration::from_secs(1),
             key_prefix: "ragjet:".into(),
+            mac_key,
+            max_value_bytes: 4 << 20,
         }
+    }
+
+    /// Derives the MAC key from a secret string with
+    /// `blake3::derive_key(MAC_KEY_CONTEXT, secret)`, so every replica given
+    /// the same secret gets the same key. The secret must be at least 16
+    /// bytes; use a random one, not a password.
+    pub fn mac_key_from_secret(secret: &str) -> Result<[u8; 32]> {
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(CacheError::InvalidOption(format!(
+                "the redis MAC secret must be at least {MIN_SECRET_BYTES} bytes (use a random one)"
+            )));
+        }
+        Ok(blake3::derive_key(MAC_KEY_CONTEXT, secret.as_bytes()))
     }
 }
 
@@ -53,12 +125,36 @@ pub(crate) struct RedisTier {
 #[derive(Debug)]
 pub(crate) struct Unavailable;
 
+/// What a lookup found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Fetched {
+    /// No value under the key.
+    Absent,
+    /// An authenticated envelope, at most `max_value_bytes` long (still to
+    /// be checked by `codec::verify` for type, expiry and key).
+    Value(Vec<u8>),
+    /// A value that must not be used; the `reason` label. Already deleted.
+    Rejected(&'static str),
+}
+
 impl RedisTier {
     pub fn new(cfg: &RedisConfig) -> Result<Self> {
         if cfg.timeout.is_zero() {
             return Err(CacheError::InvalidOption(
                 "redis timeout must be > 0".into(),
             ));
+        }
+        if cfg.mac_key == [0u8; 32] {
+            return Err(CacheError::InvalidOption(
+                "redis mac_key is all zeros: set the deployment's key (RedisConfig::mac_key_from_secret)"
+                    .into(),
+            ));
+        }
+        if cfg.max_value_bytes <= crate::codec::HEADER_LEN {
+            return Err(CacheError::InvalidOption(format!(
+                "redis max_value_bytes must be > {} (the entry header)",
+                crate::codec::HEADER_LEN
+            )));
         }
         let client =
             redis::Client::open(cfg.url.as_str()).map_err(|e| CacheError::Redis(e.to_string()))?;
@@ -75,6 +171,22 @@ impl RedisTier {
 
     fn redis_key(&self, key: &CacheKey) -> String {
         format!("{}{}", self.cfg.key_prefix, key.to_hex())
+    }
+
+    /// The MAC of `envelope` stored under `redis_key`: binding the key means
+    /// a value copied to another key (another tenant's) fails the check.
+    fn mac(&self, redis_key: &str, envelope: &[u8]) -> blake3::Hash {
+        let mut h = blake3::Hasher::new_keyed(&self.cfg.mac_key);
+        h.update(MAC_DOMAIN);
+        h.update(&(redis_key.len() as u64).to_le_bytes());
+        h.update(redis_key.as_bytes());
+        h.update(envelope);
+        h.finalize()
+    }
+
+    /// The largest envelope this tier writes or reads.
+    pub fn max_value_bytes(&self) -> usize {
+        self.cfg.max_value_bytes
     }
 
     /// Runs one command on the shared connection, (re)connecting when needed.
@@ -120,12 +232,52 @@ impl RedisTier {
         Ok(c)
     }
 
-    pub fn get(&self, key: &CacheKey) -> std::result::Result<Option<Vec<u8>>, Unavailable> {
+    /// Reads the value under `key`: at most one byte more than the cap is
+    /// transferred, and only a value whose MAC verifies is returned.
+    pub fn get(&self, key: &CacheKey) -> std::result::Result<Fetched, Unavailable> {
         let k = self.redis_key(key);
-        self.with_conn(|c| redis::cmd("GET").arg(&k).query::<Option<Vec<u8>>>(c))
+        let limit = MAC_LEN + self.cfg.max_value_bytes;
+        // GETRANGE's end is inclusive: `limit + 1` bytes tell "too long"
+        // apart from "exactly at the cap". A missing key reads as "".
+        let read = self.with_conn(|c| {
+            match redis::cmd("GETRANGE")
+                .arg(&k)
+                .arg(0)
+                .arg(limit)
+                .query::<Vec<u8>>(c)
+            {
+                Ok(v) => Ok(Some(v)),
+                // Something other than a string under our key: the
+                // connection is fine, the entry is not ours.
+                Err(e) if e.code() == Some("WRONGTYPE") => Ok(None),
+                Err(e) => Err(e),
+            }
+        })?;
+        let reason = match read {
+            Some(v) if v.is_empty() => return Ok(Fetched::Absent),
+            None => crate::metrics::REASON_CORRUPT,
+            Some(v) if v.len() > limit => crate::metrics::REASON_OVERSIZE,
+            Some(v) if v.len() < MAC_LEN => crate::metrics::REASON_CORRUPT,
+            Some(mut v) => {
+                let envelope = v.split_off(MAC_LEN);
+                // blake3::Hash compares in constant time.
+                if blake3::Hash::from_slice(&v).is_ok_and(|tag| tag == self.mac(&k, &envelope)) {
+                    return Ok(Fetched::Value(envelope));
+                }
+                crate::metrics::REASON_AUTH
+            }
+        };
+        tracing::warn!(key = %k, reason, "L3 cache entry refused and dropped");
+        // Best effort: a failed delete only means the next lookup refuses
+        // it again.
+        let _ = self.remove(key);
+        Ok(Fetched::Rejected(reason))
     }
 
-    /// Stores an envelope with Redis-side expiry matching the entry's.
+    /// Stores an envelope, behind its MAC, with Redis-side expiry matching
+    /// the entry's. An envelope above `max_value_bytes` is not written (and
+    /// an older copy under its key is deleted, so it cannot be served in
+    /// its place).
     pub fn put(
         &self,
         key: &CacheKey,
@@ -133,10 +285,16 @@ impl RedisTier {
         expires_at_ms: u64,
         now_ms: u64,
     ) -> std::result::Result<(), Unavailable> {
+        if env.len() > self.cfg.max_value_bytes {
+            return self.remove(key);
+        }
         let k = self.redis_key(key);
+        let mut value = Vec::with_capacity(MAC_LEN + env.len());
+        value.extend_from_slice(self.mac(&k, env).as_bytes());
+        value.extend_from_slice(env);
         let r = self.with_conn(|c| {
             let mut cmd = redis::cmd("SET");
-            cmd.arg(&k).arg(env);
+            cmd.arg(&k).arg(&value);
             if expires_at_ms != 0 {
                 cmd.arg("PX")
                     .arg(expires_at_ms.saturating_sub(now_ms).max(1));

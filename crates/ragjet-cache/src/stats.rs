@@ -56,6 +56,7 @@ pub(crate) struct Counters {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
     pub errors: AtomicU64,
+    pub rejected: AtomicU64,
     pub evictions: AtomicU64,
     pub writes: AtomicU64,
 }
@@ -70,6 +71,7 @@ impl Counters {
             hits: self.hits.load(Relaxed),
             misses: self.misses.load(Relaxed),
             errors: self.errors.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
             evictions: self.evictions.load(Relaxed),
             writes: self.writes.load(Relaxed),
             bytes,
@@ -87,6 +89,10 @@ pub struct TierStats {
     pub misses: u64,
     /// Failed calls (I/O error, Redis down or slow); each degraded to a miss.
     pub errors: u64,
+    /// Stored entries refused on read (failed authentication, above the
+    /// tier's size cap, damaged or filed under another key); each is also
+    /// a miss, and is deleted.
+    pub rejected: u64,
     /// Entries removed for space or because they expired or were damaged.
     pub evictions: u64,
     /// Entries written (puts and promotions).

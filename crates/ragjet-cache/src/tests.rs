@@ -299,8 +299,44 @@ fn corrupted_l2_entry_is_a_miss_and_is_dropped() {
     assert_eq!(cache.get::<String>(&good).as_deref(), Some("fine"));
     let st = cache.stats().l2.unwrap();
     assert_eq!(st.entries, 1, "damaged entries deleted: {st:?}");
-    assert_eq!(st.errors, 3);
+    assert_eq!(st.rejected, 3, "refused entries are not store failures");
+    assert_eq!(st.errors, 0);
     assert_eq!(st.misses, 3);
+}
+
+#[test]
+fn l2_caps_value_sizes_on_write_and_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = disk(&dir);
+    cfg.max_value_bytes = 2000;
+    let cache = TieredCache::builder().disk(cfg).build().unwrap();
+    let s = Scope::tenant("a");
+    let k = key(&s, "k");
+
+    // A write above the cap skips L2 and drops the older, smaller copy.
+    cache.put(&k, &random_bytes(100, 1)).unwrap();
+    cache.put(&k, &random_bytes(5000, 2)).unwrap();
+    assert_eq!(cache.get::<Vec<u8>>(&k), None, "no stale value served");
+    assert_eq!(cache.stats().l2.unwrap().entries, 0);
+
+    // Stored entries above the cap are refused before being copied or
+    // decompressed: one too long as stored, one whose lz4 size prefix
+    // promises more than the cap (compressible data: small on disk).
+    let l2 = cache.l2_for_tests().unwrap();
+    let long = key(&s, "long");
+    l2.put_raw(
+        &long,
+        &crate::codec::encode(&long, &random_bytes(5000, 3), 0, 0).unwrap(),
+    );
+    let zeros = key(&s, "zeros");
+    let env = crate::codec::encode(&zeros, &vec![0u8; 100_000], 0, 0).unwrap();
+    let packed = crate::codec::compress(&zeros, &env, 0).unwrap();
+    assert!(packed.len() < 2000, "{}", packed.len());
+    l2.put_raw(&zeros, &packed);
+    assert_eq!(cache.get::<Vec<u8>>(&long), None);
+    assert_eq!(cache.get::<Vec<u8>>(&zeros), None);
+    let st = cache.stats().l2.unwrap();
+    assert_eq!((st.rejected, st.misses), (2, 3), "{st:?}");
 }
 
 #[test]
@@ -470,6 +506,7 @@ fn embedding_cache_computes_only_misses_in_one_batch_in_order() {
 
 #[test]
 fn retrieval_cache_index_version_and_adaptive_ttl() {
+    use ragjet_retrieval::{FilterCondition, FilterOperator, MetadataFilter, MetadataFilters};
     let (c, clk) = clock();
     let rc = RetrievalCache::with_cache(
         TieredCacheBuilder::new(CacheKind::Retrieval)
@@ -483,14 +520,20 @@ fn retrieval_cache_index_version_and_adaptive_ttl() {
         },
     );
     let s = Scope::tenant("a");
+    let lang = MetadataFilter::new("lang", FilterOperator::Eq, "en");
+    let year = MetadataFilter::new("year", FilterOperator::Eq, 2024i64);
+    let filters = MetadataFilters::new(vec![lang.clone(), year.clone()], FilterCondition::And);
+    let reordered = MetadataFilters::new(vec![year, lang], FilterCondition::And);
     let q = RetrievalQuery {
         query: "rust caches",
-        filters: &[("lang", "en"), ("year", "2024")],
+        namespace: "default",
+        filters: Some(&filters),
         top_k: 10,
         mode: "dense",
+        index_version: 0,
     };
     let q_reordered = RetrievalQuery {
-        filters: &[("year", "2024"), ("lang", "en")],
+        filters: Some(&reordered),
         ..q
     };
     let hits: Vec<(u64, f32)> = vec![(7, 0.9), (3, 0.8)];
@@ -960,7 +1003,19 @@ impl ::metrics::Recorder for TestRecorder {
 #[test]
 fn metrics_use_the_agreed_names_and_labels() {
     let recorder = TestRecorder::default();
+    let dir = tempfile::tempdir().unwrap();
     ::metrics::with_local_recorder(&recorder, || {
+        let on_disk = TieredCacheBuilder::new(CacheKind::Embedding)
+            .disk(disk(&dir))
+            .build()
+            .unwrap();
+        let damaged = key(&Scope::tenant("a"), "damaged");
+        on_disk
+            .l2_for_tests()
+            .unwrap()
+            .put_raw(&damaged, b"not an entry");
+        assert_eq!(on_disk.get::<String>(&damaged), None);
+
         let cache = TieredCacheBuilder::new(CacheKind::Response)
             .memory(mem(1 << 20))
             .build()
@@ -986,6 +1041,11 @@ fn metrics_use_the_agreed_names_and_labels() {
     assert_eq!(
         counters.get("ragjet_cache_requests_total{cache=response,result=miss,tier=l1}"),
         Some(&1)
+    );
+    assert_eq!(
+        counters.get("ragjet_cache_rejected_total{cache=embedding,reason=corrupt,tier=l2}"),
+        Some(&1),
+        "{counters:?}"
     );
     assert!(recorder
         .gauges

@@ -14,7 +14,7 @@ use crate::metrics as m;
 use crate::stats::{CacheKind, CacheStats, Counters, TierKind};
 
 #[cfg(feature = "redis")]
-use crate::redis_tier::{RedisConfig, RedisTier};
+use crate::redis_tier::{Fetched, RedisConfig, RedisTier};
 
 /// Configures and opens a [`TieredCache`].
 #[derive(Debug, Clone)]
@@ -516,8 +516,15 @@ impl TieredCache {
         }
         #[cfg(feature = "redis")]
         if let Some(l3) = &self.l3 {
+            let reject = |reason| {
+                Counters::add(&l3.counters.rejected, 1);
+                m::rejected(self.kind.label(), "l3", reason);
+                self.count(&l3.counters, TierKind::L3, m::RESULT_MISS);
+            };
             match l3.get(key) {
-                Ok(Some(raw)) => match codec::verify(key, &raw) {
+                // Authenticated, so written by this deployment; still
+                // checked for type, expiry and (defensively) damage.
+                Ok(Fetched::Value(raw)) => match codec::verify(key, &raw, l3.max_value_bytes()) {
                     Ok((h, env))
                         if h.tag == tag && !crate::clock::is_expired(h.expires_at_ms, now) =>
                     {
@@ -527,14 +534,14 @@ impl TieredCache {
                         return Some(env);
                     }
                     Ok(_) => self.count(&l3.counters, TierKind::L3, m::RESULT_MISS),
-                    Err(_) => {
-                        // Damaged or misfiled: drop it so it stops costing lookups.
+                    Err(damage) => {
+                        // Drop it so it stops costing lookups.
                         let _ = l3.remove(key);
-                        Counters::add(&l3.counters.evictions, 1);
-                        self.count(&l3.counters, TierKind::L3, m::RESULT_MISS);
+                        reject(damage.reason());
                     }
                 },
-                Ok(None) => self.count(&l3.counters, TierKind::L3, m::RESULT_MISS),
+                Ok(Fetched::Rejected(reason)) => reject(reason),
+                Ok(Fetched::Absent) => self.count(&l3.counters, TierKind::L3, m::RESULT_MISS),
                 Err(_) => self.count(&l3.counters, TierKind::L3, m::RESULT_ERROR),
             }
         }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use ragjet_retrieval::MetadataFilters;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::CacheValue;
@@ -154,17 +155,30 @@ impl EmbeddingCache {
     }
 }
 
-/// What a retrieval result depends on.
+/// What a retrieval result depends on: every field is part of the key.
 #[derive(Debug, Clone, Copy)]
 pub struct RetrievalQuery<'a> {
     /// The query text.
     pub query: &'a str,
-    /// Metadata filters as (field, value) pairs; order does not matter.
-    pub filters: &'a [(&'a str, &'a str)],
+    /// The namespace (collection) searched: the same query in two
+    /// namespaces has two results.
+    pub namespace: &'a str,
+    /// The metadata filter, keyed by its canonical encoding
+    /// ([`MetadataFilters::canonical_key`]): operators, values (NaN and
+    /// ±inf included) and nesting are all part of the key, while the order
+    /// of a group's members is not. `None` and an empty filter (both match
+    /// everything) share a key.
+    pub filters: Option<&'a MetadataFilters>,
     /// Number of results asked for.
     pub top_k: usize,
     /// Search mode (e.g. `dense`, `hybrid`).
     pub mode: &'a str,
+    /// Version of the searched index. Its owner bumps it on every mutation
+    /// (upsert, delete) of that index, so a result computed before the
+    /// change is never served after it; other namespaces' entries stay.
+    /// [`RetrievalCache::bump_index_version`] is the cache-wide switch on
+    /// top of it.
+    pub index_version: u64,
 }
 
 /// TTL policy of the retrieval cache.
@@ -195,12 +209,15 @@ impl AdaptiveTtl {
     }
 }
 
-/// Caches search results per (query, filters, top-k, mode, index version).
+/// Caches search results per (query, namespace, filters, top-k, mode,
+/// index version).
 ///
 /// Default policy ([`RetrievalCache::new`]): memory tier, TTL 1 h, adaptive:
 /// each hit extends the entry to `base × (1 + hits)` from now, capped at
-/// 6 h, so popular queries stay while one-off ones leave. Bumping the index
-/// version (after an insert or delete) makes every older result unreachable.
+/// 6 h, so popular queries stay while one-off ones leave. A query's
+/// [`RetrievalQuery::index_version`], bumped by the index's owner on every
+/// mutation, makes that index's older results unreachable;
+/// [`RetrievalCache::bump_index_version`] does so for every index at once.
 #[derive(Debug)]
 pub struct RetrievalCache {
     cache: TieredCache,
@@ -227,7 +244,8 @@ impl RetrievalCache {
         }
     }
 
-    /// The current index version.
+    /// The cache-wide version, part of every key next to the query's own
+    /// [`RetrievalQuery::index_version`].
     pub fn index_version(&self) -> u64 {
         self.index_version.load(Ordering::SeqCst)
     }
@@ -242,19 +260,22 @@ impl RetrievalCache {
         self.index_version.store(v, Ordering::SeqCst);
     }
 
-    /// The key of `q` in `scope` at the current index version.
+    /// The key of `q` in `scope` at the current cache-wide version.
     pub fn key(&self, scope: &Scope, q: &RetrievalQuery<'_>) -> CacheKey {
-        let mut filters: Vec<&(&str, &str)> = q.filters.iter().collect();
-        filters.sort();
-        let mut b = scope
+        // An empty filter matches everything, as no filter does.
+        let filter = q
+            .filters
+            .filter(|f| !f.filters.is_empty())
+            .map(MetadataFilters::canonical_key)
+            .unwrap_or_default();
+        scope
             .key("retrieval")
             .str(q.query)
-            .u64(filters.len() as u64);
-        for (f, v) in filters {
-            b = b.str(f).str(v);
-        }
-        b.u64(q.top_k as u64)
+            .str(q.namespace)
+            .bytes(&filter)
+            .u64(q.top_k as u64)
             .str(q.mode)
+            .u64(q.index_version)
             .u64(self.index_version())
             .finish()
     }
@@ -434,5 +455,135 @@ impl ResponseCache {
     /// The underlying tiered cache.
     pub fn cache(&self) -> &TieredCache {
         &self.cache
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ragjet_retrieval::{FilterCondition, FilterNode, FilterOperator, MetadataFilter};
+
+    fn cache() -> RetrievalCache {
+        RetrievalCache::new().unwrap()
+    }
+
+    fn leaf(
+        key: &str,
+        op: FilterOperator,
+        v: impl Into<ragjet_retrieval::MetadataValue>,
+    ) -> FilterNode {
+        FilterNode::Filter(MetadataFilter::new(key, op, v))
+    }
+
+    fn group(condition: FilterCondition, filters: Vec<FilterNode>) -> MetadataFilters {
+        MetadataFilters { filters, condition }
+    }
+
+    fn query<'a>(filters: Option<&'a MetadataFilters>) -> RetrievalQuery<'a> {
+        RetrievalQuery {
+            query: "rust caches",
+            namespace: "docs",
+            filters,
+            top_k: 10,
+            mode: "dense",
+            index_version: 3,
+        }
+    }
+
+    /// The key used to hold filters as (field, value) string pairs, which
+    /// lost operators and nesting: `year == 2024` and `year != 2024`
+    /// shared a key. Now the filter's canonical encoding is keyed.
+    #[test]
+    fn filters_differing_in_operator_nesting_or_nan_get_different_keys() {
+        use FilterCondition::{And, Or};
+        let rc = cache();
+        let s = Scope::tenant("a");
+        let lang = || leaf("lang", FilterOperator::Eq, "en");
+        let year = |op| leaf("year", op, 2024i64);
+        let x_lt = |v: f64| group(And, vec![leaf("x", FilterOperator::Lt, v)]);
+        let filters = [
+            group(And, vec![lang(), year(FilterOperator::Eq)]),
+            group(And, vec![lang(), year(FilterOperator::Ne)]),
+            group(Or, vec![lang(), year(FilterOperator::Eq)]),
+            group(
+                And,
+                vec![
+                    lang(),
+                    FilterNode::Group(group(Or, vec![year(FilterOperator::Eq)])),
+                ],
+            ),
+            x_lt(f64::INFINITY),
+            x_lt(f64::NAN),
+            x_lt(f64::NEG_INFINITY),
+        ];
+        let mut keys: Vec<CacheKey> = filters
+            .iter()
+            .map(|f| rc.key(&s, &query(Some(f))))
+            .collect();
+        keys.push(rc.key(&s, &query(None)));
+        for i in 0..keys.len() {
+            for j in 0..i {
+                assert_ne!(keys[i], keys[j], "filters {i} and {j} share a key");
+            }
+        }
+        // Reordered members of a group: the same filter, the same key.
+        let reordered = group(And, vec![year(FilterOperator::Eq), lang()]);
+        assert_eq!(rc.key(&s, &query(Some(&reordered))), keys[0]);
+        // An empty filter matches everything, like no filter.
+        let empty = group(Or, vec![]);
+        assert_eq!(rc.key(&s, &query(Some(&empty))), rc.key(&s, &query(None)));
+    }
+
+    #[test]
+    fn namespace_version_and_every_other_field_change_the_key() {
+        let rc = cache();
+        let s = Scope::tenant("a");
+        let q = query(None);
+        let base = rc.key(&s, &q);
+        for other in [
+            RetrievalQuery {
+                query: "rust cache",
+                ..q
+            },
+            RetrievalQuery {
+                namespace: "other",
+                ..q
+            },
+            RetrievalQuery { top_k: 11, ..q },
+            RetrievalQuery {
+                mode: "hybrid",
+                ..q
+            },
+            RetrievalQuery {
+                index_version: 4,
+                ..q
+            },
+        ] {
+            assert_ne!(rc.key(&s, &other), base, "{other:?}");
+        }
+        assert_ne!(rc.key(&Scope::tenant("b"), &q), base);
+        rc.bump_index_version();
+        assert_ne!(rc.key(&s, &q), base);
+    }
+
+    /// A result stored for one index version is not served once the
+    /// index's owner has bumped its version.
+    #[test]
+    fn a_bumped_index_version_is_a_miss() {
+        let rc = cache();
+        let s = Scope::tenant("a");
+        let q = query(None);
+        rc.put(&s, &q, &vec![(1u64, 0.5f32)]).unwrap();
+        assert_eq!(rc.get::<Vec<(u64, f32)>>(&s, &q), Some(vec![(1, 0.5)]));
+        let after = RetrievalQuery {
+            index_version: q.index_version + 1,
+            ..q
+        };
+        assert_eq!(rc.get::<Vec<(u64, f32)>>(&s, &after), None);
+        let other_ns = RetrievalQuery {
+            namespace: "other",
+            ..q
+        };
+        assert_eq!(rc.get::<Vec<(u64, f32)>>(&s, &other_ns), None);
     }
 }

@@ -71,6 +71,11 @@ impl Bm25Index {
         })
     }
 
+    /// The parameters (to build an empty index like this one).
+    pub fn params(&self) -> Bm25Params {
+        self.params
+    }
+
     /// Number of documents.
     pub fn len(&self) -> usize {
         self.by_id.len()
@@ -131,21 +136,40 @@ impl Bm25Index {
         })
     }
 
-    /// Loads an index saved with [`Bm25Index::save`].
+    /// Loads an index saved with [`Bm25Index::save`]. Each document is
+    /// checked to be what [`Bm25Index::upsert`] would have made: a unique,
+    /// non-empty id, non-empty terms in strictly increasing order, counts
+    /// of at least 1 that add up to the document length. Anything else is
+    /// [`RetrievalError::Corrupt`].
     pub fn load(dir: &Path) -> Result<Self> {
-        let (gen, manifest) = persist::open_verified(dir)?;
-        if manifest.kind != "bm25" {
+        let gen = persist::open_verified(dir)?;
+        if gen.kind() != "bm25" {
             return Err(corrupt(
                 dir,
-                format!("holds a {:?}, not a BM25 index", manifest.kind),
+                format!("holds a {:?}, not a BM25 index", gen.kind()),
             ));
         }
-        let path = gen.join("bm25.json");
-        let file: Bm25File = persist::read_json(&path)?;
+        let root = gen.root();
+        let path = root.path("bm25.json");
+        let file: Bm25File = root.read_json("bm25.json")?;
         let mut idx = Bm25Index::new(file.params).map_err(|e| corrupt(&path, e))?;
+        if u32::try_from(file.docs.len()).is_err() {
+            return Err(corrupt(&path, "too many documents"));
+        }
         for doc in file.docs {
             if idx.by_id.contains_key(&doc.id) || doc.id.is_empty() {
                 return Err(corrupt(&path, format!("bad or duplicate id {:?}", doc.id)));
+            }
+            let sorted = doc.terms.windows(2).all(|w| w[0].0 < w[1].0);
+            let counted: u64 = doc.terms.iter().map(|(_, n)| *n as u64).sum();
+            if !sorted
+                || doc.terms.iter().any(|(t, n)| t.is_empty() || *n == 0)
+                || counted != doc.len as u64
+            {
+                return Err(corrupt(
+                    &path,
+                    format!("document {:?}: terms do not match its length", doc.id),
+                ));
             }
             idx.insert_doc(doc);
         }
@@ -174,7 +198,8 @@ impl Bm25Index {
 
     /// The `k` best-scoring documents for `query` (documents sharing no
     /// term with it are not returned). Best first; ties go to the earlier
-    /// slot.
+    /// slot. `k` is capped at the number of matching documents, so any `k`
+    /// is safe; `k == 0` gives an empty list.
     pub fn search(&self, query: &str, k: usize) -> Vec<Hit> {
         let _span = tracing::debug_span!("bm25.search", k).entered();
         if k == 0 || self.is_empty() {
@@ -198,7 +223,7 @@ impl Bm25Index {
                 *scores.entry(slot).or_default() += s;
             }
         }
-        let mut top = TopK::new(k);
+        let mut top = TopK::new(k.min(scores.len()));
         for (slot, s) in scores {
             top.push(s, slot);
         }

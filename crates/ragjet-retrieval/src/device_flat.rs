@@ -11,10 +11,23 @@
 //! from the stored rows on the device, and ordered on the host by
 //! (score, row) — the same order [`crate::FlatIndex`] uses — so results do
 //! not depend on the GPU sort's handling of ties.
+//!
+//! The device is the caller's: this crate does not probe for a GPU. The
+//! `ragjet` facade chooses it with `ragjet-inference`'s driver probe (one
+//! probe for the whole library; cudarc panics if asked for a GPU without a
+//! driver) and passes the opened device in. This makes candle's `Device`
+//! ([`CandleDevice`]) part of this module's API, under the `device` /
+//! `cuda` features only; it is re-exported here so callers use the same
+//! candle version.
 
 use std::collections::HashSet;
 
 use candle_core::{DType, Device, Tensor};
+
+/// The candle device type [`DeviceFlatIndex`] takes (a re-export of
+/// `candle_core::Device`): `CandleDevice::Cpu`, or a CUDA device the caller
+/// opened after checking that a driver is present.
+pub use candle_core::Device as CandleDevice;
 
 use crate::distance::Metric;
 use crate::error::{Result, RetrievalError};
@@ -37,19 +50,6 @@ const TILE_ELEMS: usize = 64 << 20;
 /// coarse product (f16, or f32 in another summation order) may rank
 /// near-ties differently from the exact score.
 const POOL_EXTRA: usize = 16;
-
-/// Where a [`DeviceFlatIndex`] keeps its vectors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SearchDevice {
-    /// The CPU (candle's CPU backend).
-    Cpu,
-    /// CUDA GPU number `n` (needs the `cuda` feature and a usable GPU).
-    Cuda(usize),
-    /// CUDA GPU 0 when built with `cuda` and a GPU answers, else the CPU;
-    /// the choice and its reason are logged (`tracing::info!`).
-    #[default]
-    Auto,
-}
 
 /// Exact top-k search over rows held on a candle device in f32 or f16.
 ///
@@ -84,52 +84,10 @@ fn dev_err(e: candle_core::Error) -> RetrievalError {
     RetrievalError::Unsupported(format!("device search failed: {e}"))
 }
 
-impl SearchDevice {
-    /// Opens the candle device.
-    fn open(self) -> Result<Device> {
-        match self {
-            SearchDevice::Cpu => Ok(Device::Cpu),
-            SearchDevice::Cuda(n) => open_cuda(n),
-            SearchDevice::Auto => match open_cuda(0) {
-                Ok(d) => {
-                    tracing::info!(device = "cuda:0", "device search on the GPU");
-                    Ok(d)
-                }
-                Err(e) => {
-                    tracing::info!(device = "cpu", reason = %e, "device search falls back to the CPU");
-                    Ok(Device::Cpu)
-                }
-            },
-        }
-    }
-}
-
-#[cfg(feature = "cuda")]
-fn open_cuda(ordinal: usize) -> Result<Device> {
-    // cudarc loads libcuda.so.1 with dlopen (see the candle-core patch in
-    // the workspace Cargo.toml) and panics when it is missing; ask first.
-    // SAFETY: only tries to dlopen the driver library by its known names.
-    let present = unsafe { candle_core::cuda::cudarc::driver::sys::is_culib_present() };
-    if !present {
-        return Err(RetrievalError::Unsupported(
-            "no usable CUDA GPU: the NVIDIA driver library libcuda.so.1 was not found".into(),
-        ));
-    }
-    Device::new_cuda(ordinal)
-        .map_err(|e| RetrievalError::Unsupported(format!("no usable CUDA GPU {ordinal}: {e}")))
-}
-
-#[cfg(not(feature = "cuda"))]
-fn open_cuda(_ordinal: usize) -> Result<Device> {
-    Err(RetrievalError::Unsupported(
-        "no usable CUDA GPU: ragjet-retrieval was built without the `cuda` feature".into(),
-    ))
-}
-
 impl DeviceFlatIndex {
     /// Copies every live row of `index` (as stored: normalised for cosine,
     /// widened from f16) to `device`, held as `storage`.
-    pub fn from_flat(index: &FlatIndex, storage: Storage, device: SearchDevice) -> Result<Self> {
+    pub fn from_flat(index: &FlatIndex, storage: Storage, device: &CandleDevice) -> Result<Self> {
         let dim = index.dim();
         let ids = index.ids_matching(None)?;
         let mut rows = Vec::with_capacity(ids.len() * dim);
@@ -153,10 +111,10 @@ impl DeviceFlatIndex {
         dim: usize,
         metric: Metric,
         storage: Storage,
-        device: SearchDevice,
+        device: &CandleDevice,
     ) -> Result<Self> {
         check_dim(dim)?;
-        if rows.len() != ids.len() * dim {
+        if Some(rows.len()) != ids.len().checked_mul(dim) {
             return Err(if !rows.len().is_multiple_of(dim) {
                 RetrievalError::DimensionMismatch {
                     expected: dim,
@@ -195,7 +153,7 @@ impl DeviceFlatIndex {
         dim: usize,
         metric: Metric,
         storage: Storage,
-        device: SearchDevice,
+        device: &CandleDevice,
     ) -> Result<Self> {
         check_dim(dim)?;
         let n = ids.len();
@@ -210,7 +168,7 @@ impl DeviceFlatIndex {
                 u32::MAX
             )));
         }
-        let device = device.open()?;
+        let device = device.clone();
         let n_pad = n.div_ceil(SEGMENT) * SEGMENT;
         let mut bias: Vec<f32> = match metric {
             Metric::L2 => rows
@@ -281,7 +239,10 @@ impl DeviceFlatIndex {
     /// queries, best first, ties broken by row order — the results of
     /// [`FlatIndex`]'s batch search on the same rows, up to f32 rounding
     /// (f16 storage: as [`Storage::F16`] would give). `k` is capped at the
-    /// number of rows and must be at most [`MAX_K`].
+    /// number of rows first, as every index does (so `k = usize::MAX` on a
+    /// small index is fine); what remains must be at most [`MAX_K`], else
+    /// the search is an [`RetrievalError::InvalidOption`]. `k == 0` gives
+    /// empty lists.
     pub fn search_batch(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<Hit>>> {
         let _span = tracing::debug_span!("index.search", namespace = %self.namespace, k, device = %self.device_name()).entered();
         if !queries.len().is_multiple_of(self.dim) {
@@ -290,6 +251,7 @@ impl DeviceFlatIndex {
                 got: queries.len() % self.dim,
             });
         }
+        let k = k.min(self.n);
         if k > MAX_K {
             return Err(RetrievalError::InvalidOption(format!(
                 "k = {k}: the device index returns at most {MAX_K} hits per query"
@@ -304,7 +266,6 @@ impl DeviceFlatIndex {
         if nq == 0 {
             return Ok(Vec::new());
         }
-        let k = k.min(self.n);
         if k == 0 {
             return Ok(vec![Vec::new(); nq]);
         }
@@ -535,14 +496,14 @@ mod tests {
         let qv: Vec<Vec<f32>> = queries.chunks_exact(dim).map(<[f32]>::to_vec).collect();
         let want = reference.search_batch(&qv, 10, None).unwrap();
         let dev = shrink(
-            DeviceFlatIndex::from_flat(&reference, Storage::F32, SearchDevice::Cpu).unwrap(),
+            DeviceFlatIndex::from_flat(&reference, Storage::F32, &CandleDevice::Cpu).unwrap(),
         );
         assert_eq!(dev.len(), n);
         let got = dev.search_batch(&queries, 10).unwrap();
         assert_same(&got, &want, 1e-4);
         // The default blocking (one row block, one query block) agrees too.
         let plain =
-            DeviceFlatIndex::from_flat(&reference, Storage::F32, SearchDevice::Cpu).unwrap();
+            DeviceFlatIndex::from_flat(&reference, Storage::F32, &CandleDevice::Cpu).unwrap();
         assert_same(&plain.search_batch(&queries, 10).unwrap(), &want, 1e-4);
     }
 
@@ -570,7 +531,7 @@ mod tests {
         let qv: Vec<Vec<f32>> = queries.chunks_exact(dim).map(<[f32]>::to_vec).collect();
         let want = reference.search_batch(&qv, 10, None).unwrap();
         let dev = shrink(
-            DeviceFlatIndex::from_flat(&reference, Storage::F16, SearchDevice::Cpu).unwrap(),
+            DeviceFlatIndex::from_flat(&reference, Storage::F16, &CandleDevice::Cpu).unwrap(),
         );
         assert_eq!(dev.storage(), Storage::F16);
         let got = dev.search_batch(&queries, 10).unwrap();
@@ -596,7 +557,7 @@ mod tests {
         }
         let reference = flat(&rows, dim, Metric::Dot);
         let want = reference.search(&same, 12, None).unwrap();
-        let dev = DeviceFlatIndex::from_flat(&reference, Storage::F32, SearchDevice::Cpu).unwrap();
+        let dev = DeviceFlatIndex::from_flat(&reference, Storage::F32, &CandleDevice::Cpu).unwrap();
         let got = dev.search_batch(&same, 12).unwrap();
         let ids = |h: &[Hit]| h.iter().map(|x| x.id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(&got[0][..10]), ids(&want[..10]));
@@ -617,7 +578,7 @@ mod tests {
             dim,
             Metric::Cosine,
             Storage::F32,
-            SearchDevice::Cpu,
+            &CandleDevice::Cpu,
         )
         .unwrap();
         let got = dev.search_batch(&rows[..2 * dim], 10).unwrap();
@@ -646,7 +607,7 @@ mod tests {
                 dim,
                 Metric::Cosine,
                 Storage::F32,
-                SearchDevice::Cpu,
+                &CandleDevice::Cpu,
             )
         };
         let dev = make(&rows, ids()).unwrap();
@@ -665,10 +626,11 @@ mod tests {
             dev.search_batch(&[0.0; 4], 1),
             Err(RetrievalError::ZeroVector)
         ));
-        assert!(matches!(
-            dev.search_batch(&rows[..dim], MAX_K + 1),
-            Err(RetrievalError::InvalidOption(_))
-        ));
+        // Capped at the 3 rows, not refused (see `huge_k_is_capped_or_refused`).
+        assert_eq!(
+            dev.search_batch(&rows[..dim], MAX_K + 1).unwrap()[0].len(),
+            3
+        );
         let mut nan_rows = rows.clone();
         nan_rows[5] = f32::INFINITY;
         assert!(matches!(
@@ -694,64 +656,75 @@ mod tests {
         ));
         let empty = FlatIndex::new(FlatConfig::new(dim, Metric::Cosine)).unwrap();
         assert!(matches!(
-            DeviceFlatIndex::from_flat(&empty, Storage::F32, SearchDevice::Cpu),
+            DeviceFlatIndex::from_flat(&empty, Storage::F32, &CandleDevice::Cpu),
             Err(RetrievalError::InvalidOption(_))
         ));
     }
 
-    #[cfg(not(feature = "cuda"))]
+    /// `k` is capped at the number of rows before the `MAX_K` limit is
+    /// applied: any `k` on an index of at most `MAX_K` rows is fine, and a
+    /// larger index refuses a `k` above it with an error, never an abort.
     #[test]
-    fn without_cuda_auto_is_the_cpu_and_cuda_is_an_error() {
-        let rows = random_rows(3, 4, 8);
-        let ids = || (0..3).map(|i| format!("id{i}")).collect::<Vec<_>>();
-        let auto = DeviceFlatIndex::from_rows(
-            ids(),
+    fn huge_k_is_capped_or_refused() {
+        let dim = 4;
+        let rows = random_rows(5, dim, 11);
+        let ids: Vec<String> = (0..5).map(|i| format!("id{i}")).collect();
+        let dev = DeviceFlatIndex::from_rows(
+            ids,
             &rows,
-            4,
-            Metric::Dot,
-            Storage::F16,
-            SearchDevice::Auto,
+            dim,
+            Metric::L2,
+            Storage::F32,
+            &CandleDevice::Cpu,
         )
         .unwrap();
-        assert_eq!(auto.device_name(), "cpu");
-        let err = DeviceFlatIndex::from_rows(
-            ids(),
-            &rows,
-            4,
-            Metric::Dot,
-            Storage::F16,
-            SearchDevice::Cuda(0),
+        for k in [usize::MAX, 1 << 40, MAX_K + 1] {
+            assert_eq!(dev.search_batch(&rows[..dim], k).unwrap()[0].len(), 5);
+        }
+        let big = random_rows(MAX_K + 10, dim, 12);
+        let ids: Vec<String> = (0..MAX_K + 10).map(|i| format!("b{i}")).collect();
+        let dev = DeviceFlatIndex::from_rows(
+            ids,
+            &big,
+            dim,
+            Metric::L2,
+            Storage::F32,
+            &CandleDevice::Cpu,
         )
-        .unwrap_err();
-        assert!(err.to_string().contains("no usable CUDA GPU"), "{err}");
+        .unwrap();
+        assert!(matches!(
+            dev.search_batch(&big[..dim], usize::MAX),
+            Err(RetrievalError::InvalidOption(_))
+        ));
+        assert_eq!(
+            dev.search_batch(&big[..dim], MAX_K).unwrap()[0].len(),
+            MAX_K
+        );
     }
 
-    /// Here (no driver) a clear error, and `Auto` on the CPU; on a GPU host
-    /// the same results as the CPU path.
+    /// A CUDA build's tests need GPU 0 (the device comes from the caller,
+    /// so this test opens it as the facade would after its driver check):
+    /// the GPU path must give the CPU path's results.
     #[cfg(feature = "cuda")]
     #[test]
-    fn cuda_matches_the_cpu_or_is_a_clear_error() {
+    fn cuda_matches_the_cpu() {
+        let gpu_device = std::panic::catch_unwind(|| CandleDevice::new_cuda(0))
+            .map_err(|_| "cudarc panicked: no NVIDIA driver library".to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .unwrap_or_else(|e| panic!("the `cuda` build's tests need a usable GPU 0: {e}"));
         let (n, dim) = (3_000, 32);
         let rows = random_rows(n, dim, 9);
         let queries = random_rows(20, dim, 10);
         let ids = || (0..n).map(|i| format!("id{i}")).collect::<Vec<_>>();
-        let make = |storage, device| {
+        let make = |storage, device: &CandleDevice| {
             DeviceFlatIndex::from_rows(ids(), &rows, dim, Metric::Cosine, storage, device)
         };
-        let cpu = make(Storage::F32, SearchDevice::Cpu).unwrap();
+        let cpu = make(Storage::F32, &CandleDevice::Cpu).unwrap();
         let want = cpu.search_batch(&queries, 10).unwrap();
-        match make(Storage::F32, SearchDevice::Cuda(0)) {
-            Err(e) => {
-                assert!(e.to_string().contains("no usable CUDA GPU"), "{e}");
-                let auto = make(Storage::F16, SearchDevice::Auto).unwrap();
-                assert_eq!(auto.device_name(), "cpu");
-            }
-            Ok(gpu) => {
-                assert_eq!(gpu.device_name(), "cuda:0");
-                assert_same(&gpu.search_batch(&queries, 10).unwrap(), &want, 1e-4);
-                let half = make(Storage::F16, SearchDevice::Cuda(0)).unwrap();
-                assert_eq!(half.search_batch(&queries, 10).unwrap().len(), 20);
-            }
-        }
+        let gpu = make(Storage::F32, &gpu_device).unwrap();
+        assert_eq!(gpu.device_name(), "cuda:0");
+        assert_same(&gpu.search_batch(&queries, 10).unwrap(), &want, 1e-4);
+        let half = make(Storage::F16, &gpu_device).unwrap();
+        assert_eq!(half.search_batch(&queries, 10).unwrap().len(), 20);
     }
 }

@@ -5,10 +5,17 @@
 //! kernels (dot and squared L2, f32 rows and f16 rows widened on the fly)
 //! exist in three versions: AVX-512F, AVX2 + FMA + F16C, and a portable
 //! chunked loop. [`Kernel::active`] picks the fastest the CPU offers once
-//! per process (`is_x86_feature_detected!`), and a table of function
-//! pointers ([`Fns`]) makes the hot loops — hnsw_rs's `Distance::eval`, the
-//! flat scan — pay one indirect call rather than a feature test. A test
-//! checks every available version against the portable one.
+//! per process (`is_x86_feature_detected!`), and a crate-private table of
+//! function pointers makes the hot loops — the HNSW distance, the flat scan
+//! — pay one indirect call rather than a feature test. A test checks every
+//! available version against the portable one.
+//!
+//! Every kernel, SIMD ones included, reads only the common prefix of its
+//! two slices, whatever their lengths: a length mismatch gives the score of
+//! the prefix, never a read past the shorter slice. Indexes check every
+//! vector against their dimension before it gets here
+//! ([`RetrievalError::DimensionMismatch`]), so inside the crate the
+//! lengths are always equal.
 //!
 //! Within one process every index and [`Metric::score`] use the same
 //! kernel, so exact search is deterministic and the naive reference in the
@@ -50,7 +57,8 @@ pub enum Metric {
 
 impl Metric {
     /// Similarity score of two equally long f32 vectors (already normalised
-    /// for cosine). Higher is more similar.
+    /// for cosine). Higher is more similar. Of two slices of different
+    /// lengths only the common prefix is scored.
     #[inline]
     pub fn score(self, a: &[f32], b: &[f32]) -> f32 {
         match self {
@@ -172,46 +180,45 @@ impl Kernel {
     /// Inner product over the common prefix of `a` and `b`.
     #[inline]
     pub fn dot(self, a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
-        (Fns::for_kernel(self).dot)(&a[..n], &b[..n])
+        (Fns::for_kernel(self).dot)(a, b)
     }
 
     /// Squared Euclidean distance over the common prefix.
     #[inline]
     pub fn l2_squared(self, a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
-        (Fns::for_kernel(self).l2)(&a[..n], &b[..n])
+        (Fns::for_kernel(self).l2)(a, b)
     }
 
     /// Inner product of an f32 query with an f16 row, widening on the fly
     /// (no temporary row buffer). Unavailable kernels fall back to the
     /// portable loop, as in every method here.
-    #[inline]
-    pub fn dot_f16(self, a: &[f32], b: &[f16]) -> f32 {
-        let n = a.len().min(b.len());
-        (Fns::for_kernel(self).dot_f16)(&a[..n], &b[..n])
+    #[cfg(test)]
+    pub(crate) fn dot_f16(self, a: &[f32], b: &[f16]) -> f32 {
+        (Fns::for_kernel(self).dot_f16)(a, b)
     }
 
     /// Squared Euclidean distance of an f32 query and an f16 row.
-    #[inline]
-    pub fn l2_squared_f16(self, a: &[f32], b: &[f16]) -> f32 {
-        let n = a.len().min(b.len());
-        (Fns::for_kernel(self).l2_f16)(&a[..n], &b[..n])
+    #[cfg(test)]
+    pub(crate) fn l2_squared_f16(self, a: &[f32], b: &[f16]) -> f32 {
+        (Fns::for_kernel(self).l2_f16)(a, b)
     }
 }
 
-/// The active kernel's functions, resolved once: the hot loops (HNSW's
-/// `Distance::eval`, flat scans) pay one indirect call, not a feature test.
+/// The active kernel's functions, resolved once: the hot loops (the HNSW
+/// distance, flat scans) pay one indirect call, not a feature test.
+///
+/// Crate-private: each entry is safe for slices of any lengths (it scores
+/// the common prefix), but the table is an implementation detail.
 #[derive(Clone, Copy)]
-pub struct Fns {
+pub(crate) struct Fns {
     /// Inner product.
-    pub dot: fn(&[f32], &[f32]) -> f32,
+    pub(crate) dot: fn(&[f32], &[f32]) -> f32,
     /// Squared Euclidean distance.
-    pub l2: fn(&[f32], &[f32]) -> f32,
+    pub(crate) l2: fn(&[f32], &[f32]) -> f32,
     /// Inner product with an f16 row.
-    pub dot_f16: fn(&[f32], &[f16]) -> f32,
+    pub(crate) dot_f16: fn(&[f32], &[f16]) -> f32,
     /// Squared Euclidean distance to an f16 row.
-    pub l2_f16: fn(&[f32], &[f16]) -> f32,
+    pub(crate) l2_f16: fn(&[f32], &[f16]) -> f32,
 }
 
 static FNS: OnceLock<Fns> = OnceLock::new();
@@ -222,7 +229,8 @@ impl Fns {
     fn for_kernel(k: Kernel) -> Fns {
         match k {
             // SAFETY (every x86 entry): installed only after `is_available`
-            // confirmed the CPU features at run time.
+            // confirmed the CPU features at run time, the kernels' only
+            // precondition (they bound every read by both slices' lengths).
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 if k.is_available() => Fns {
                 dot: |a, b| unsafe { x86::dot_avx512(a, b) },
@@ -246,9 +254,9 @@ impl Fns {
         }
     }
 
-    /// The table of [`Kernel::active`]. Slices must have equal lengths.
+    /// The table of [`Kernel::active`].
     #[inline]
-    pub fn get() -> &'static Fns {
+    pub(crate) fn get() -> &'static Fns {
         FNS.get_or_init(|| Fns::for_kernel(Kernel::active()))
     }
 }
@@ -260,16 +268,14 @@ impl Fns {
 /// dimensions before reaching the kernel.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    (Fns::get().dot)(&a[..n], &b[..n])
+    (Fns::get().dot)(a, b)
 }
 
 /// Squared Euclidean distance of two f32 slices of equal length, with the
 /// active [`Kernel`].
 #[inline]
 pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    (Fns::get().l2)(&a[..n], &b[..n])
+    (Fns::get().l2)(a, b)
 }
 
 mod portable {
@@ -277,6 +283,8 @@ mod portable {
 
     #[inline]
     pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
         let mut acc = [0.0f32; LANES];
         let ca = a.chunks_exact(LANES);
         let cb = b.chunks_exact(LANES);
@@ -295,6 +303,8 @@ mod portable {
 
     #[inline]
     pub(super) fn l2(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
         let mut acc = [0.0f32; LANES];
         let ca = a.chunks_exact(LANES);
         let cb = b.chunks_exact(LANES);
@@ -315,6 +325,8 @@ mod portable {
 
     #[inline]
     pub(super) fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
         let mut acc = [0.0f32; LANES];
         let ca = a.chunks_exact(LANES);
         let cb = b.chunks_exact(LANES);
@@ -333,6 +345,8 @@ mod portable {
 
     #[inline]
     pub(super) fn l2_f16(a: &[f32], b: &[f16]) -> f32 {
+        let n = a.len().min(b.len());
+        let (a, b) = (&a[..n], &b[..n]);
         let mut acc = [0.0f32; LANES];
         let ca = a.chunks_exact(LANES);
         let cb = b.chunks_exact(LANES);
@@ -368,8 +382,10 @@ mod portable {
 
 /// x86-64 kernels. Each is `unsafe` only because of `#[target_feature]`:
 /// callers must have checked the feature at run time ([`Kernel::is_available`]).
-/// All loads are unaligned (`loadu`), so no alignment contract; the slices
-/// have equal length (the dispatcher trims them).
+/// All loads are unaligned (`loadu`), so no alignment contract, and each
+/// kernel stops at the shorter slice's end (`n = min(a.len(), b.len())`),
+/// so no length contract either: a caller passing slices of different
+/// lengths gets the prefix's score, never a read out of bounds.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_op_in_unsafe_fn)]
 mod x86 {
@@ -393,7 +409,8 @@ mod x86 {
         ($name:ident, $bt:ty, $load_b:ident, $load_b_mask:ident, $step:ident) => {
             #[target_feature(enable = "avx512f")]
             pub(super) unsafe fn $name(a: &[f32], b: &[$bt]) -> f32 {
-                let n = a.len();
+                // Every load below is at an index < n, so within both.
+                let n = a.len().min(b.len());
                 let pa = a.as_ptr();
                 let pb = b.as_ptr();
                 let mut acc0 = _mm512_setzero_ps();
@@ -483,7 +500,8 @@ mod x86 {
         ($name:ident, $bt:ty, $load_b:ident, $step:ident, $tail:expr) => {
             #[target_feature(enable = "avx2,fma,f16c")]
             pub(super) unsafe fn $name(a: &[f32], b: &[$bt]) -> f32 {
-                let n = a.len();
+                // Every load below is at an index < n, so within both.
+                let n = a.len().min(b.len());
                 let pa = a.as_ptr();
                 let pb = b.as_ptr();
                 let mut acc0 = _mm256_setzero_ps();
@@ -556,12 +574,12 @@ mod x86 {
 /// Widens an f16 row into `out` (same length). Uses F16C when the CPU has it
 /// (the `half` crate detects it at run time).
 #[inline]
-pub fn widen_f16(src: &[f16], out: &mut [f32]) {
+pub(crate) fn widen_f16(src: &[f16], out: &mut [f32]) {
     src.convert_to_f32_slice(out);
 }
 
 /// Narrows an f32 vector to f16 storage.
-pub fn narrow_f16(src: &[f32]) -> Vec<f16> {
+pub(crate) fn narrow_f16(src: &[f32]) -> Vec<f16> {
     let mut out = vec![f16::ZERO; src.len()];
     out.convert_from_f32_slice(src);
     out
@@ -570,8 +588,12 @@ pub fn narrow_f16(src: &[f32]) -> Vec<f16> {
 /// Distance used by the HNSW graph for [`Metric::Cosine`]: `1 − a·b` on
 /// unit vectors, clamped at 0 (hnsw_rs requires non-negative distances;
 /// rounding can push `a·b` a hair above 1).
+///
+/// Crate-private so that hnsw_rs's `Distance` trait is not part of this
+/// crate's API. Its path and name are written into saved graphs (hnsw_rs
+/// checks them on reload): moving or renaming it breaks loading old saves.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct HnswCosine;
+pub(crate) struct HnswCosine;
 
 impl hnsw_rs::prelude::Distance<f32> for HnswCosine {
     #[inline]
@@ -583,6 +605,8 @@ impl hnsw_rs::prelude::Distance<f32> for HnswCosine {
 /// The distance the HNSW graph orders by: `1 − a·b` (clamped at 0) for
 /// cosine on unit vectors, squared Euclidean for L2. hnsw_rs's build and
 /// ragjet's own graph walk use this one function, so their scores agree.
+/// Slices of different lengths are scored over their common prefix (the
+/// kernels' rule); the index never passes such a pair.
 #[inline]
 pub(crate) fn graph_distance(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
     match metric {
@@ -592,8 +616,9 @@ pub(crate) fn graph_distance(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Distance used by the HNSW graph for [`Metric::L2`]: squared Euclidean.
+/// Crate-private, and its path is in saved graphs, as for [`HnswCosine`].
 #[derive(Debug, Clone, Copy, Default)]
-pub struct HnswL2;
+pub(crate) struct HnswL2;
 
 impl hnsw_rs::prelude::Distance<f32> for HnswL2 {
     #[inline]
@@ -668,6 +693,58 @@ mod tests {
             widen_f16(&bh, &mut wide);
             assert_eq!(p.dot_f16(&a, &bh).to_bits(), p.dot(&a, &wide).to_bits());
         }
+    }
+
+    /// The SIMD kernels used to read `b` up to `a.len()`, so the HNSW
+    /// distance (which did not trim its slices) read past a shorter `b`:
+    /// `HnswCosine.eval(&[0.0; 1024], &[0.0])` was undefined behaviour from
+    /// safe code. Every entry now scores the common prefix. The short
+    /// slices here are prefixes of NaN-filled buffers, so a kernel reading
+    /// past them returns NaN instead of passing by luck.
+    #[test]
+    fn mismatched_lengths_score_the_common_prefix_in_every_kernel() {
+        use hnsw_rs::prelude::Distance;
+        let long: Vec<f32> = (0..1024).map(|i| ((i % 17) as f32 - 8.0) / 9.0).collect();
+        let mut poisoned = vec![f32::NAN; 1024];
+        let mut poisoned_h = vec![f16::NAN; 1024];
+        for n in [0usize, 1, 7, 8, 15, 16, 17, 31, 33, 63, 64, 65, 100, 1023] {
+            for (i, x) in long.iter().take(n).enumerate() {
+                poisoned[i] = x * 0.5 + 0.25;
+                poisoned_h[i] = f16::from_f32(poisoned[i]);
+            }
+            let short = &poisoned[..n];
+            let short_h = &poisoned_h[..n];
+            let want_dot = Kernel::Portable.dot(&long[..n], short);
+            let want_l2 = Kernel::Portable.l2_squared(&long[..n], short);
+            let close = |x: f32, y: f32| (x - y).abs() <= 1e-4 * (1.0 + y.abs());
+            for k in Kernel::available() {
+                let f = Fns::for_kernel(k);
+                for (got, want, what) in [
+                    ((f.dot)(&long, short), want_dot, "dot a>b"),
+                    ((f.dot)(short, &long), want_dot, "dot a<b"),
+                    ((f.l2)(&long, short), want_l2, "l2 a>b"),
+                    ((f.l2)(short, &long), want_l2, "l2 a<b"),
+                    (
+                        (f.dot_f16)(&long, short_h),
+                        Kernel::Portable.dot_f16(&long[..n], short_h),
+                        "dot_f16",
+                    ),
+                    (
+                        (f.l2_f16)(&long, short_h),
+                        Kernel::Portable.l2_squared_f16(&long[..n], short_h),
+                        "l2_f16",
+                    ),
+                ] {
+                    assert!(close(got, want), "{k:?} {what} n={n}: {got} vs {want}");
+                }
+            }
+            // The hnsw_rs-facing distances, as in the finding.
+            let (c, l) = (HnswCosine.eval(&long, short), HnswL2.eval(&long, short));
+            assert!(close(c, (1.0 - want_dot).max(0.0)), "cosine n={n}: {c}");
+            assert!(close(l, want_l2), "l2 n={n}: {l}");
+        }
+        assert_eq!(HnswCosine.eval(&[0.0; 1024], &[0.0]), 1.0);
+        assert_eq!(HnswL2.eval(&[0.0; 1024], &[0.0]), 0.0);
     }
 
     #[test]

@@ -171,6 +171,37 @@ impl MetadataFilters {
         Ok(())
     }
 
+    /// A lossless byte encoding of the filter in a canonical form, for use
+    /// as (part of) a cache key: two filters get the same key only when
+    /// they select the same entries on every possible metadata, by the
+    /// rules of this module.
+    ///
+    /// Why not the JSON form: JSON has no NaN or infinity (serde_json
+    /// writes both as `null`), so `x < inf` and `x < NaN` would share a
+    /// key, and the order of a group's members would split one filter into
+    /// many keys. Here:
+    /// * every string and list is length-prefixed and every node tagged, so
+    ///   no two different structures encode alike (nesting and operators
+    ///   are part of the key);
+    /// * numbers are keyed by their f64 bit pattern, except that `-0.0`
+    ///   becomes `+0.0` (they compare equal, so no operator tells them
+    ///   apart) and every NaN becomes one quiet NaN (every NaN compares
+    ///   unequal and unordered with everything alike); `+inf` and `-inf`
+    ///   keep their own patterns;
+    /// * the members of every group are sorted by their encoding: `and`,
+    ///   `or` and `not` (none of the members) do not depend on member
+    ///   order. An empty group matches everything whatever its condition,
+    ///   so its condition is not part of the key. List values keep their
+    ///   order (not needed for equality, but lossless).
+    ///
+    /// The first byte is a format version ([`CANONICAL_KEY_VERSION`]),
+    /// bumped if the encoding ever changes.
+    pub fn canonical_key(&self) -> Vec<u8> {
+        let mut out = vec![CANONICAL_KEY_VERSION];
+        encode_group(self, &mut out);
+        out
+    }
+
     /// Whether an entry with this metadata passes the filter.
     pub fn matches(&self, metadata: &Metadata) -> bool {
         if self.filters.is_empty() {
@@ -184,6 +215,106 @@ impl MetadataFilters {
             FilterCondition::And => each.all(|m| m),
             FilterCondition::Or => each.any(|m| m),
             FilterCondition::Not => !each.any(|m| m),
+        }
+    }
+}
+
+/// First byte of every [`MetadataFilters::canonical_key`].
+pub const CANONICAL_KEY_VERSION: u8 = 1;
+
+fn encode_len(n: usize, out: &mut Vec<u8>) {
+    out.extend_from_slice(&(n as u64).to_le_bytes());
+}
+
+fn encode_group(g: &MetadataFilters, out: &mut Vec<u8>) {
+    out.push(b'G');
+    if g.filters.is_empty() {
+        // Matches everything, whatever the condition.
+        out.push(0);
+        encode_len(0, out);
+        return;
+    }
+    out.push(match g.condition {
+        FilterCondition::And => 1,
+        FilterCondition::Or => 2,
+        FilterCondition::Not => 3,
+    });
+    let mut members: Vec<Vec<u8>> = g
+        .filters
+        .iter()
+        .map(|n| {
+            let mut b = Vec::new();
+            match n {
+                FilterNode::Group(g) => encode_group(g, &mut b),
+                FilterNode::Filter(f) => encode_filter(f, &mut b),
+            }
+            b
+        })
+        .collect();
+    members.sort_unstable();
+    encode_len(members.len(), out);
+    for m in members {
+        // Each member is self-delimiting (tags and length prefixes), so
+        // the concatenation is unambiguous.
+        out.extend_from_slice(&m);
+    }
+}
+
+fn encode_filter(f: &MetadataFilter, out: &mut Vec<u8>) {
+    use FilterOperator::*;
+    out.push(b'F');
+    encode_len(f.key.len(), out);
+    out.extend_from_slice(f.key.as_bytes());
+    // Explicit codes, not the enum's discriminants: reordering the enum
+    // must not change keys.
+    out.push(match f.operator {
+        Eq => 1,
+        Ne => 2,
+        Gt => 3,
+        Gte => 4,
+        Lt => 5,
+        Lte => 6,
+        In => 7,
+        Nin => 8,
+        Any => 9,
+        All => 10,
+        Contains => 11,
+        TextMatch => 12,
+        TextMatchInsensitive => 13,
+        IsEmpty => 14,
+    });
+    encode_value(&f.value, out);
+}
+
+fn encode_value(v: &MetadataValue, out: &mut Vec<u8>) {
+    match v {
+        MetadataValue::Null => out.push(0),
+        MetadataValue::Bool(b) => {
+            out.push(1);
+            out.push(u8::from(*b));
+        }
+        MetadataValue::Number(x) => {
+            out.push(2);
+            let canonical = if x.is_nan() {
+                f64::NAN.to_bits()
+            } else if *x == 0.0 {
+                0.0f64.to_bits()
+            } else {
+                x.to_bits()
+            };
+            out.extend_from_slice(&canonical.to_le_bytes());
+        }
+        MetadataValue::String(s) => {
+            out.push(3);
+            encode_len(s.len(), out);
+            out.extend_from_slice(s.as_bytes());
+        }
+        MetadataValue::List(items) => {
+            out.push(4);
+            encode_len(items.len(), out);
+            for i in items {
+                encode_value(i, out);
+            }
         }
     }
 }
@@ -290,5 +421,131 @@ fn matches_one(f: &MetadataFilter, stored: Option<&MetadataValue>) -> bool {
             MetadataValue::List(l) => l.is_empty(),
             _ => false,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(key: &str, op: FilterOperator, v: impl Into<MetadataValue>) -> FilterNode {
+        FilterNode::Filter(MetadataFilter::new(key, op, v))
+    }
+
+    fn group(cond: FilterCondition, members: Vec<FilterNode>) -> MetadataFilters {
+        MetadataFilters {
+            filters: members,
+            condition: cond,
+        }
+    }
+
+    /// serde_json writes ±inf and NaN as `null`, so the JSON form cannot
+    /// tell `x < inf` from `x < NaN` (which match different entries); the
+    /// canonical key does.
+    #[test]
+    fn infinities_and_nan_get_their_own_keys() {
+        let lt = |x: f64| {
+            MetadataFilters::new(
+                vec![MetadataFilter::new("x", FilterOperator::Lt, x)],
+                FilterCondition::And,
+            )
+        };
+        let (inf, nan, ninf) = (lt(f64::INFINITY), lt(f64::NAN), lt(f64::NEG_INFINITY));
+        assert_eq!(
+            serde_json::to_string(&inf).unwrap(),
+            serde_json::to_string(&nan).unwrap(),
+            "the JSON form loses the difference"
+        );
+        let meta: Metadata = [("x".to_string(), MetadataValue::Number(1.0))].into();
+        assert_ne!(inf.matches(&meta), nan.matches(&meta));
+        let keys = [
+            inf.canonical_key(),
+            nan.canonical_key(),
+            ninf.canonical_key(),
+        ];
+        assert_ne!(keys[0], keys[1]);
+        assert_ne!(keys[0], keys[2]);
+        assert_ne!(keys[1], keys[2]);
+        // Values no operator can tell apart share a key: every NaN, and
+        // the two zeros.
+        let other_nan = f64::from_bits(f64::NAN.to_bits() | 1).copysign(-1.0);
+        assert!(other_nan.is_nan());
+        assert_eq!(lt(other_nan).canonical_key(), keys[1]);
+        assert_eq!(lt(-0.0).canonical_key(), lt(0.0).canonical_key());
+        assert_ne!(
+            lt(0.0).canonical_key(),
+            lt(f64::MIN_POSITIVE).canonical_key()
+        );
+    }
+
+    #[test]
+    fn operators_values_and_nesting_are_part_of_the_key() {
+        let a = one("k", FilterOperator::Eq, "v");
+        let b = one("k", FilterOperator::Ne, "v");
+        let c = one("k", FilterOperator::Eq, 1.0);
+        let d = one("k", FilterOperator::Eq, "1");
+        let flat = group(FilterCondition::And, vec![a.clone(), b.clone()]);
+        let keys = [
+            group(FilterCondition::And, vec![a.clone()]).canonical_key(),
+            group(FilterCondition::And, vec![b.clone()]).canonical_key(),
+            group(FilterCondition::And, vec![c]).canonical_key(),
+            group(FilterCondition::And, vec![d]).canonical_key(),
+            group(FilterCondition::Or, vec![a.clone()]).canonical_key(),
+            group(FilterCondition::Not, vec![a.clone()]).canonical_key(),
+            flat.canonical_key(),
+            // Same leaves, nested differently.
+            group(
+                FilterCondition::And,
+                vec![
+                    a.clone(),
+                    FilterNode::Group(group(FilterCondition::And, vec![b.clone()])),
+                ],
+            )
+            .canonical_key(),
+            group(FilterCondition::Or, vec![FilterNode::Group(flat.clone())]).canonical_key(),
+            // Key and value boundaries cannot be shifted.
+            group(
+                FilterCondition::And,
+                vec![one("kv", FilterOperator::Eq, "")],
+            )
+            .canonical_key(),
+            group(
+                FilterCondition::And,
+                vec![one("k", FilterOperator::In, vec!["v"])],
+            )
+            .canonical_key(),
+        ];
+        for i in 0..keys.len() {
+            for j in 0..i {
+                assert_ne!(keys[i], keys[j], "filters {i} and {j} share a key");
+            }
+        }
+    }
+
+    #[test]
+    fn member_order_does_not_change_the_key() {
+        let a = one("a", FilterOperator::Gt, 3.0);
+        let b = one("b", FilterOperator::TextMatch, "x");
+        let inner = |m: Vec<FilterNode>| FilterNode::Group(group(FilterCondition::Or, m));
+        for cond in [
+            FilterCondition::And,
+            FilterCondition::Or,
+            FilterCondition::Not,
+        ] {
+            let x = group(
+                cond,
+                vec![a.clone(), b.clone(), inner(vec![a.clone(), b.clone()])],
+            );
+            let y = group(
+                cond,
+                vec![inner(vec![b.clone(), a.clone()]), b.clone(), a.clone()],
+            );
+            assert_eq!(x.canonical_key(), y.canonical_key(), "{cond:?}");
+        }
+        // Empty groups match everything, whatever their condition.
+        let empty = |c| group(c, vec![]).canonical_key();
+        assert_eq!(empty(FilterCondition::And), empty(FilterCondition::Not));
+        assert_eq!(empty(FilterCondition::Or), empty(FilterCondition::Not));
+        assert_eq!(empty(FilterCondition::And)[0], CANONICAL_KEY_VERSION);
     }
 }

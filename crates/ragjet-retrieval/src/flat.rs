@@ -84,6 +84,19 @@ const GEMM_ROW_BLOCK: usize = 512;
 /// Candidates kept per query beyond `2k` before the exact rescore.
 const POOL_EXTRA: usize = 16;
 
+/// How the batched path computes its first-pass product scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Product {
+    /// f32 `gemm`.
+    F32,
+    /// AVX-512 BF16 ([`bf16_gemm::scores`]); only where it is available.
+    Bf16,
+    /// The portable emulation of the bf16 kernel: the tests run the bf16
+    /// pass's bound and fallback logic on every CPU with it.
+    #[cfg(test)]
+    Bf16Emulated,
+}
+
 /// What the bound check and the L2 scores of the batched path need to know
 /// of the rows.
 struct RowStats<'a> {
@@ -257,7 +270,7 @@ impl FlatIndex {
         qs: &[Vec<f32>],
         k: usize,
         filter: Option<&MetadataFilters>,
-        bf16: bool,
+        product: Product,
     ) -> Vec<TopK> {
         let d = self.cfg.dim;
         let n = self.records.capacity();
@@ -280,16 +293,16 @@ impl FlatIndex {
             max_norm: norms2.iter().fold(0.0f32, |m, x| m.max(*x)).sqrt(),
             norms2: &norms2,
         };
-        let mut tops = self.gemm_pass(qs, k, &rows, bf16);
+        let mut tops = self.gemm_pass(qs, k, &rows, product);
         // Queries whose near-ties the bf16 bound could not settle get an
         // f32 pass (a bound 2⁹ times tighter), together when there are
         // enough of them; what is still unsettled is scanned.
         let unsettled: Vec<usize> = (0..qs.len()).filter(|&i| tops[i].is_none()).collect();
-        if bf16 && unsettled.len() >= 2 * QUERY_BLOCK {
+        if product != Product::F32 && unsettled.len() >= 2 * QUERY_BLOCK {
             let retry: Vec<Vec<f32>> = unsettled.iter().map(|&i| qs[i].clone()).collect();
             for (&i, t) in unsettled
                 .iter()
-                .zip(self.gemm_pass(&retry, k, &rows, false))
+                .zip(self.gemm_pass(&retry, k, &rows, Product::F32))
             {
                 tops[i] = t;
             }
@@ -308,7 +321,7 @@ impl FlatIndex {
         qs: &[Vec<f32>],
         k: usize,
         rows: &RowStats,
-        bf16: bool,
+        product: Product,
     ) -> Vec<Option<TopK>> {
         let d = self.cfg.dim;
         let pool = 2 * k + POOL_EXTRA;
@@ -317,13 +330,13 @@ impl FlatIndex {
         let blocks: Vec<&[Vec<f32>]> = qs.chunks(qblock).collect();
         let pools: Vec<Vec<TopK>> = blocks
             .into_par_iter()
-            .map(|block| self.gemm_block(block, pool, rows, bf16))
+            .map(|block| self.gemm_block(block, pool, rows, product))
             .collect();
         // Worst-case error of a product score, plus that of the kernel's
         // exact score it is compared with, per unit of ‖q‖‖row‖.
         let exact_err = f32::EPSILON * d as f32 * 2.5;
         let err = exact_err
-            + if bf16 {
+            + if product != Product::F32 {
                 bf16_gemm::relative_error(d)
             } else {
                 exact_err
@@ -358,7 +371,13 @@ impl FlatIndex {
 
     /// One block of queries against every row, `GEMM_ROW_BLOCK` rows at a
     /// time: `scores = Q · Rᵀ`, then each query's candidate pool.
-    fn gemm_block(&self, qs: &[Vec<f32>], pool: usize, stats: &RowStats, bf16: bool) -> Vec<TopK> {
+    fn gemm_block(
+        &self,
+        qs: &[Vec<f32>],
+        pool: usize,
+        stats: &RowStats,
+        product: Product,
+    ) -> Vec<TopK> {
         let (mask, norms2) = (stats.mask, stats.norms2);
         let d = self.cfg.dim;
         let n = self.records.capacity();
@@ -369,7 +388,7 @@ impl FlatIndex {
         let qn2: Vec<f32> = qs.iter().map(|q| distance::dot(q, q)).collect();
         let mut tops: Vec<TopK> = (0..m).map(|_| TopK::new(pool)).collect();
         let mut scores = vec![0.0f32; m * GEMM_ROW_BLOCK];
-        let bq = bf16.then(|| bf16_gemm::Queries::new(qs, d));
+        let bq = (product != Product::F32).then(|| bf16_gemm::Queries::new(qs, d));
         let mut panels = bf16_gemm::Panels::default();
         let mut wide = match &self.vectors {
             Vectors::F16(_) => vec![0.0f32; GEMM_ROW_BLOCK * d],
@@ -385,11 +404,21 @@ impl FlatIndex {
                 }
             };
             if let Some(bq) = &bq {
-                bf16_gemm::scores(bq, rows, d, &mut panels, &mut scores);
+                match product {
+                    #[cfg(test)]
+                    Product::Bf16Emulated => {
+                        bf16_gemm::scores_emulated(bq, rows, d, &mut panels, &mut scores)
+                    }
+                    _ => bf16_gemm::scores(bq, rows, d, &mut panels, &mut scores),
+                }
             } else {
+                // The sizes the unsafe call relies on, checked here rather
+                // than assumed from the callers.
+                assert!(qmat.len() == m * d && rows.len() == rb * d && scores.len() >= m * rb);
                 // SAFETY: dst is m × rb (row stride rb), lhs m × d (row stride
                 // d), rhs d × rb read from the row-major rows (element (kk, r)
-                // at r*d + kk); every buffer holds at least that many elements.
+                // at r*d + kk); every buffer holds at least that many elements
+                // (asserted above).
                 unsafe {
                     gemm::gemm(
                         m,
@@ -452,21 +481,26 @@ impl FlatIndex {
         persist::write_file(&dir.join("vectors.bin"), &bytes)
     }
 
-    pub(crate) fn read_from(dir: &Path) -> Result<Self> {
-        let meta: FlatMeta = persist::read_json(&dir.join("flat.json"))?;
-        check_dim(meta.config.dim)?;
-        let slots: Vec<Option<Record>> = persist::read_json(&dir.join("records.json"))?;
-        let rpath = dir.join("records.json");
+    /// Reads a saved index, checking everything against everything else:
+    /// the dimension, one record per row, unique non-empty ids, the exact
+    /// byte length of the rows (computed without overflow) and finite
+    /// values. Anything else is [`crate::RetrievalError::Corrupt`].
+    pub(crate) fn read_from(dir: &persist::View<'_>) -> Result<Self> {
+        let mpath = dir.path("flat.json");
+        let meta: FlatMeta = dir.read_json("flat.json")?;
+        check_dim(meta.config.dim).map_err(|e| corrupt(&mpath, e))?;
+        let rpath = dir.path("records.json");
+        let slots: Vec<Option<Record>> = dir.read_json("records.json")?;
         if slots.len() != meta.rows || slots.iter().any(|s| s.is_none()) {
             return Err(corrupt(&rpath, "record count does not match the vectors"));
         }
         let records = Records::from_slots(slots).map_err(|e| corrupt(&rpath, e))?;
-        let vpath = dir.join("vectors.bin");
-        let bytes = persist::read_file(&vpath)?;
+        let vpath = dir.path("vectors.bin");
         let expected = meta
             .rows
             .checked_mul(meta.config.dim)
             .ok_or_else(|| corrupt(&vpath, "size overflow"))?;
+        let bytes = dir.read("vectors.bin")?;
         let vectors = match meta.config.storage {
             Storage::F32 => Vectors::F32(persist::bytes_to_f32s(&vpath, &bytes, expected)?),
             Storage::F16 => Vectors::F16(persist::bytes_to_f16s(&vpath, &bytes, expected)?),
@@ -482,14 +516,14 @@ impl FlatIndex {
     /// Loads an index saved with [`VectorIndex::save`].
     pub fn load(dir: &Path) -> Result<Self> {
         let _span = tracing::info_span!("index.load", kind = "flat").entered();
-        let (gen, manifest) = persist::open_verified(dir)?;
-        if manifest.kind != "flat" {
+        let gen = persist::open_verified(dir)?;
+        if gen.kind() != "flat" {
             return Err(corrupt(
                 dir,
-                format!("holds a {:?} index, not a flat one", manifest.kind),
+                format!("holds a {:?} index, not a flat one", gen.kind()),
             ));
         }
-        let idx = Self::read_from(&gen)?;
+        let idx = Self::read_from(&gen.root())?;
         record_op(&idx.namespace, "load", 1);
         record_size(&idx.namespace, idx.len());
         Ok(idx)
@@ -567,7 +601,10 @@ impl VectorIndex for FlatIndex {
         check_filter(filter)?;
         let q = prepare_query(query, self.cfg.dim, self.cfg.metric)?;
         record_op(&self.namespace, "search", 1);
-        if k == 0 || self.is_empty() {
+        // Capped: the top-k heap is allocated for k, and no more than
+        // `len` entries can be returned anyway.
+        let k = k.min(self.len());
+        if k == 0 {
             return Ok(Vec::new());
         }
         Ok(self.to_hits(self.search_prepared(&q, k, filter)))
@@ -587,7 +624,8 @@ impl VectorIndex for FlatIndex {
             .map(|q| prepare_query(q, self.cfg.dim, self.cfg.metric))
             .collect::<Result<Vec<_>>>()?;
         record_op(&self.namespace, "search", qs.len() as u64);
-        if k == 0 || self.is_empty() {
+        let k = k.min(self.len());
+        if k == 0 {
             return Ok(vec![Vec::new(); qs.len()]);
         }
         if qs.len() < 2 * QUERY_BLOCK {
@@ -596,7 +634,12 @@ impl VectorIndex for FlatIndex {
                 .map(|q| self.to_hits(self.search_prepared(q, k, filter)))
                 .collect());
         }
-        let tops = self.search_gemm(&qs, k, filter, bf16_gemm::available());
+        let product = if bf16_gemm::available() {
+            Product::Bf16
+        } else {
+            Product::F32
+        };
+        let tops = self.search_gemm(&qs, k, filter, product);
         Ok(tops.into_par_iter().map(|t| self.to_hits(t)).collect())
     }
 
@@ -630,7 +673,8 @@ impl VectorIndex for FlatIndex {
 mod tests {
     use super::*;
 
-    /// The f32 pass and, where the CPU has it, the bf16 pass both return
+    /// The f32 pass, the emulated bf16 pass and, where the CPU has it, the
+    /// AVX-512 BF16 pass all return
     /// exactly the single-query answer, near-ties included: the first 40
     /// rows are one vector, a tie no rounding bound can break, so queries
     /// near it must fall back instead of guessing.
@@ -664,17 +708,22 @@ mod tests {
                 .iter()
                 .map(|q| idx.search_prepared(q, 10, None).into_sorted())
                 .collect();
-            let mut passes = vec![false];
+            let mut passes = vec![Product::F32, Product::Bf16Emulated];
             if bf16_gemm::available() {
-                passes.push(true);
+                passes.push(Product::Bf16);
+            } else {
+                eprintln!(
+                    "SKIPPED the AVX-512 BF16 pass of both_product_passes_return_the_exact_top_k: \
+                     not on this CPU (the emulated bf16 pass ran)"
+                );
             }
-            for bf16 in passes {
+            for product in passes {
                 let got: Vec<_> = idx
-                    .search_gemm(&qs, 10, None, bf16)
+                    .search_gemm(&qs, 10, None, product)
                     .into_iter()
                     .map(TopK::into_sorted)
                     .collect();
-                assert_eq!(got, want, "{metric:?}, bf16 {bf16}");
+                assert_eq!(got, want, "{metric:?}, {product:?}");
             }
         }
     }

@@ -93,16 +93,23 @@ impl std::fmt::Debug for SearchGraph {
 }
 
 impl SearchGraph {
-    /// Snapshots `h`, whose data ids are the slots `0..n`. `None` when the
-    /// graph is empty or is not dense in slots.
+    /// Snapshots `h`, whose data ids are the slots `0..n`. `Ok(None)` for
+    /// an empty graph. A graph this index did not build — ids not dense in
+    /// `0..n` or repeated, a vector of another dimension, a link to a
+    /// missing slot, no entry point — is an `Err`: the search loop below
+    /// indexes by slot without further checks, so a reloaded graph must
+    /// not get here unchecked.
     pub(crate) fn from_hnsw<D: Distance<f32> + Send + Sync>(
         h: &Hnsw<'static, f32, D>,
         dim: usize,
         metric: Metric,
-    ) -> Option<Self> {
+    ) -> Result<Option<Self>, String> {
         let n = h.get_nb_point();
         if n == 0 {
-            return None;
+            return Ok(None);
+        }
+        if u32::try_from(n).is_err() {
+            return Err(format!("{n} points: slots are u32"));
         }
         let m = h.get_max_nb_connection() as usize;
         let degree0 = 2 * m;
@@ -117,15 +124,20 @@ impl SearchGraph {
         let mut entry = None;
         for p in h.get_point_indexation() {
             let slot = p.get_origin_id();
-            if slot >= n {
-                // Slots are dense by construction; anything else is a graph
-                // this index did not build.
-                return None;
+            if slot >= n || points[slot].is_some() {
+                return Err(format!("point id {slot} out of 0..{n} or repeated"));
+            }
+            let v = p.get_v();
+            if v.len() != dim {
+                return Err(format!(
+                    "point {slot} has dimension {}, the index {dim}",
+                    v.len()
+                ));
             }
             let at = slot * dim..(slot + 1) * dim;
             match &mut rows {
-                Rows::UnitF16(r) => r[at].convert_from_f32_slice(p.get_v()),
-                Rows::F32(r) => r[at].copy_from_slice(p.get_v()),
+                Rows::UnitF16(r) => r[at].convert_from_f32_slice(v),
+                Rows::F32(r) => r[at].copy_from_slice(v),
             }
             let level = p.get_point_id().0 as usize;
             // Any top-layer point is a valid entry; the lowest slot makes
@@ -136,7 +148,13 @@ impl SearchGraph {
             }
             let hood = p.get_neighborhood_id();
             for (l, links) in hood.iter().enumerate().take(level + 1) {
-                let ids: Vec<u32> = links.iter().map(|nb| nb.d_id as u32).collect();
+                let mut ids = Vec::with_capacity(links.len());
+                for nb in links {
+                    if nb.d_id >= n {
+                        return Err(format!("point {slot} links to missing point {}", nb.d_id));
+                    }
+                    ids.push(nb.d_id as u32);
+                }
                 if l == 0 {
                     lists0[slot] = ids;
                 } else {
@@ -145,29 +163,37 @@ impl SearchGraph {
             }
             points[slot] = Some(p);
         }
+        let points = points
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| format!("the graph does not hold every slot of 0..{n}"))?;
+        let entry = entry.ok_or("no entry point at the top level")?;
         let mut upper_at = Vec::with_capacity(n + 1);
         let mut upper = Vec::new();
         for layers in &uppers {
-            upper_at.push(upper.len() as u32);
+            upper_at.push(
+                u32::try_from(upper.len()).map_err(|_| "upper layers too large".to_string())?,
+            );
             for ids in layers {
                 upper.extend(pack(std::slice::from_ref(ids), m));
             }
         }
-        upper_at.push(upper.len() as u32);
-        Some(SearchGraph {
+        upper_at
+            .push(u32::try_from(upper.len()).map_err(|_| "upper layers too large".to_string())?);
+        Ok(Some(SearchGraph {
             dim,
             metric,
             fns: Fns::get(),
             rows,
-            points: points.into_iter().collect::<Option<_>>()?,
+            points,
             links0: pack(&lists0, degree0),
             degree0,
             upper_at,
             upper,
             degree: m,
-            entry: entry?,
+            entry,
             top_level,
-        })
+        }))
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -246,7 +272,9 @@ impl SearchGraph {
         let mut found = VISITED.with(|cell| {
             let mut visited = cell.borrow_mut();
             visited.reset(self.len());
-            self.search_layer0(q, ep, ep_dist, ef.max(k).max(1), accept, &mut visited)
+            // ef sizes the candidate heaps: never more than the graph.
+            let ef = ef.max(k).max(1).min(self.len());
+            self.search_layer0(q, ep, ep_dist, ef, accept, &mut visited)
         });
         if let Rows::UnitF16(_) = self.rows {
             // f16 rounding moves a distance by ~1e-4: enough to swap near

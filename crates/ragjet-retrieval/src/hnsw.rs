@@ -12,6 +12,7 @@ use crate::distance::{graph_distance, HnswCosine, HnswL2, Metric};
 use crate::error::{corrupt, Result, RetrievalError};
 use crate::filter::MetadataFilters;
 use crate::graph::SearchGraph;
+use crate::hnsw_dump;
 use crate::index::{check_dim, check_filter, prepare_entries, prepare_query, VectorIndex};
 use crate::metrics::{record_op, record_size, DEFAULT_NAMESPACE};
 use crate::persist;
@@ -21,6 +22,10 @@ use crate::types::{Entry, Hit, Record};
 
 /// hnsw_rs caps the number of layers at 16.
 const MAX_LAYERS: usize = 16;
+/// Most entries `capacity_hint` pre-allocates for in hnsw_rs (per-layer
+/// tables of pointers); a larger hint is clamped, since the tables grow
+/// anyway.
+const CAPACITY_HINT_MAX: usize = 1 << 20;
 /// Batches at least this large are inserted with `parallel_insert`.
 const PARALLEL_INSERT_MIN: usize = 64;
 const GRAPH_BASENAME: &str = "graph";
@@ -41,18 +46,30 @@ pub struct HnswConfig {
     /// supported: hnsw_rs needs non-negative distances, and graph search for
     /// maximum inner product is unreliable anyway; normalise and use cosine.
     pub metric: Metric,
-    /// Links per node (`M`), 2..=256. Higher: better recall, more memory,
+    /// Links per node (`M`), 2..=[`HnswConfig::MAX_M`]. Higher: better recall, more memory,
     /// slower build.
     pub m: usize,
-    /// Candidate list size while building (`ef_construction`).
+    /// Candidate list size while building (`ef_construction`),
+    /// 1..=[`HnswConfig::MAX_EF_CONSTRUCTION`].
     pub ef_construction: usize,
-    /// Candidate list size while searching (`ef`); raised to `k` when smaller.
+    /// Candidate list size while searching (`ef`), at least 1; raised to
+    /// `k` when smaller and capped at the number of entries in the graph
+    /// (a larger list could not fill), so any value is safe.
     pub ef_search: usize,
-    /// Expected number of entries (an allocation hint, not a limit).
+    /// Expected number of entries (an allocation hint, not a limit;
+    /// pre-allocation stops at 2²⁰ entries).
     pub capacity_hint: usize,
 }
 
 impl HnswConfig {
+    /// Largest `M`: hnsw_rs stores it in a byte (in its dump and in
+    /// `get_max_nb_connection`), so 256 would read back as 0 links.
+    pub const MAX_M: usize = 255;
+    /// Largest `ef_construction`: hnsw_rs allocates candidate heaps of
+    /// this size on every insert, so an absurd value (from a caller or a
+    /// damaged saved config) would abort the process.
+    pub const MAX_EF_CONSTRUCTION: usize = 1 << 16;
+
     /// M = 16, ef_construction = 200, ef_search = 64.
     pub fn new(dim: usize, metric: Metric) -> Self {
         HnswConfig {
@@ -72,9 +89,10 @@ impl HnswConfig {
                 "HNSW with the raw dot-product metric; normalise vectors and use cosine".into(),
             ));
         }
-        if !(2..=256).contains(&self.m) {
+        if !(2..=Self::MAX_M).contains(&self.m) {
             return Err(RetrievalError::InvalidOption(format!(
-                "M must be in 2..=256, got {}",
+                "M must be in 2..={}, got {}",
+                Self::MAX_M,
                 self.m
             )));
         }
@@ -82,6 +100,13 @@ impl HnswConfig {
             return Err(RetrievalError::InvalidOption(
                 "ef values must be at least 1".into(),
             ));
+        }
+        if self.ef_construction > Self::MAX_EF_CONSTRUCTION {
+            return Err(RetrievalError::InvalidOption(format!(
+                "ef_construction must be at most {}, got {}",
+                Self::MAX_EF_CONSTRUCTION,
+                self.ef_construction
+            )));
         }
         Ok(())
     }
@@ -103,7 +128,7 @@ macro_rules! with_graph {
 
 impl Graph {
     fn new(cfg: &HnswConfig) -> Graph {
-        let cap = cfg.capacity_hint.max(1);
+        let cap = cfg.capacity_hint.clamp(1, CAPACITY_HINT_MAX);
         match cfg.metric {
             Metric::L2 => Graph::L2(Hnsw::new(
                 cfg.m,
@@ -146,8 +171,11 @@ impl Graph {
         with_graph!(self, h => h.get_nb_point())
     }
 
-    fn snapshot(&self, cfg: &HnswConfig) -> Option<Box<SearchGraph>> {
-        with_graph!(self, h => SearchGraph::from_hnsw(h, cfg.dim, cfg.metric)).map(Box::new)
+    /// `Ok(None)` for an empty graph; `Err` for one this index could not
+    /// have built (a damaged reload).
+    fn snapshot(&self, cfg: &HnswConfig) -> std::result::Result<Option<Box<SearchGraph>>, String> {
+        with_graph!(self, h => SearchGraph::from_hnsw(h, cfg.dim, cfg.metric))
+            .map(|g| g.map(Box::new))
     }
 
     /// `(slot, vector)` of every point in the graph, tombstones included.
@@ -208,7 +236,8 @@ pub struct HnswIndex {
 
 /// A filter's evaluation over every slot (see [`HnswIndex::selection`]).
 struct Selection {
-    key: String,
+    /// [`MetadataFilters::canonical_key`] of the filter (`None`: no filter).
+    key: Option<Vec<u8>>,
     generation: u64,
     mask: Vec<bool>,
     passing: usize,
@@ -247,7 +276,9 @@ impl HnswIndex {
         &self.cfg
     }
 
-    /// Sets the search-time candidate list size.
+    /// Sets the search-time candidate list size (at least 1; capped at the
+    /// number of entries when searching, so a huge value costs no more
+    /// than an exhaustive walk).
     pub fn set_ef_search(&mut self, ef: usize) -> Result<()> {
         if ef == 0 {
             return Err(RetrievalError::InvalidOption(
@@ -256,6 +287,14 @@ impl HnswIndex {
         }
         self.cfg.ef_search = ef;
         Ok(())
+    }
+
+    /// The stored (prepared: normalised for cosine) vector of a live
+    /// entry, as [`crate::FlatIndex::vector`] gives it (for MMR over
+    /// search results).
+    pub fn vector(&self, id: &str) -> Option<Vec<f32>> {
+        let slot = self.records.slot_of(id)? as usize;
+        Some(self.row(slot).to_vec())
     }
 
     /// Number of deleted or replaced entries still in the graph.
@@ -287,18 +326,30 @@ impl HnswIndex {
         graph.insert(&items);
         self.graph = graph;
         self.records = records;
+        // The old snapshot numbers the old slots: drop it, with every live
+        // vector pending (exact scan) until the new one is taken. Keeping it
+        // served stale rows, e.g. after compacting everything away.
+        self.snapshot = None;
+        self.pending = live.into_iter().flat_map(|(v, _)| v).collect();
         self.retake_snapshot();
         removed
     }
 
     /// Snapshots the hnsw_rs graph for searching and empties `pending`.
     fn retake_snapshot(&mut self) {
-        let snapshot = self.graph.snapshot(&self.cfg);
-        // A snapshot always covers every slot; anything else would drop
-        // entries from search, so the old state (exact pending scan) stays.
-        if snapshot.as_ref().map(|g| g.len()) == Some(self.records.capacity()) {
-            self.snapshot = snapshot;
-            self.pending.clear();
+        // A snapshot must cover every slot; a graph this index built always
+        // gives one. Should it not, the current state (exact scan of what
+        // the snapshot lacks) stays: slower, but complete.
+        match self.graph.snapshot(&self.cfg) {
+            Ok(Some(g)) if g.len() == self.records.capacity() => {
+                self.snapshot = Some(g);
+                self.pending.clear();
+            }
+            Ok(None) if self.records.capacity() == 0 => {
+                self.snapshot = None;
+                self.pending.clear();
+            }
+            _ => {}
         }
     }
 
@@ -318,7 +369,9 @@ impl HnswIndex {
         }
     }
 
-    /// Search with an explicit `ef` (overrides the configured one).
+    /// Search with an explicit `ef` (overrides the configured one). `k` and
+    /// `ef` are capped as [`VectorIndex::search`] and
+    /// [`HnswConfig::ef_search`] say.
     pub fn search_with_ef(
         &self,
         query: &[f32],
@@ -331,11 +384,18 @@ impl HnswIndex {
         check_filter(filter)?;
         let q = prepare_query(query, self.cfg.dim, self.cfg.metric)?;
         record_op(&self.namespace, "search", 1);
-        if k == 0 || self.is_empty() {
+        // Both size allocations (the top-k heap, the walk's candidate
+        // lists), so neither may exceed what the index holds.
+        let k = k.min(self.len());
+        if k == 0 {
             return Ok(Vec::new());
         }
-        let ef = ef.max(k);
-        let found = if filter.is_none() && self.tombstones() == 0 {
+        let ef = ef.max(k).min(self.records.capacity());
+        // An `ef` covering every slot asks for an exhaustive walk: below the
+        // brute-force cut-off, the exact scan of the selection path is as
+        // cheap and also reaches rows the graph might not connect.
+        let exhaustive = ef >= self.records.capacity();
+        let found = if filter.is_none() && self.tombstones() == 0 && !exhaustive {
             self.walk(&q, k, ef, None)
         } else {
             let sel = self.selection(filter);
@@ -374,9 +434,9 @@ impl HnswIndex {
     /// for every row costs more than a graph walk, and callers (tenants,
     /// departments) repeat the same filter. A new filter pays one pass.
     fn selection(&self, filter: Option<&MetadataFilters>) -> Arc<Selection> {
-        let key = filter
-            .map(|f| serde_json::to_string(f).unwrap_or_default())
-            .unwrap_or_default();
+        // The canonical encoding, not the JSON form: JSON writes ±inf and
+        // NaN as `null`, which would give `x < inf` the mask of `x < NaN`.
+        let key = filter.map(MetadataFilters::canonical_key);
         let mut cache = self
             .selection_cache
             .lock()
@@ -475,37 +535,54 @@ impl HnswIndex {
         Ok(())
     }
 
-    /// Reads a verified generation directory. The graph is reloaded as
-    /// dumped (hnsw_rs `HnswIo::load_hnsw`), never rebuilt.
-    pub(crate) fn read_from(dir: &Path) -> Result<Self> {
-        let meta: HnswMeta = persist::read_json(&dir.join("hnsw.json"))?;
-        meta.config.validate()?;
-        let rpath = dir.join("records.json");
-        let slots: Vec<Option<Record>> = persist::read_json(&rpath)?;
+    /// Reads a saved index. The graph is reloaded as dumped (hnsw_rs), never
+    /// rebuilt, after [`hnsw_dump::validate`] has checked both dump files
+    /// against the config and the records; the snapshot taken of it checks
+    /// every point and link again.
+    pub(crate) fn read_from(dir: &persist::View<'_>) -> Result<Self> {
+        let mpath = dir.path("hnsw.json");
+        let meta: HnswMeta = dir.read_json("hnsw.json")?;
+        meta.config.validate().map_err(|e| corrupt(&mpath, e))?;
+        let rpath = dir.path("records.json");
+        let slots: Vec<Option<Record>> = dir.read_json("records.json")?;
         if slots.len() != meta.slots {
             return Err(corrupt(&rpath, "record count does not match the graph"));
         }
         let records = Records::from_slots(slots).map_err(|e| corrupt(&rpath, e))?;
         let graph = if meta.has_graph {
-            // hnsw_rs ties the graph's lifetime to its loader; the loader is
-            // a few hundred bytes and holds no data (no mmap), so it is leaked
-            // once per load to give the graph a 'static lifetime.
-            let io = Box::new(HnswIo::new(dir, GRAPH_BASENAME));
-            // hnsw_rs asserts on malformed input; checksums were verified
-            // before, so a panic here means a file this build cannot read.
+            let gname = format!("{GRAPH_BASENAME}.hnsw.graph");
+            let dname = format!("{GRAPH_BASENAME}.hnsw.data");
+            let gbytes = dir.read(&gname)?;
+            let dbytes = dir.read(&dname)?;
             let metric = meta.config.metric;
-            let loaded = catch_unwind(AssertUnwindSafe(move || load_graph(io, metric)));
-            match loaded {
+            let expect = hnsw_dump::Expect {
+                dim: meta.config.dim,
+                m: meta.config.m,
+                points: records.capacity(),
+                dist_name: match metric {
+                    Metric::L2 => std::any::type_name::<HnswL2>(),
+                    _ => std::any::type_name::<HnswCosine>(),
+                },
+                max_ef: HnswConfig::MAX_EF_CONSTRUCTION,
+            };
+            hnsw_dump::validate(&gbytes, &dbytes, &expect)
+                .map_err(|e| corrupt(dir.path(&gname), e))?;
+            drop((gbytes, dbytes));
+            // Validated files do not make hnsw_rs panic; should they have
+            // changed on disk since (see `persist`), a panic is still an
+            // error here rather than the caller's crash.
+            let gdir = dir.dir();
+            match catch_unwind(AssertUnwindSafe(|| load_graph(&gdir, metric))) {
                 Ok(Ok(g)) => g,
-                Ok(Err(e)) => return Err(corrupt(dir, format!("hnsw_rs reload failed: {e}"))),
-                Err(_) => return Err(corrupt(dir, "hnsw_rs reload panicked on the graph files")),
+                Ok(Err(e)) => return Err(corrupt(&gdir, format!("hnsw_rs reload failed: {e}"))),
+                Err(_) => return Err(corrupt(&gdir, "hnsw_rs reload panicked on the graph files")),
             }
         } else {
             Graph::new(&meta.config)
         };
         if graph.nb_points() != records.capacity() {
             return Err(corrupt(
-                dir,
+                dir.dir(),
                 format!(
                     "graph has {} points, records {}",
                     graph.nb_points(),
@@ -513,7 +590,9 @@ impl HnswIndex {
                 ),
             ));
         }
-        let snapshot = graph.snapshot(&meta.config);
+        let snapshot = graph
+            .snapshot(&meta.config)
+            .map_err(|e| corrupt(dir.dir(), format!("graph: {e}")))?;
         Ok(HnswIndex {
             cfg: meta.config,
             graph,
@@ -529,31 +608,54 @@ impl HnswIndex {
     /// Loads an index saved with [`VectorIndex::save`].
     pub fn load(dir: &Path) -> Result<Self> {
         let _span = tracing::info_span!("index.load", kind = "hnsw").entered();
-        let (gen, manifest) = persist::open_verified(dir)?;
-        if manifest.kind != "hnsw" {
+        let gen = persist::open_verified(dir)?;
+        if gen.kind() != "hnsw" {
             return Err(corrupt(
                 dir,
-                format!("holds a {:?} index, not an HNSW one", manifest.kind),
+                format!("holds a {:?} index, not an HNSW one", gen.kind()),
             ));
         }
-        let idx = Self::read_from(&gen)?;
+        let idx = Self::read_from(&gen.root())?;
         record_op(&idx.namespace, "load", 1);
         record_size(&idx.namespace, idx.len());
         Ok(idx)
     }
 }
 
-fn load_graph(io: Box<HnswIo>, metric: Metric) -> anyhow_free::Result<Graph> {
-    let io: &'static mut HnswIo = Box::leak(io);
-    match metric {
-        Metric::L2 => io.load_hnsw::<f32, HnswL2>().map(Graph::L2),
-        _ => io.load_hnsw::<f32, HnswCosine>().map(Graph::Cosine),
-    }
-    .map_err(|e| e.to_string())
+/// Reloads a validated dump with hnsw_rs, without leaking its loader.
+///
+/// hnsw_rs ties a reloaded graph's lifetime to the `HnswIo` that read it,
+/// because with memory-mapping on, points borrow the loader's map. Here
+/// nothing can borrow from it: `HnswIo::new` creates it with no map,
+/// `load_hnsw_with_dist` takes it by shared reference and so cannot create
+/// one, and every point is read into its own `Vec` (the borrowing
+/// constructor is reached only with a map). The lifetime is therefore
+/// nominal, and [`unborrow_cosine`] / [`unborrow_l2`] drop it; the loader
+/// is freed when this function returns.
+fn load_graph(dir: &Path, metric: Metric) -> std::result::Result<Graph, String> {
+    let io = HnswIo::new(dir, GRAPH_BASENAME);
+    let graph = match metric {
+        Metric::L2 => io
+            .load_hnsw_with_dist::<f32, HnswL2>(HnswL2)
+            .map(|h| Graph::L2(unborrow_l2(h))),
+        _ => io
+            .load_hnsw_with_dist::<f32, HnswCosine>(HnswCosine)
+            .map(|h| Graph::Cosine(unborrow_cosine(h))),
+    };
+    graph.map_err(|e| e.to_string())
 }
 
-mod anyhow_free {
-    pub type Result<T> = std::result::Result<T, String>;
+/// See [`load_graph`] for why the loader's lifetime can be dropped.
+fn unborrow_cosine(h: Hnsw<'_, f32, HnswCosine>) -> Hnsw<'static, f32, HnswCosine> {
+    // SAFETY: the two types differ only in a lifetime (same layout), and
+    // no value inside `h` borrows anything for it (see `load_graph`).
+    unsafe { std::mem::transmute::<Hnsw<'_, f32, HnswCosine>, Hnsw<'static, f32, HnswCosine>>(h) }
+}
+
+/// See [`load_graph`] for why the loader's lifetime can be dropped.
+fn unborrow_l2(h: Hnsw<'_, f32, HnswL2>) -> Hnsw<'static, f32, HnswL2> {
+    // SAFETY: as in `unborrow_cosine`.
+    unsafe { std::mem::transmute::<Hnsw<'_, f32, HnswL2>, Hnsw<'static, f32, HnswL2>>(h) }
 }
 
 #[derive(Serialize, Deserialize)]

@@ -14,9 +14,12 @@ use crate::types::{Entry, Hit, Record};
 /// * `upsert` is all-or-nothing: every entry is checked (dimension, finite
 ///   components, non-zero for cosine, non-empty and unique ids) before any
 ///   is applied; an existing id is replaced.
-/// * `search` with `k == 0` or on an empty index returns an empty list; a
-///   query of the wrong dimension, with NaN/inf, or zero under cosine is an
-///   error. Scores are higher-is-better (see [`Metric`]).
+/// * `search` returns at most `min(k, len())` hits: `k` is capped at the
+///   number of live entries before anything is allocated for it, so any
+///   `k` (`usize::MAX` included) is safe. `k == 0` or an empty index gives
+///   an empty list, not an error. A query of the wrong dimension, with
+///   NaN/inf, or zero under cosine is an error (checked before `k`).
+///   Scores are higher-is-better (see [`Metric`]).
 /// * Deleted ids are never returned by a search.
 pub trait VectorIndex: Send + Sync {
     /// Vector dimension.

@@ -26,6 +26,7 @@ pub mod filter;
 mod flat;
 mod graph;
 mod hnsw;
+mod hnsw_dump;
 mod hybrid;
 mod index;
 pub mod metrics;
@@ -39,7 +40,7 @@ mod types;
 
 pub use bm25::{Bm25Index, Bm25Params};
 #[cfg(feature = "device")]
-pub use device_flat::{DeviceFlatIndex, SearchDevice};
+pub use device_flat::{CandleDevice, DeviceFlatIndex};
 pub use distance::Metric;
 pub use error::{Result, RetrievalError};
 pub use filter::{FilterCondition, FilterNode, FilterOperator, MetadataFilter, MetadataFilters};

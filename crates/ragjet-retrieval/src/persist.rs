@@ -14,18 +14,29 @@
 //! fsyncs `dir`, and only then deletes older generations. A crash at any
 //! point therefore leaves `CURRENT` naming either the old or the new
 //! complete generation. `load` checks `CURRENT`'s checksum of the manifest,
-//! the format version, and the length and CRC-32 of every file before any of
-//! them is parsed, so a truncated or corrupted file is an error, never a
-//! panic or a silently wrong index.
+//! the format version and every listed file's length up front; each file
+//! is then read once, into memory, and its CRC-32 checked on those very
+//! bytes before they are parsed. A file the manifest does not list is
+//! never read.
 //!
-//! Limits: CRC-32 guards against accidents (truncation, torn writes, bit
-//! rot), not against a deliberately crafted file — saved indexes are trusted
-//! input. The HNSW graph files are hnsw_rs's own dump format, which is
-//! native-endian with 64-bit `usize`: an index moves between machines of the
-//! same byte order and word size only. hnsw_rs's loader can abort the process
-//! on a malformed graph file, which is why nothing reaches it before every
-//! checksum has matched.
+//! CRC-32 catches accidents (truncation, torn writes, bit rot), not a
+//! crafted file whose checksums were recomputed. So the parsers trust
+//! nothing either: every count, dimension, id and length read from a file
+//! is checked against the others before it is used or sizes an allocation,
+//! and vectors must be finite. A damaged or hostile file is a
+//! [`RetrievalError::Corrupt`](crate::RetrievalError::Corrupt), never a
+//! panic, an out-of-bounds index or an allocation larger than the files.
+//!
+//! The HNSW graph files are hnsw_rs's own dump format, native-endian with
+//! 64-bit `usize`: an index moves between machines of the same byte order
+//! and word size only. hnsw_rs's loader asserts, unwraps, calls
+//! `process::exit` and allocates lengths read from the file, so
+//! `hnsw_dump.rs` parses and checks both files completely before hnsw_rs
+//! sees them. One gap remains: hnsw_rs reopens the files by path, so a
+//! process that rewrites them between that check and hnsw_rs's read is not
+//! defended against (a panic there is still caught and reported).
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -196,9 +207,102 @@ pub(crate) fn save_atomic(
     Ok(())
 }
 
-/// Opens the current generation of `dir` and verifies every file in it.
-/// Returns the generation directory and its manifest.
-pub(crate) fn open_verified(dir: &Path) -> Result<(PathBuf, Manifest)> {
+/// The current generation of a saved directory, opened by
+/// [`open_verified`]: its manifest is checked, its files are not read yet.
+#[derive(Debug)]
+pub(crate) struct Generation {
+    dir: PathBuf,
+    kind: String,
+    /// Name → (length, CRC-32) of every listed file.
+    files: HashMap<String, (u64, u32)>,
+}
+
+impl Generation {
+    /// The kind of index the generation holds (`flat`, `hnsw`, `store`,
+    /// `bm25`).
+    pub(crate) fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The whole generation.
+    pub(crate) fn root(&self) -> View<'_> {
+        View {
+            gen: self,
+            prefix: String::new(),
+        }
+    }
+}
+
+/// A subdirectory of a [`Generation`] (a namespace of a store, or the
+/// whole generation), through which its files are read and verified.
+#[derive(Debug, Clone)]
+pub(crate) struct View<'a> {
+    gen: &'a Generation,
+    /// `""` or `"dir/"`.
+    prefix: String,
+}
+
+impl View<'_> {
+    /// The subdirectory `name` of this one.
+    pub(crate) fn sub(&self, name: &str) -> Self {
+        View {
+            gen: self.gen,
+            prefix: format!("{}{name}/", self.prefix),
+        }
+    }
+
+    /// This directory on disk.
+    pub(crate) fn dir(&self) -> PathBuf {
+        self.gen.dir.join(&self.prefix)
+    }
+
+    /// The path of file `name` in this directory.
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.gen.dir.join(format!("{}{name}", self.prefix))
+    }
+
+    /// Reads file `name`, which the manifest must list, and checks its
+    /// length and CRC-32 on the bytes returned: what is parsed is what was
+    /// verified. At most the listed length (+1, to see a longer file) is
+    /// read.
+    pub(crate) fn read(&self, name: &str) -> Result<Vec<u8>> {
+        let rel = format!("{}{name}", self.prefix);
+        let path = self.gen.dir.join(&rel);
+        let &(len, crc) = self
+            .gen
+            .files
+            .get(&rel)
+            .ok_or_else(|| corrupt(&path, "not listed in the manifest"))?;
+        let f = File::open(&path).map_err(io_err(&path))?;
+        let mut bytes = Vec::new();
+        f.take(len.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(io_err(&path))?;
+        if bytes.len() as u64 != len {
+            return Err(corrupt(
+                &path,
+                format!("length {}, expected {len} (truncated?)", bytes.len()),
+            ));
+        }
+        if crc32fast::hash(&bytes) != crc {
+            return Err(corrupt(&path, "checksum mismatch"));
+        }
+        Ok(bytes)
+    }
+
+    /// [`View::read`], then JSON.
+    pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<T> {
+        let bytes = self.read(name)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| corrupt(self.path(name), format!("unreadable: {e}")))
+    }
+}
+
+/// Opens the current generation of `dir`: checks `CURRENT`, the manifest's
+/// checksum, format and version, every file name and every file's length
+/// (so a truncated file is found before anything is parsed). Contents are
+/// verified as each file is read ([`View::read`]).
+pub(crate) fn open_verified(dir: &Path) -> Result<Generation> {
     let cpath = dir.join(CURRENT);
     let cbytes = read_file(&cpath)?;
     let current: Current =
@@ -229,23 +333,31 @@ pub(crate) fn open_verified(dir: &Path) -> Result<(PathBuf, Manifest)> {
             ),
         ));
     }
+    let mut files = HashMap::with_capacity(manifest.files.len());
     for f in &manifest.files {
-        if f.name.split('/').any(|c| c == ".." || c.is_empty()) {
+        if f.name
+            .split('/')
+            .any(|c| c == ".." || c == "." || c.is_empty())
+        {
             return Err(corrupt(&mpath, format!("bad file name {:?}", f.name)));
         }
         let p = gen_dir.join(&f.name);
-        let (len, crc) = crc_of(&p)?;
+        let len = fs::metadata(&p).map_err(io_err(&p))?.len();
         if len != f.len {
             return Err(corrupt(
                 &p,
                 format!("length {len}, expected {} (truncated?)", f.len),
             ));
         }
-        if crc != f.crc32 {
-            return Err(corrupt(&p, "checksum mismatch"));
+        if files.insert(f.name.clone(), (f.len, f.crc32)).is_some() {
+            return Err(corrupt(&mpath, format!("file {:?} listed twice", f.name)));
         }
     }
-    Ok((gen_dir, manifest))
+    Ok(Generation {
+        dir: gen_dir,
+        kind: manifest.kind,
+        files,
+    })
 }
 
 /// Encodes f32s little-endian.
@@ -257,16 +369,23 @@ pub(crate) fn f32s_to_bytes(v: &[f32]) -> Vec<u8> {
     out
 }
 
+/// Decodes `expected` little-endian f32s; the length must match exactly
+/// and every value be finite (no index holds NaN or infinity).
 pub(crate) fn bytes_to_f32s(path: &Path, b: &[u8], expected: usize) -> Result<Vec<f32>> {
-    if b.len() != expected * 4 {
+    if expected.checked_mul(4) != Some(b.len()) {
         return Err(corrupt(
             path,
-            format!("{} bytes, expected {}", b.len(), expected * 4),
+            format!("{} bytes, expected {expected} f32 values", b.len()),
         ));
     }
-    Ok(b.chunks_exact(4)
+    let v: Vec<f32> = b
+        .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+        .collect();
+    match v.iter().position(|x| !x.is_finite()) {
+        Some(i) => Err(corrupt(path, format!("value {i} is not finite"))),
+        None => Ok(v),
+    }
 }
 
 pub(crate) fn f16s_to_bytes(v: &[half::f16]) -> Vec<u8> {
@@ -277,24 +396,25 @@ pub(crate) fn f16s_to_bytes(v: &[half::f16]) -> Vec<u8> {
     out
 }
 
+/// Decodes `expected` little-endian f16s, as [`bytes_to_f32s`].
 pub(crate) fn bytes_to_f16s(path: &Path, b: &[u8], expected: usize) -> Result<Vec<half::f16>> {
-    if b.len() != expected * 2 {
+    if expected.checked_mul(2) != Some(b.len()) {
         return Err(corrupt(
             path,
-            format!("{} bytes, expected {}", b.len(), expected * 2),
+            format!("{} bytes, expected {expected} f16 values", b.len()),
         ));
     }
-    Ok(b.chunks_exact(2)
+    let v: Vec<half::f16> = b
+        .chunks_exact(2)
         .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
-        .collect())
+        .collect();
+    match v.iter().position(|x| !x.is_finite()) {
+        Some(i) => Err(corrupt(path, format!("value {i} is not finite"))),
+        None => Ok(v),
+    }
 }
 
 pub(crate) fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
     let bytes = serde_json::to_vec(v).map_err(|e| corrupt(path, format!("cannot encode: {e}")))?;
     write_file(path, &bytes)
-}
-
-pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let bytes = read_file(path)?;
-    serde_json::from_slice(&bytes).map_err(|e| corrupt(path, format!("unreadable: {e}")))
 }

@@ -16,7 +16,12 @@ pub(crate) struct Records {
 }
 
 impl Records {
+    /// Rebuilds the table from saved slots; a duplicate or empty id, or
+    /// more slots than a `u32` numbers, is an error.
     pub(crate) fn from_slots(slots: Vec<Option<Record>>) -> Result<Self, String> {
+        if u32::try_from(slots.len()).is_err() {
+            return Err(format!("{} slots: at most 2^32 - 1", slots.len()));
+        }
         let mut r = Records {
             slots: Vec::with_capacity(slots.len()),
             ..Default::default()
@@ -24,6 +29,9 @@ impl Records {
         for rec in slots {
             match rec {
                 Some(rec) => {
+                    if rec.id.is_empty() {
+                        return Err("empty id".into());
+                    }
                     if r.by_id.contains_key(&rec.id) {
                         return Err(format!("duplicate id {:?}", rec.id));
                     }

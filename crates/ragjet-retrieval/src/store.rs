@@ -70,18 +70,18 @@ impl AnyIndex {
         }
     }
 
-    fn read_from(kind: &str, dir: &Path) -> Result<Self> {
+    fn read_from(kind: &str, dir: &persist::View<'_>) -> Result<Self> {
         match kind {
             "flat" => Ok(AnyIndex::Flat(FlatIndex::read_from(dir)?)),
             "hnsw" => Ok(AnyIndex::Hnsw(HnswIndex::read_from(dir)?)),
-            other => Err(corrupt(dir, format!("unknown index kind {other:?}"))),
+            other => Err(corrupt(dir.dir(), format!("unknown index kind {other:?}"))),
         }
     }
 
     /// Loads a single saved index of either kind.
     pub fn load(dir: &Path) -> Result<Self> {
-        let (gen, manifest) = persist::open_verified(dir)?;
-        Self::read_from(&manifest.kind, &gen)
+        let gen = persist::open_verified(dir)?;
+        Self::read_from(gen.kind(), &gen.root())
     }
 }
 
@@ -237,22 +237,27 @@ impl VectorStore {
 
     /// Loads a store saved with [`VectorStore::save`].
     pub fn load(dir: &Path) -> Result<Self> {
-        let (gen, manifest) = persist::open_verified(dir)?;
-        if manifest.kind != "store" {
+        let gen = persist::open_verified(dir)?;
+        if gen.kind() != "store" {
             return Err(corrupt(
                 dir,
-                format!("holds a {:?}, not a store", manifest.kind),
+                format!("holds a {:?}, not a store", gen.kind()),
             ));
         }
-        let meta: StoreMeta = persist::read_json(&gen.join("store.json"))?;
+        let root = gen.root();
+        let meta: StoreMeta = root.read_json("store.json")?;
         let mut store = VectorStore::new();
         for (i, (name, kind)) in meta.namespaces.into_iter().enumerate() {
-            let mut idx = AnyIndex::read_from(&kind, &gen.join(format!("ns-{i}")))?;
+            if name.is_empty() || store.namespaces.contains_key(&name) {
+                return Err(corrupt(
+                    root.path("store.json"),
+                    format!("namespace {name:?} is empty or appears twice"),
+                ));
+            }
+            let mut idx = AnyIndex::read_from(&kind, &root.sub(&format!("ns-{i}")))?;
             idx.set_namespace(&name);
             record_op(&name, "load", 1);
-            if store.namespaces.insert(name.clone(), idx).is_some() {
-                return Err(corrupt(&gen, format!("namespace {name:?} appears twice")));
-            }
+            store.namespaces.insert(name, idx);
         }
         Ok(store)
     }

@@ -37,11 +37,16 @@ pub(crate) struct TopK {
     heap: BinaryHeap<Scored>,
 }
 
+/// Most candidates a [`TopK`] allocates room for up front; a larger `k`
+/// grows the heap as candidates arrive, so a caller's `k` never sizes an
+/// allocation by itself (callers cap `k` at the index size too).
+const PREALLOCATE_MAX: usize = 4096;
+
 impl TopK {
     pub(crate) fn new(k: usize) -> Self {
         TopK {
             k,
-            heap: BinaryHeap::with_capacity(k + 1),
+            heap: BinaryHeap::with_capacity(k.min(PREALLOCATE_MAX) + 1),
         }
     }
 
@@ -90,6 +95,16 @@ mod tests {
         }
         let v: Vec<(f32, u32)> = t.into_sorted().iter().map(|c| (c.score, c.slot)).collect();
         assert_eq!(v, vec![(0.9, 1), (0.9, 3), (0.7, 4)]);
+    }
+
+    #[test]
+    fn a_huge_k_allocates_only_what_arrives() {
+        let mut t = TopK::new(usize::MAX);
+        for i in 0..10u32 {
+            t.push(i as f32, i);
+        }
+        assert_eq!(t.worst_score(), None);
+        assert_eq!(t.into_sorted().len(), 10);
     }
 
     #[test]

@@ -328,3 +328,58 @@ fn broad_filters_are_applied_during_the_walk() {
     eprintln!("filtered (80 %) recall@10 = {r:.4}");
     assert!(r >= 0.9, "filtered recall@10 = {r}");
 }
+
+/// The filter mask is cached per filter. It used to be keyed by the
+/// filter's JSON, where +inf and NaN are both `null`: `x < inf` (every
+/// row) and `x < NaN` (no row) shared a cache entry, so the second search
+/// returned the first one's rows.
+#[test]
+fn cached_filter_masks_tell_infinity_from_nan() {
+    let data = common::clustered(300, 8, 4, 0.3, 21);
+    let mut idx = HnswIndex::new(HnswConfig::new(8, Metric::Cosine)).unwrap();
+    idx.upsert(
+        data.iter()
+            .enumerate()
+            .map(|(i, v)| Entry::new(format!("p{i}"), v.clone()).with_meta("x", i as f64))
+            .collect(),
+    )
+    .unwrap();
+    let lt = |x: f64| {
+        MetadataFilters::new(
+            vec![MetadataFilter::new("x", FilterOperator::Lt, x)],
+            Default::default(),
+        )
+    };
+    let q = &data[0];
+    assert_eq!(idx.search(q, 5, Some(&lt(f64::INFINITY))).unwrap().len(), 5);
+    assert!(idx.search(q, 5, Some(&lt(f64::NAN))).unwrap().is_empty());
+    assert_eq!(idx.search(q, 5, Some(&lt(f64::INFINITY))).unwrap().len(), 5);
+    assert!(idx
+        .search(q, 5, Some(&lt(f64::NEG_INFINITY)))
+        .unwrap()
+        .is_empty());
+}
+
+/// Compacting every entry away used to keep the old search snapshot (the
+/// new, empty graph has none), so entries added afterwards were scored
+/// against the old rows of their slot numbers.
+#[test]
+fn entries_added_after_compacting_everything_away_score_right() {
+    let data = common::clustered(300, 8, 3, 0.4, 23);
+    let mut idx = HnswIndex::new(HnswConfig::new(8, Metric::Cosine)).unwrap();
+    idx.upsert(entries(&data)).unwrap();
+    let ids = idx.ids_matching(None).unwrap();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    idx.delete(&refs);
+    assert_eq!(idx.compact(), 300);
+    let v = vec![0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0];
+    idx.upsert(vec![Entry::new("back", v.clone())]).unwrap();
+    let hits = idx.search(&v, 5, None).unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].id, "back");
+    assert!(
+        (hits[0].score - 1.0).abs() < 1e-5,
+        "score {}",
+        hits[0].score
+    );
+}

@@ -318,3 +318,380 @@ fn namespaces_are_isolated_and_persist_together() {
     assert!(store.drop_namespace("hr"));
     assert!(store.namespace("hr").is_err());
 }
+
+// ---------------------------------------------------------------------------
+// Damaged and hostile files: the checksums are recomputed after each change,
+// as an attacker (or a tool that "repairs" manifests) would do, so every
+// parser must check what it reads by itself.
+
+/// The current generation directory of `dir`.
+fn generation(dir: &Path) -> PathBuf {
+    fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir() && p.file_name().unwrap().to_string_lossy().starts_with("gen-"))
+        .unwrap()
+}
+
+/// Writes `bytes` to `file` (inside the current generation of `dir`) and
+/// updates the manifest and CURRENT so that every checksum matches again.
+fn write_with_valid_checksums(dir: &Path, file: &Path, bytes: &[u8]) {
+    fs::write(file, bytes).unwrap();
+    let gen = generation(dir);
+    let rel = file
+        .strip_prefix(&gen)
+        .unwrap()
+        .to_string_lossy()
+        .replace('\\', "/");
+    let mpath = gen.join("MANIFEST.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(&mpath).unwrap()).unwrap();
+    for f in manifest["files"].as_array_mut().unwrap() {
+        if f["name"] == rel.as_str() {
+            f["len"] = bytes.len().into();
+            f["crc32"] = crc32(bytes).into();
+        }
+    }
+    let m = serde_json::to_vec(&manifest).unwrap();
+    fs::write(&mpath, &m).unwrap();
+    let current = serde_json::json!({
+        "generation": gen.file_name().unwrap().to_string_lossy(),
+        "manifest_crc32": crc32(&m),
+    });
+    fs::write(dir.join("CURRENT"), current.to_string()).unwrap();
+}
+
+/// Counts panics on any thread of this test binary (hnsw_rs's panics are
+/// caught inside `HnswIndex::load`, so only a hook sees them).
+fn count_panics() -> &'static std::sync::atomic::AtomicUsize {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::OnceLock;
+    static PANICS: OnceLock<&'static AtomicUsize> = OnceLock::new();
+    PANICS.get_or_init(|| {
+        let counter: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            previous(info);
+        }));
+        counter
+    })
+}
+
+/// Truncates each file of the saved index at many lengths and flips one
+/// bit at many positions, with valid checksums every time: each load must
+/// be a `Corrupt` (or `Io`) error or an index that answers a search —
+/// never a panic (not even one caught inside), an abort or an exit.
+/// `load_and_search` returns the load's error, if any.
+fn assert_damage_is_an_error(
+    dir: &Path,
+    every_byte_up_to: usize,
+    load_and_search: &dyn Fn(&Path) -> Result<(), RetrievalError>,
+) -> (usize, usize) {
+    let panics = count_panics();
+    let before = panics.load(std::sync::atomic::Ordering::SeqCst);
+    let (mut rejected, mut accepted) = (0, 0);
+    for file in generation_files(dir) {
+        if file.file_name().unwrap() == "MANIFEST.json" {
+            continue;
+        }
+        let original = fs::read(&file).unwrap();
+        let len = original.len();
+        // Every position in the first `every_byte_up_to` bytes (headers),
+        // then a spread over the rest.
+        let step = (len / 150).max(1);
+        let positions: Vec<usize> = (0..len.min(every_byte_up_to))
+            .chain((every_byte_up_to..len).step_by(step))
+            .collect();
+        let mut variants: Vec<Vec<u8>> = Vec::new();
+        for &at in &positions {
+            variants.push(original[..at].to_vec());
+            let mut flipped = original.clone();
+            flipped[at] ^= 1 << (at % 8);
+            variants.push(flipped);
+        }
+        variants.push([original.as_slice(), b"\0\0\0\0\0\0\0\0"].concat());
+        for bytes in variants {
+            write_with_valid_checksums(dir, &file, &bytes);
+            match load_and_search(dir) {
+                Ok(()) => accepted += 1,
+                Err(RetrievalError::Corrupt { .. }) | Err(RetrievalError::Io { .. }) => {
+                    rejected += 1
+                }
+                Err(other) => panic!("{file:?}: unexpected error {other:?}"),
+            }
+        }
+        write_with_valid_checksums(dir, &file, &original);
+        load_and_search(dir).expect("the restored files load");
+    }
+    assert_eq!(
+        panics.load(std::sync::atomic::Ordering::SeqCst),
+        before,
+        "a damaged file made the loader panic (see the messages above)"
+    );
+    (rejected, accepted)
+}
+
+#[test]
+fn damaged_hnsw_dumps_are_errors_never_panics() {
+    let data = common::clustered(40, 4, 4, 0.5, 31);
+    // Every header byte of both dump files; then a spread (L2 has the
+    // wider sweep, cosine differs only in the distance and the snapshot).
+    for (metric, every_byte_up_to) in [(Metric::L2, 300), (Metric::Cosine, 100)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("hnsw");
+        let mut cfg = HnswConfig::new(4, metric);
+        cfg.m = 4;
+        cfg.ef_construction = 16;
+        let mut idx = HnswIndex::new(cfg).unwrap();
+        idx.upsert(entries(&data, "h")).unwrap();
+        idx.delete(&["h3"]);
+        idx.save(&dir).unwrap();
+        let q = data[0].clone();
+        let (rejected, accepted) = assert_damage_is_an_error(&dir, every_byte_up_to, &|d| {
+            let idx = HnswIndex::load(d)?;
+            idx.search(&q, 5, None).unwrap();
+            let f = ragjet_retrieval::MetadataFilters::from_json(
+                r#"{"filters": [{"key": "i", "operator": ">", "value": 3}]}"#,
+            )
+            .unwrap();
+            idx.search(&q, 50, Some(&f)).unwrap();
+            Ok(())
+        });
+        eprintln!("{metric:?}: {rejected} damaged variants rejected, {accepted} loaded");
+        assert!(rejected > 500 && accepted > 0, "{rejected} / {accepted}");
+    }
+}
+
+#[test]
+fn damaged_flat_bm25_and_store_files_are_errors_never_panics() {
+    let data = common::clustered(30, 6, 3, 0.5, 32);
+    let tmp = tempfile::tempdir().unwrap();
+    for storage in [Storage::F32, Storage::F16] {
+        let dir = tmp.path().join(format!("flat-{storage:?}"));
+        let mut idx =
+            FlatIndex::new(FlatConfig::new(6, Metric::Cosine).with_storage(storage)).unwrap();
+        idx.upsert(entries(&data, "p")).unwrap();
+        idx.save(&dir).unwrap();
+        let (rejected, _) = assert_damage_is_an_error(&dir, 64, &|d| {
+            FlatIndex::load(d)?
+                .search(&data[1], usize::MAX, None)
+                .unwrap();
+            Ok(())
+        });
+        assert!(rejected > 100);
+    }
+
+    let dir = tmp.path().join("bm25");
+    let mut bm = ragjet_retrieval::Bm25Index::new(Default::default()).unwrap();
+    for i in 0..20 {
+        bm.upsert(&format!("d{i}"), &format!("word{} shared text {i}", i % 3))
+            .unwrap();
+    }
+    bm.save(&dir).unwrap();
+    let (rejected, _) = assert_damage_is_an_error(&dir, 64, &|d| {
+        ragjet_retrieval::Bm25Index::load(d)?.search("shared word1", usize::MAX);
+        Ok(())
+    });
+    assert!(rejected > 100);
+
+    let dir = tmp.path().join("store");
+    let mut store = VectorStore::new();
+    store
+        .create_namespace("a", IndexSpec::Flat(FlatConfig::new(6, Metric::L2)))
+        .unwrap();
+    let mut h = HnswConfig::new(6, Metric::Cosine);
+    h.m = 4;
+    h.ef_construction = 8;
+    store.create_namespace("b", IndexSpec::Hnsw(h)).unwrap();
+    store.upsert("a", entries(&data[..10], "a")).unwrap();
+    store.upsert("b", entries(&data[10..], "b")).unwrap();
+    store.save(&dir).unwrap();
+    let (rejected, _) = assert_damage_is_an_error(&dir, 64, &|d| {
+        let s = VectorStore::load(d)?;
+        for ns in s.namespaces() {
+            s.search(ns, &data[0], 3, None).unwrap();
+        }
+        Ok(())
+    });
+    assert!(rejected > 100);
+}
+
+/// The offsets of hnsw_rs's dump fields that the targeted tests below
+/// change (full-mode format, native-endian, 8-byte `usize`).
+struct GraphLayout {
+    /// First point of layer 0: its origin id.
+    first_origin: usize,
+    /// That point's first layer-0 neighbour: its rank in its layer.
+    first_neighbour_rank: usize,
+}
+
+fn graph_layout(graph: &[u8]) -> GraphLayout {
+    let usize_at = |at: usize| usize::from_ne_bytes(graph[at..at + 8].try_into().unwrap());
+    // magic, dumpmode, M, level scale, nb_layer, ef, nb_point, dimension
+    let mut at = 4 + 1 + 1 + 8 + 1 + 8 + 8 + 8;
+    at += 8 + usize_at(at); // distance name
+    at += 8 + usize_at(at); // value type name
+    at += 1 + 4 + 8; // layer count, layer magic, points in layer 0
+    let first_origin = at + 4; // after the point magic
+    at = first_origin + 8 + 1 + 4; // origin, layer, rank
+    assert!(usize_at(at) > 0, "the first point has layer-0 neighbours");
+    GraphLayout {
+        first_origin,
+        first_neighbour_rank: at + 8 + 8 + 1,
+    }
+}
+
+/// Targeted damage the review named: the loader must say what is wrong.
+#[test]
+fn hostile_hnsw_dumps_are_rejected_with_a_reason() {
+    let data = common::clustered(60, 8, 4, 0.5, 33);
+    let tmp = tempfile::tempdir().unwrap();
+    let fresh = |name: &str| {
+        let dir = tmp.path().join(name);
+        let mut cfg = HnswConfig::new(8, Metric::L2);
+        cfg.m = 6;
+        let mut idx = HnswIndex::new(cfg).unwrap();
+        idx.upsert(entries(&data, "h")).unwrap();
+        idx.save(&dir).unwrap();
+        let gen = generation(&dir);
+        (dir, gen)
+    };
+    let expect_corrupt = |dir: &Path, what: &str, reason: &str| match HnswIndex::load(dir) {
+        Err(RetrievalError::Corrupt { reason: r, .. }) => {
+            assert!(r.contains(reason), "{what}: reason {r:?} lacks {reason:?}")
+        }
+        other => panic!("{what}: expected Corrupt, got {other:?}"),
+    };
+
+    // The index header says another dimension than the graph's points: used
+    // to panic in `copy_from_slice` when the search snapshot was taken.
+    let (dir, gen) = fresh("dim");
+    let meta = fs::read_to_string(gen.join("hnsw.json")).unwrap();
+    let changed = meta.replace("\"dim\":8", "\"dim\":5");
+    assert_ne!(meta, changed);
+    write_with_valid_checksums(&dir, &gen.join("hnsw.json"), changed.as_bytes());
+    expect_corrupt(&dir, "header dimension", "dimension");
+
+    // A point id outside 0..n: used to load "fine" with no search
+    // snapshot, every search then silently empty.
+    let (dir, gen) = fresh("origin");
+    let gpath = gen.join("graph.hnsw.graph");
+    let mut graph = fs::read(&gpath).unwrap();
+    let at = graph_layout(&graph).first_origin;
+    graph[at..at + 8].copy_from_slice(&1_000_000usize.to_ne_bytes());
+    write_with_valid_checksums(&dir, &gpath, &graph);
+    expect_corrupt(&dir, "point id", "out of range");
+
+    // A neighbour naming a point that does not exist: hnsw_rs indexes its
+    // layers with it.
+    let (dir, gen) = fresh("neighbour");
+    let gpath = gen.join("graph.hnsw.graph");
+    let mut graph = fs::read(&gpath).unwrap();
+    let at = graph_layout(&graph).first_neighbour_rank;
+    graph[at..at + 4].copy_from_slice(&1_000_000i32.to_ne_bytes());
+    write_with_valid_checksums(&dir, &gpath, &graph);
+    expect_corrupt(&dir, "neighbour", "not in the graph");
+
+    // A vector whose stored length is short: hnsw_rs reads `dimension`
+    // values from it regardless (an out-of-bounds read). And one whose
+    // length is huge: hnsw_rs allocates it before reading (an abort).
+    for (name, len) in [("short", 4u64), ("huge", 1u64 << 62)] {
+        let (dir, gen) = fresh(name);
+        let dpath = gen.join("graph.hnsw.data");
+        let mut bytes = fs::read(&dpath).unwrap();
+        // Data header (magic, dimension), then the first point's magic and id.
+        let at = 4 + 8 + 4 + 8;
+        assert_eq!(
+            u64::from_ne_bytes(bytes[at..at + 8].try_into().unwrap()),
+            32
+        );
+        bytes[at..at + 8].copy_from_slice(&len.to_ne_bytes());
+        write_with_valid_checksums(&dir, &dpath, &bytes);
+        expect_corrupt(&dir, name, "vector length");
+    }
+
+    // A manifest listing no graph file: the loader does not read unlisted
+    // files.
+    let (dir, gen) = fresh("unlisted");
+    let mpath = gen.join("MANIFEST.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(&mpath).unwrap()).unwrap();
+    manifest["files"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|f| f["name"] != "graph.hnsw.data");
+    let m = serde_json::to_vec(&manifest).unwrap();
+    fs::write(&mpath, &m).unwrap();
+    let current = serde_json::json!({
+        "generation": gen.file_name().unwrap().to_string_lossy(),
+        "manifest_crc32": crc32(&m),
+    });
+    fs::write(dir.join("CURRENT"), current.to_string()).unwrap();
+    expect_corrupt(&dir, "unlisted file", "not listed");
+}
+
+/// Saved configs are validated like new ones: an `ef_construction` that
+/// would size hnsw_rs's heaps absurdly, or `M` = 256 (a byte in hnsw_rs),
+/// is an error, not an abort or a graph without links.
+#[test]
+fn absurd_saved_configs_are_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cfg");
+    let mut idx = HnswIndex::new(HnswConfig::new(2, Metric::L2)).unwrap();
+    idx.upsert(vec![Entry::new("a", vec![1.0, 0.0])]).unwrap();
+    idx.save(&dir).unwrap();
+    let gen = generation(&dir);
+    let meta = fs::read_to_string(gen.join("hnsw.json")).unwrap();
+    for (from, to) in [
+        (
+            "\"ef_construction\":200",
+            "\"ef_construction\":1000000000000",
+        ),
+        ("\"m\":16", "\"m\":256"),
+    ] {
+        let changed = meta.replace(from, to);
+        assert_ne!(meta, changed);
+        write_with_valid_checksums(&dir, &gen.join("hnsw.json"), changed.as_bytes());
+        assert_rejected(HnswIndex::load(&dir), to);
+    }
+}
+
+/// Values no index can hold, and documents BM25 could not have made, are
+/// refused even with valid checksums (they used to load: NaN rows then
+/// ranked arbitrarily, and a BM25 document's length disagreed with its
+/// terms).
+#[test]
+fn hostile_flat_and_bm25_files_are_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("flat");
+    let mut idx = FlatIndex::new(FlatConfig::new(2, Metric::L2)).unwrap();
+    idx.upsert(vec![
+        Entry::new("a", vec![1.0, 0.0]),
+        Entry::new("b", vec![0.0, 1.0]),
+    ])
+    .unwrap();
+    idx.save(&dir).unwrap();
+    let vpath = generation(&dir).join("vectors.bin");
+    let mut bytes = fs::read(&vpath).unwrap();
+    bytes[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+    write_with_valid_checksums(&dir, &vpath, &bytes);
+    assert_rejected(FlatIndex::load(&dir), "NaN row");
+
+    let dir = tmp.path().join("bm25");
+    let mut bm = ragjet_retrieval::Bm25Index::new(Default::default()).unwrap();
+    bm.upsert("d", "one two two").unwrap();
+    bm.save(&dir).unwrap();
+    let path = generation(&dir).join("bm25.json");
+    let text = fs::read_to_string(&path).unwrap();
+    for (from, to) in [
+        ("\"len\":3", "\"len\":4000000000"),
+        ("[\"two\",2]", "[\"two\",0]"),
+    ] {
+        let changed = text.replace(from, to);
+        assert_ne!(text, changed, "{from}");
+        write_with_valid_checksums(&dir, &path, changed.as_bytes());
+        assert_rejected(ragjet_retrieval::Bm25Index::load(&dir), to);
+    }
+}

@@ -228,14 +228,19 @@ impl CostTracker {
     }
 
     /// Records one request on `model` that used `input` and `output` tokens;
-    /// returns its cost. Also updates `ragjet_cost_usd_total` and
+    /// returns its cost. Also updates `ragjet_cost_microdollars_total` and
     /// `ragjet_tokens_total` through the metrics facade, and raises any
     /// budget alert it causes (after its own locks are released).
+    ///
+    /// The counter is whole micro-dollars: each request adds the whole
+    /// micro-dollars its model's running total crossed, so fractions carry
+    /// over and the counter never drifts from the total by a micro-dollar
+    /// or more (a request costing $0.0000003 adds 0 until enough add up).
     pub fn record(&self, model: &str, input: u64, output: u64) -> Result<f64> {
         let usd = self.price(model, input, output)?;
         let (day, month) = self.periods();
         let mut alerts = Vec::new();
-        {
+        let microdollars = {
             let mut st = self.lock_state();
             if st.day != day {
                 st.day = day;
@@ -251,7 +256,9 @@ impl CostTracker {
             t.requests += 1;
             t.input_tokens += input;
             t.output_tokens += output;
+            let before = whole_microdollars(t.usd);
             t.usd += usd;
+            let microdollars = whole_microdollars(t.usd).saturating_sub(before);
             st.day_usd += usd;
             st.month_usd += usd;
             let checks = [
@@ -283,8 +290,9 @@ impl CostTracker {
                     }
                 }
             }
-        }
-        crate::metrics::record_cost(model, usd);
+            microdollars
+        };
+        crate::metrics::record_cost_microdollars(model, microdollars);
         crate::metrics::record_tokens(model, input, output);
         if !alerts.is_empty() {
             let sinks = self.sinks.lock().unwrap_or_else(PoisonError::into_inner);
@@ -337,6 +345,14 @@ impl CostTracker {
             monthly: status(month_label(month), month_usd, self.budgets.monthly_usd),
         }
     }
+}
+
+/// Whole micro-dollars in `usd`. The nudge of a millionth of a micro-dollar
+/// keeps sums such as 0.1 + 0.2 (0.30000000000000004, but also
+/// 0.29999999999999998 for other orders) from losing one to binary
+/// rounding; the `as` cast saturates.
+fn whole_microdollars(usd: f64) -> u64 {
+    (usd * 1e6 + 1e-6).floor() as u64
 }
 
 fn day_label(day: i64) -> String {

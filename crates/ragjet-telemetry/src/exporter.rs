@@ -1,22 +1,31 @@
 //! The Prometheus side: a recorder configured from the catalogue, a handle
 //! that renders it (plus process figures), and a small `/metrics` HTTP
-//! endpoint on a plain `std` listener.
+//! endpoint.
 //!
-//! The endpoint is ours rather than the exporter's `http-listener` so that
-//! port 0 can be asked for and the bound address reported back, and so the
-//! default build needs neither tokio nor hyper.
+//! The endpoint is hyper's HTTP/1 server on a one-thread tokio runtime of its
+//! own: every connection is a task, so a client that connects and sends
+//! nothing, or trickles an endless header, holds one bounded task until its
+//! deadline while scrapes go on. It is not metrics-exporter-prometheus's
+//! `http-listener`, which binds internally (port 0 could not be reported
+//! back), sets no read deadline, caps no connections, and renders only the
+//! recorder (the process figures here are read at scrape time).
 
 use crate::error::{Result, TelemetryError};
 use crate::process::ProcessStats;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+use tokio::sync::{oneshot, Semaphore};
 
 /// Renders everything `/metrics` serves.
 #[derive(Clone, Debug)]
@@ -73,56 +82,54 @@ pub fn build_recorder() -> Result<(PrometheusRecorder, MetricsHandle)> {
 #[derive(Debug)]
 pub struct MetricsServer {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 /// How often histogram samples are folded into buckets between scrapes.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+/// A client must have sent its whole request head within this time.
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection is closed this long after it was accepted, whatever it is
+/// doing (covers a client that reads the response slowly).
+pub(crate) const CONNECTION_DEADLINE: Duration = Duration::from_secs(15);
+/// Connections served at once; beyond this new ones are closed at once, so
+/// idle clients cannot exhaust file descriptors or memory.
+pub(crate) const MAX_CONNECTIONS: usize = 128;
+/// Request head buffer per connection (hyper's minimum is 8 KiB); a longer
+/// request line or header set is answered 431 and closed.
+pub(crate) const MAX_REQUEST_HEAD_BYTES: usize = 16 * 1024;
+/// Headers accepted in one request.
+const MAX_HEADERS: usize = 64;
+/// The Prometheus text format's content type.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 impl MetricsServer {
     /// Binds `addr` (port 0 picks a free port) and serves `GET /metrics`
     /// from `handle` on a background thread.
     pub fn start(addr: SocketAddr, handle: MetricsHandle) -> Result<Self> {
         let bind_err = |source| TelemetryError::Bind { addr, source };
-        let listener = TcpListener::bind(addr).map_err(bind_err)?;
+        let listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
         let bound = listener.local_addr().map_err(bind_err)?;
-        let stop = Arc::new(AtomicBool::new(false));
-
-        let serve = {
-            let stop = stop.clone();
-            let handle = handle.clone();
-            std::thread::Builder::new()
-                .name("ragjet-metrics-http".into())
-                .spawn(move || {
-                    for conn in listener.incoming() {
-                        if stop.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        // One bad client must not take the endpoint down.
-                        if let Ok(stream) = conn {
-                            let _ = serve_one(stream, &handle);
-                        }
-                    }
-                })
-                .map_err(bind_err)?
+        listener.set_nonblocking(true).map_err(bind_err)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(bind_err)?;
+        let listener = {
+            let _in_runtime = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).map_err(bind_err)?
         };
-        let upkeep = {
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("ragjet-metrics-upkeep".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::SeqCst) {
-                        std::thread::park_timeout(UPKEEP_EVERY);
-                        handle.run_upkeep();
-                    }
-                })
-                .map_err(bind_err)?
-        };
+        let (stop, stopped) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("ragjet-metrics-http".into())
+            .spawn(move || runtime.block_on(serve(listener, handle, stopped)))
+            .map_err(bind_err)?;
         Ok(Self {
             addr: bound,
-            stop,
-            threads: vec![serve, upkeep],
+            stop: Some(stop),
+            thread: Some(thread),
         })
     }
 
@@ -134,51 +141,92 @@ impl MetricsServer {
 
 impl Drop for MetricsServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop with a connection of our own.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        for t in self.threads.drain(..) {
-            t.thread().unpark();
+        if let Some(stop) = self.stop.take() {
+            // An error means the thread is gone already.
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            // The runtime drops with the thread, closing the listener and
+            // cancelling every connection task.
             let _ = t.join();
         }
     }
 }
 
-fn serve_one(stream: TcpStream, handle: &MetricsHandle) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    // Drain the headers; the body of a GET is empty.
-    let mut line = String::new();
+/// Accepts connections until `stopped`, each served by its own task under
+/// the limits above; also runs the recorder's upkeep.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    handle: MetricsHandle,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut upkeep = tokio::time::interval(UPKEEP_EVERY);
+    upkeep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
-            break;
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = upkeep.tick() => handle.run_upkeep(),
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of descriptors or similar: back off instead of
+                        // spinning on an error that repeats at once.
+                        tracing::warn!(error = %e, "metrics endpoint: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    tracing::warn!("metrics endpoint: {MAX_CONNECTIONS} connections open; refusing one");
+                    continue;
+                };
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    let service = hyper::service::service_fn(move |req| {
+                        std::future::ready(respond(&handle, &req))
+                    });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_READ_TIMEOUT)
+                        .max_buf_size(MAX_REQUEST_HEAD_BYTES)
+                        .max_headers(MAX_HEADERS)
+                        .keep_alive(false)
+                        .title_case_headers(true)
+                        .serve_connection(TokioIo::new(stream), service);
+                    // Errors and timeouts only concern this one client.
+                    let _ = tokio::time::timeout(CONNECTION_DEADLINE, conn).await;
+                });
+            }
         }
     }
-    let mut parts = request_line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    let (status, content_type, body) = match (method, path) {
-        ("GET", "/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            handle.render(),
-        ),
-        ("GET", _) => (
-            "404 Not Found",
+}
+
+fn respond(
+    handle: &MetricsHandle,
+    req: &Request<Incoming>,
+) -> std::result::Result<Response<Full<Bytes>>, Infallible> {
+    let (status, content_type, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => (StatusCode::OK, TEXT_FORMAT, handle.render()),
+        (&Method::GET, _) => (
+            StatusCode::NOT_FOUND,
             "text/plain",
             "not found; try /metrics\n".into(),
         ),
-        _ => ("405 Method Not Allowed", "text/plain", "only GET\n".into()),
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET\n".into(),
+        ),
     };
-    let mut stream = stream;
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    stream.flush()
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        headers.insert(ALLOW, HeaderValue::from_static("GET"));
+    }
+    Ok(response)
 }

@@ -29,6 +29,16 @@ pub const EMBEDDING_TOKENS_TOTAL: &str = "ragjet_embedding_tokens_total";
 /// forward pass that the embedder's adaptive batching uses (recorded by
 /// ragjet-inference).
 pub const EMBEDDING_BATCH_TOKEN_LIMIT: &str = "ragjet_embedding_batch_token_limit";
+/// `ragjet_queue_depth{queue,priority}`: items waiting in a micro-batching
+/// queue (recorded by `ragjet::queue`).
+pub const QUEUE_DEPTH: &str = "ragjet_queue_depth";
+/// `ragjet_queue_wait_seconds{queue,priority}`: time from submission to the
+/// start of the item's batch.
+pub const QUEUE_WAIT_SECONDS: &str = "ragjet_queue_wait_seconds";
+/// `ragjet_queue_batch_size{queue}`: items per batch a queue's worker ran.
+pub const QUEUE_BATCH_SIZE: &str = "ragjet_queue_batch_size";
+/// `ragjet_queue_rejected_total{queue,reason}`: items shed (`full|expired`).
+pub const QUEUE_REJECTED_TOTAL: &str = "ragjet_queue_rejected_total";
 /// `ragjet_tokens_total{model,direction}`: generation tokens in and out.
 pub const TOKENS_TOTAL: &str = "ragjet_tokens_total";
 /// `ragjet_index_size{namespace}`: vectors held by an index.
@@ -41,14 +51,32 @@ pub const CACHE_REQUESTS_TOTAL: &str = "ragjet_cache_requests_total";
 pub const CACHE_EVICTIONS_TOTAL: &str = "ragjet_cache_evictions_total";
 /// `ragjet_cache_bytes{cache,tier}`: bytes held by a cache tier.
 pub const CACHE_BYTES: &str = "ragjet_cache_bytes";
+/// `ragjet_cache_rejected_total{cache,tier,reason}`: stored entries refused
+/// on read (each also counted as a miss).
+pub const CACHE_REJECTED_TOTAL: &str = "ragjet_cache_rejected_total";
+/// `ragjet_span_duration_seconds{span,status}`: duration of named
+/// pipeline steps reported from outside Rust (the Python binding's
+/// `Telemetry.record_span`, LlamaIndex span handlers).
+pub const SPAN_DURATION_SECONDS: &str = "ragjet_span_duration_seconds";
 /// `ragjet_feedback_score`: user feedback, normalised to 0..=1.
 pub const FEEDBACK_SCORE: &str = "ragjet_feedback_score";
-/// `ragjet_cost_usd_total{model}`: estimated spend in US dollars.
-pub const COST_USD_TOTAL: &str = "ragjet_cost_usd_total";
+/// `ragjet_cost_microdollars_total{model}`: estimated spend in millionths
+/// of a US dollar.
+pub const COST_MICRODOLLARS_TOTAL: &str = "ragjet_cost_microdollars_total";
 /// `process_resident_memory_bytes`: resident set size, read at scrape time.
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
+/// `process_virtual_memory_bytes`: virtual memory size, read at scrape time.
+pub const PROCESS_VIRTUAL_MEMORY_BYTES: &str = "process_virtual_memory_bytes";
 /// `process_cpu_seconds_total`: user + system CPU time, read at scrape time.
 pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
+/// `process_open_fds`: open file descriptors, read at scrape time.
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+/// `process_max_fds`: soft limit on open file descriptors, read at scrape time.
+pub const PROCESS_MAX_FDS: &str = "process_max_fds";
+/// `process_start_time_seconds`: process start, seconds since the epoch.
+pub const PROCESS_START_TIME_SECONDS: &str = "process_start_time_seconds";
+/// `process_threads`: OS threads of the process, read at scrape time.
+pub const PROCESS_THREADS: &str = "process_threads";
 /// `ragjet_gpu_memory_used_bytes{device}` (feature `cuda` only).
 #[cfg(feature = "cuda")]
 pub const GPU_MEMORY_USED_BYTES: &str = "ragjet_gpu_memory_used_bytes";
@@ -60,6 +88,8 @@ pub const GPU_MEMORY_TOTAL_BYTES: &str = "ragjet_gpu_memory_total_bytes";
 pub mod labels {
     /// Query outcome: `ok` or `error`.
     pub const STATUS: &str = "status";
+    /// Name of a pipeline step (`retrieve`, `synthesize`, `llm`, ...).
+    pub const SPAN: &str = "span";
     /// Model identifier as configured (e.g. `all-MiniLM-L6-v2`).
     pub const MODEL: &str = "model";
     /// Token direction: `in` (prompt) or `out` (completion).
@@ -74,6 +104,13 @@ pub mod labels {
     pub const TIER: &str = "tier";
     /// Cache result: `hit|miss|error`.
     pub const RESULT: &str = "result";
+    /// Why a stored cache entry was refused (`auth|oversize|corrupt`), or
+    /// a queue shed an item (`full|expired`).
+    pub const REASON: &str = "reason";
+    /// Micro-batching queue name (`QueueOptions::name`).
+    pub const QUEUE: &str = "queue";
+    /// Queue priority: `interactive|bulk`.
+    pub const PRIORITY: &str = "priority";
     /// GPU ordinal.
     pub const DEVICE: &str = "device";
 }
@@ -110,7 +147,7 @@ pub struct MetricDef {
     pub kind: MetricKind,
     /// Label keys, in the order they are documented.
     pub labels: &'static [&'static str],
-    /// Unit, in words (`seconds`, `bytes`, `tokens`, `USD`, `1`).
+    /// Unit, in words (`seconds`, `bytes`, `tokens`, `microdollars`, `1`).
     pub unit: &'static str,
     /// Help text (the `# HELP` line).
     pub help: &'static str,
@@ -177,6 +214,11 @@ pub const QUERY_DURATION_BUCKETS: &[f64] = &[
 pub const BATCH_SIZE_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
 ];
+/// Queue wait buckets: 0.1 ms to 10 s in 1-2.5-5 steps.
+pub const QUEUE_WAIT_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
 /// Feedback score buckets over the normalised 0..=1 range.
 pub const FEEDBACK_BUCKETS: &[f64] = &[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
 
@@ -229,6 +271,36 @@ static BASE: &[MetricDef] = &[
         "Token budget of one embedding forward pass (halved on out-of-memory, grown on GPU).",
     ),
     MetricDef::new(
+        QUEUE_DEPTH,
+        Gauge,
+        &[QUEUE, PRIORITY],
+        "items",
+        "Items waiting in a micro-batching queue, by priority (interactive|bulk).",
+    ),
+    MetricDef::new(
+        QUEUE_WAIT_SECONDS,
+        Histogram,
+        &[QUEUE, PRIORITY],
+        "seconds",
+        "Time from submission to the start of the item's batch.",
+    )
+    .buckets(QUEUE_WAIT_BUCKETS),
+    MetricDef::new(
+        QUEUE_BATCH_SIZE,
+        Histogram,
+        &[QUEUE],
+        "items",
+        "Items per batch run by a queue's worker.",
+    )
+    .buckets(BATCH_SIZE_BUCKETS),
+    MetricDef::new(
+        QUEUE_REJECTED_TOTAL,
+        Counter,
+        &[QUEUE, REASON],
+        "1",
+        "Items a queue shed with an Overloaded error: full (queue at capacity) or expired (deadline passed).",
+    ),
+    MetricDef::new(
         TOKENS_TOTAL,
         Counter,
         &[MODEL, DIRECTION],
@@ -271,6 +343,21 @@ static BASE: &[MetricDef] = &[
         "Bytes held by a cache tier.",
     ),
     MetricDef::new(
+        CACHE_REJECTED_TOTAL,
+        Counter,
+        &[CACHE, TIER, REASON],
+        "1",
+        "Stored cache entries refused on read, each answered as a miss: auth (MAC check failed), oversize (above the tier's max_value_bytes), corrupt (damaged or filed under another key).",
+    ),
+    MetricDef::new(
+        SPAN_DURATION_SECONDS,
+        Histogram,
+        &[SPAN, STATUS],
+        "seconds",
+        "Duration of named pipeline steps reported from Python (LlamaIndex spans), by outcome (ok|error).",
+    )
+    .buckets(QUERY_DURATION_BUCKETS),
+    MetricDef::new(
         FEEDBACK_SCORE,
         Histogram,
         &[],
@@ -278,14 +365,16 @@ static BASE: &[MetricDef] = &[
         "User feedback normalised to 0..1 (thumbs: 0|1; stars s: (s-1)/4).",
     )
     .buckets(FEEDBACK_BUCKETS),
-    // The metrics facade has integer counters only; a gauge that is only ever
-    // incremented carries fractional dollars and still works with rate().
+    // Spend only grows, so it is a counter (rate() and increase() then
+    // handle restarts); the metrics facade's counters are integers, hence
+    // millionths of a dollar. CostTracker carries the fractions between
+    // requests, so sub-micro-dollar requests still add up.
     MetricDef::new(
-        COST_USD_TOTAL,
-        Gauge,
+        COST_MICRODOLLARS_TOTAL,
+        Counter,
         &[MODEL],
-        "USD",
-        "Estimated spend by model (monotonic; exported as a gauge for fractional dollars).",
+        "microdollars",
+        "Estimated spend by model in millionths of a US dollar (divide by 1e6 for USD).",
     ),
     MetricDef::new(
         PROCESS_RESIDENT_MEMORY_BYTES,
@@ -296,11 +385,51 @@ static BASE: &[MetricDef] = &[
     )
     .on_scrape(),
     MetricDef::new(
+        PROCESS_VIRTUAL_MEMORY_BYTES,
+        Gauge,
+        &[],
+        "bytes",
+        "Virtual memory size of this process.",
+    )
+    .on_scrape(),
+    MetricDef::new(
         PROCESS_CPU_SECONDS_TOTAL,
         Counter,
         &[],
         "seconds",
         "User and system CPU time spent by this process.",
+    )
+    .on_scrape(),
+    MetricDef::new(
+        PROCESS_OPEN_FDS,
+        Gauge,
+        &[],
+        "1",
+        "Open file descriptors of this process.",
+    )
+    .on_scrape(),
+    MetricDef::new(
+        PROCESS_MAX_FDS,
+        Gauge,
+        &[],
+        "1",
+        "Soft limit on open file descriptors (absent when unlimited).",
+    )
+    .on_scrape(),
+    MetricDef::new(
+        PROCESS_START_TIME_SECONDS,
+        Gauge,
+        &[],
+        "seconds",
+        "Start time of this process since the Unix epoch.",
+    )
+    .on_scrape(),
+    MetricDef::new(
+        PROCESS_THREADS,
+        Gauge,
+        &[],
+        "1",
+        "OS threads of this process.",
     )
     .on_scrape(),
 ];
@@ -455,6 +584,12 @@ pub fn record_query(status: QueryStatus, duration: Duration) {
     histogram!(QUERY_DURATION_SECONDS, STATUS => s).record(duration.as_secs_f64());
 }
 
+/// Records the duration of one named pipeline step.
+pub fn record_span(span: &str, status: QueryStatus, duration: Duration) {
+    histogram!(SPAN_DURATION_SECONDS, SPAN => span.to_owned(), STATUS => status.as_str())
+        .record(duration.as_secs_f64());
+}
+
 /// Counts one embedding batch of `batch_size` texts holding `tokens` real
 /// (non-padding) tokens.
 pub fn record_embedding_batch(model: &str, batch_size: usize, tokens: u64) {
@@ -464,6 +599,27 @@ pub fn record_embedding_batch(model: &str, batch_size: usize, tokens: u64) {
     counter!(EMBEDDING_TOKENS_TOTAL, MODEL => model).increment(tokens);
 }
 
+/// Sets how many items wait in `queue` at `priority`.
+pub fn set_queue_depth(queue: &str, priority: &'static str, depth: usize) {
+    gauge!(QUEUE_DEPTH, QUEUE => queue.to_owned(), PRIORITY => priority).set(depth as f64);
+}
+
+/// Records how long one item waited in `queue` before its batch started.
+pub fn record_queue_wait(queue: &str, priority: &'static str, waited: Duration) {
+    histogram!(QUEUE_WAIT_SECONDS, QUEUE => queue.to_owned(), PRIORITY => priority)
+        .record(waited.as_secs_f64());
+}
+
+/// Records one batch of `items` run by `queue`'s worker.
+pub fn record_queue_batch(queue: &str, items: usize) {
+    histogram!(QUEUE_BATCH_SIZE, QUEUE => queue.to_owned()).record(items as f64);
+}
+
+/// Counts one item `queue` shed (`reason`: full|expired).
+pub fn record_queue_rejected(queue: &str, reason: &'static str) {
+    counter!(QUEUE_REJECTED_TOTAL, QUEUE => queue.to_owned(), REASON => reason).increment(1);
+}
+
 /// Counts generation tokens for `model`.
 pub fn record_tokens(model: &str, input: u64, output: u64) {
     let model = model.to_owned();
@@ -471,11 +627,15 @@ pub fn record_tokens(model: &str, input: u64, output: u64) {
     counter!(TOKENS_TOTAL, MODEL => model, DIRECTION => "out").increment(output);
 }
 
-/// Adds `usd` to the estimated spend of `model` (negative or non-finite
-/// amounts are ignored: spend only grows).
-pub fn record_cost(model: &str, usd: f64) {
-    if usd.is_finite() && usd > 0.0 {
-        gauge!(COST_USD_TOTAL, MODEL => model.to_owned()).increment(usd);
+/// Adds `microdollars` (millionths of a US dollar) to the estimated spend
+/// of `model`.
+///
+/// Whole units only: rounding every small request on its own would lose or
+/// inflate spend, so callers with fractional amounts carry the remainder
+/// (as [`crate::CostTracker::record`] does) rather than round here.
+pub fn record_cost_microdollars(model: &str, microdollars: u64) {
+    if microdollars > 0 {
+        counter!(COST_MICRODOLLARS_TOTAL, MODEL => model.to_owned()).increment(microdollars);
     }
 }
 
@@ -502,6 +662,12 @@ pub fn record_cache_request(cache: &'static str, tier: &'static str, result: &'s
     counter!(CACHE_REQUESTS_TOTAL, CACHE => cache, TIER => tier, RESULT => result).increment(1);
 }
 
+/// Counts one stored cache entry refused on read (`reason`:
+/// auth|oversize|corrupt).
+pub fn record_cache_rejected(cache: &'static str, tier: &'static str, reason: &'static str) {
+    counter!(CACHE_REJECTED_TOTAL, CACHE => cache, TIER => tier, REASON => reason).increment(1);
+}
+
 /// Sets the GPU memory gauges of device `device`.
 #[cfg(feature = "cuda")]
 pub fn set_gpu_memory(device: u32, used_bytes: u64, total_bytes: u64) {
@@ -522,13 +688,14 @@ mod tests {
             assert!(seen.insert(m.name), "duplicate {}", m.name);
             assert!(m.name.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
             assert!(!m.help.is_empty());
-            if m.kind == Counter {
-                assert!(
-                    m.name.ends_with("_total"),
-                    "{} should end in _total",
-                    m.name
-                );
-            }
+            // Prometheus naming (promtool check metrics): counters and only
+            // counters end in `_total`.
+            assert_eq!(
+                m.kind == Counter,
+                m.name.ends_with("_total"),
+                "{}: counters end in _total, other types must not",
+                m.name
+            );
             assert_eq!(m.kind == Histogram, !m.buckets.is_empty(), "{}", m.name);
             assert!(m.buckets.windows(2).all(|w| w[0] < w[1]), "{}", m.name);
         }

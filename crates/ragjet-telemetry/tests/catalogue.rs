@@ -33,7 +33,8 @@ fn agreed_names_are_present() {
         ("ragjet_queries_total", &["status"]),
         ("ragjet_tokens_total", &["model", "direction"]),
         ("ragjet_embedding_tokens_total", &["model"]),
-        ("ragjet_cost_usd_total", &["model"]),
+        ("ragjet_cost_microdollars_total", &["model"]),
+        ("ragjet_cache_rejected_total", &["cache", "tier", "reason"]),
     ] {
         let def = find(name).unwrap_or_else(|| panic!("{name} missing"));
         assert_eq!(def.labels, labels, "{name}");

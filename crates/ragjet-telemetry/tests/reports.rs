@@ -268,3 +268,35 @@ fn callbacks_and_bad_input() {
     )
     .is_err());
 }
+
+#[test]
+fn cost_counter_carries_fractions_of_a_microdollar() {
+    let (recorder, handle) = ragjet_telemetry::build_recorder().unwrap();
+    let tracker = CostTracker::with_clock(
+        HashMap::from([(
+            "embed".to_string(),
+            ModelPrice {
+                input_per_million: 0.02,
+                output_per_million: 0.0,
+            },
+        )]),
+        Budgets::default(),
+        Arc::new(ManualClock::new(START)),
+    )
+    .unwrap();
+    // 15 tokens at $0.02 per million is $0.0000003: under a micro-dollar
+    // each, so rounding every request alone would count nothing at all.
+    metrics::with_local_recorder(&recorder, || {
+        for _ in 0..10_000 {
+            tracker.record("embed", 15, 0).unwrap();
+        }
+    });
+    let total_usd = tracker.report().total_usd;
+    assert!((total_usd - 0.003).abs() < 1e-12, "{total_usd}");
+    let text = handle.render();
+    assert!(
+        text.contains("\nragjet_cost_microdollars_total{model=\"embed\"} 3000\n"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE ragjet_cost_microdollars_total counter"));
+}

@@ -7,8 +7,9 @@ use common::{find, http_get, scalar, scrape};
 use prometheus_parse::Value;
 use ragjet_telemetry::metrics::{self as m, QueryStatus};
 use ragjet_telemetry::{build_recorder, MetricsServer};
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
 
 fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
@@ -33,10 +34,17 @@ fn scrape_reports_known_operations() {
         m::record_index_operation("docs", "search");
         m::record_cache_request("embedding", "l1", "hit");
         m::record_feedback(0.75);
-        m::record_cost("gpt", 0.25);
-        m::record_cost("gpt", 0.5);
+        m::record_cost_microdollars("gpt", 250_000);
+        m::record_cost_microdollars("gpt", 500_000);
     });
 
+    // Spin before the scrape so the process's CPU counter, which counts in
+    // 10 ms ticks, must be above zero even on a loaded machine.
+    let start = Instant::now();
+    let mut spin = 0u64;
+    while start.elapsed() < Duration::from_millis(200) {
+        spin = std::hint::black_box(spin.wrapping_add(1));
+    }
     let s = scrape(server.local_addr());
     let ok = [("status", "ok")];
     assert_eq!(scalar(&s, "ragjet_queries_total", &ok), 3.0);
@@ -100,7 +108,10 @@ fn scrape_reports_known_operations() {
         1.0
     );
     assert_eq!(scalar(&s, "ragjet_feedback_score_count", &[]), 1.0);
-    assert!((scalar(&s, "ragjet_cost_usd_total", &[("model", "gpt")]) - 0.75).abs() < 1e-12);
+    assert_eq!(
+        scalar(&s, "ragjet_cost_microdollars_total", &[("model", "gpt")]),
+        750_000.0
+    );
 
     // Help text comes from the catalogue.
     assert_eq!(
@@ -111,7 +122,7 @@ fn scrape_reports_known_operations() {
     #[cfg(target_os = "linux")]
     {
         assert!(scalar(&s, "process_resident_memory_bytes", &[]) > 1e6);
-        assert!(scalar(&s, "process_cpu_seconds_total", &[]) >= 0.0);
+        assert!(scalar(&s, "process_cpu_seconds_total", &[]) > 0.0);
     }
 }
 
@@ -162,6 +173,53 @@ fn other_paths_and_methods_are_refused() {
     assert_eq!(status, "HTTP/1.1 404 Not Found");
     let (status, _) = http_get(server.local_addr(), "/metrics?x=1");
     assert_eq!(status, "HTTP/1.1 200 OK");
+}
+
+/// A client that connects and sends nothing, and one that sends an endless
+/// header line, must not hold up a scrape (the former serial server read
+/// each client to the end of its headers before accepting the next).
+#[test]
+fn silent_and_endless_clients_do_not_block_a_scrape() {
+    let (_recorder, handle) = build_recorder().unwrap();
+    let server = MetricsServer::start(any_port(), handle).unwrap();
+    let addr = server.local_addr();
+
+    let silent = TcpStream::connect(addr).unwrap();
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+    let endless = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+            .unwrap();
+        let chunk = [b'a'; 1024];
+        let mut sent = 0usize;
+        loop {
+            if s.write_all(&chunk).is_err() {
+                // The server gave up on this client and closed it.
+                return sent;
+            }
+            sent += chunk.len();
+            if sent == 64 * 1024 {
+                let _ = sent_tx.send(());
+            }
+            if sent > 1 << 30 {
+                return sent; // never cut off: the assertion below fails
+            }
+        }
+    });
+    // The endless client is well into its header before we scrape.
+    sent_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+
+    let t0 = Instant::now();
+    scrape(addr); // asserts 200 OK and a valid exposition
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(2), "scrape took {took:?}");
+
+    // The endless header is cut off at the request-head cap, well before a
+    // gigabyte (kernel socket buffers absorb some megabytes at most).
+    let sent = endless.join().unwrap();
+    assert!(sent < 256 << 20, "endless header accepted: {sent} bytes");
+    drop(silent);
 }
 
 #[test]

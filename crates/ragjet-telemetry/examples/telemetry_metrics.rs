@@ -1,11 +1,16 @@
 //! Serves `/metrics` while a synthetic query workload runs, so
-//! `curl 127.0.0.1:9464/metrics` shows live figures.
+//! `curl 127.0.0.1:9464/metrics` shows live figures without a model.
 //!
 //! ```text
-//! cargo run -p ragjet-telemetry --example serve_metrics -- [PORT] [SECONDS]
+//! cargo run -p ragjet-telemetry --example telemetry_metrics -- [PORT] [SECONDS]
 //! ```
 //! PORT defaults to 9464 (0 picks a free one); SECONDS to 0 (run forever).
 //! Every few seconds it prints the SLO and cost reports.
+//!
+//! The facade's `serve_metrics` example runs the real model instead; this
+//! one needs nothing but this crate and also exercises the cache, cost and
+//! feedback metrics. Its name differs so that `cargo run --example
+//! serve_metrics` at the workspace root has one target to run.
 
 use ragjet_telemetry::metrics::{self as m, QueryStatus};
 use ragjet_telemetry::{
