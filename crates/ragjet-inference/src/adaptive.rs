@@ -99,6 +99,7 @@ pub(crate) fn is_oom(err: &crate::InferenceError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::tensor;
     use crate::InferenceError;
 
     #[test]
@@ -156,11 +157,11 @@ mod tests {
         let cuda = candle_core::Error::Msg(
             "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into(),
         );
-        assert!(is_oom(&InferenceError::Tensor(cuda)));
+        assert!(is_oom(&tensor(cuda)));
         let cublas = candle_core::Error::Msg("CublasError(CUBLAS_STATUS_ALLOC_FAILED)".into());
-        assert!(is_oom(&InferenceError::Tensor(cublas.context("matmul"))));
+        assert!(is_oom(&tensor(cublas.context("matmul"))));
         let shape = candle_core::Error::Msg("shape mismatch in matmul".into());
-        assert!(!is_oom(&InferenceError::Tensor(shape)));
+        assert!(!is_oom(&tensor(shape)));
         assert!(!is_oom(&InferenceError::EmptyInput));
     }
 }

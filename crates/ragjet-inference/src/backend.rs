@@ -68,6 +68,7 @@ pub(crate) trait Backend: Send + Sync {
 /// Rejects ids the model's embedding tables do not have (a tokenizer.json
 /// from another model), before any device work.
 pub(crate) fn check_ids(batch: &[&Encoding], vocab: usize, type_vocab: usize) -> Result<()> {
+    check_not_empty(batch)?;
     for enc in batch {
         if let Some(&id) = enc.get_ids().iter().find(|&&id| id as usize >= vocab) {
             return Err(InferenceError::Tokenizer(format!(
@@ -79,6 +80,18 @@ pub(crate) fn check_ids(batch: &[&Encoding], vocab: usize, type_vocab: usize) ->
                 "token type id outside the model's type vocabulary".into(),
             ));
         }
+    }
+    Ok(())
+}
+
+/// Rejects texts of no tokens: they have nothing to attend over or pool
+/// (a softmax over no columns, a mean over no rows). The embedder gives
+/// them a zero vector without running a backend, so this is a backstop.
+pub(crate) fn check_not_empty(batch: &[&Encoding]) -> Result<()> {
+    if batch.iter().any(|e| e.is_empty()) {
+        return Err(InferenceError::Tokenizer(
+            "a text of no tokens reached the encoder".into(),
+        ));
     }
     Ok(())
 }
@@ -102,6 +115,7 @@ impl Backend for PackedBackend {
         modes: &[PoolingMode],
         out: &mut [f32],
     ) -> Result<()> {
+        check_not_empty(batch)?;
         let tokens = batch.iter().map(|e| e.len()).sum();
         let mut packed = PackedBatch::with_capacity(batch.len(), tokens);
         for enc in batch {

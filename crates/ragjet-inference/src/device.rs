@@ -181,29 +181,53 @@ fn open_cuda(n: usize) -> std::result::Result<Resolved, String> {
     })
 }
 
-/// Whether the NVIDIA driver library can be loaded at all. Checked before
-/// cudarc is touched: in its dlopen mode a missing library is a panic, which
-/// [`guarded`] catches but the panic hook still prints (with a backtrace
-/// under `RUST_BACKTRACE`), too loud for `Device::Auto` on a CPU machine.
-#[cfg(all(feature = "cuda", unix))]
+#[cfg(feature = "cuda")]
 fn driver_present() -> std::result::Result<(), String> {
-    for name in [c"libcuda.so.1", c"libcuda.so"] {
-        // SAFETY: dlopen/dlclose with a valid C string; the handle is
-        // released at once (the library stays loaded if cudarc has it).
-        unsafe {
-            let handle = libc::dlopen(name.as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL);
-            if !handle.is_null() {
-                libc::dlclose(handle);
-                return Ok(());
-            }
-        }
+    if cuda_driver_available() {
+        Ok(())
+    } else {
+        Err("no NVIDIA driver (libcuda.so.1 cannot be loaded)".into())
     }
-    Err("no NVIDIA driver (libcuda.so.1 cannot be loaded)".into())
 }
 
-#[cfg(all(feature = "cuda", not(unix)))]
-fn driver_present() -> std::result::Result<(), String> {
-    Ok(())
+/// Whether the NVIDIA driver library (`libcuda.so.1`) loads in this
+/// process: ragjet's one probe for a CUDA driver, whatever this crate's
+/// features (the facade asks it for retrieval's GPU search too).
+///
+/// It loads and releases the library without calling into it: cheap, no
+/// CUDA context, and no panic. cudarc, in the dlopen mode ragjet builds it
+/// with, panics on its first call when the library is missing, which
+/// [`Device::Auto`] must not do on a machine without a GPU. A `true` does
+/// not promise a working GPU (the driver may find none): opening one can
+/// still fail with [`InferenceError::DeviceUnavailable`]. On non-Unix
+/// targets there is no such probe and this returns `true`, leaving the
+/// answer to the first driver call.
+pub fn cuda_driver_available() -> bool {
+    #[cfg(unix)]
+    {
+        [c"libcuda.so.1", c"libcuda.so"].iter().any(|name| {
+            // SAFETY: dlopen/dlclose with a valid C string; the handle is
+            // released at once (the library stays loaded if cudarc has it).
+            unsafe {
+                let handle = libc::dlopen(name.as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL);
+                if handle.is_null() {
+                    false
+                } else {
+                    libc::dlclose(handle);
+                    true
+                }
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    true
+}
+
+/// Whether this build can run models on an NVIDIA GPU: it has the `cuda`
+/// feature and [`cuda_driver_available`]. What [`Device::Auto`] checks
+/// before it tries GPU 0; opening the GPU can still fail (see there).
+pub fn cuda_available() -> bool {
+    cfg!(feature = "cuda") && cuda_driver_available()
 }
 
 /// Runs a CUDA driver call, turning a panic into an error: with cudarc's
@@ -290,5 +314,7 @@ mod tests {
         assert!(matches!(err, InferenceError::DeviceUnavailable(_)), "{err}");
         assert!(err.to_string().contains("`cuda` feature"), "{err}");
         assert!(resolve(Device::Auto).unwrap().ordinal.is_none());
+        // Even where a driver loads, this build cannot use it.
+        assert!(!cuda_available());
     }
 }

@@ -1,5 +1,6 @@
 //! [`Embedder`]: texts in, one contiguous matrix of sentence vectors out.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -61,6 +62,14 @@ pub struct EmbedderOptions {
     /// `CUDA_ERROR_OUT_OF_MEMORY`), so the halving back-off can be shown on
     /// the CPU and forced on a GPU. `None` (the default) in production.
     pub simulate_oom_above_tokens: Option<usize>,
+    /// Named prompts (`{"query": "query: ", …}`), replacing the folder's
+    /// `config_sentence_transformers.json` ones as sentence-transformers'
+    /// `prompts=` argument does; `None` = the folder's (often none: E5
+    /// folders ship without, so pass them here).
+    pub prompts: Option<BTreeMap<String, String>>,
+    /// The prompt applied when a call names none (must be a key of the
+    /// prompts); `None` = the folder's `default_prompt_name`.
+    pub default_prompt_name: Option<String>,
 }
 
 impl Default for EmbedderOptions {
@@ -76,7 +85,57 @@ impl Default for EmbedderOptions {
             precision: None,
             backend: None,
             simulate_oom_above_tokens: None,
+            prompts: None,
+            default_prompt_name: None,
         }
+    }
+}
+
+/// Which prompt an [`Embedder::embed_with`] call prepends to every text,
+/// as sentence-transformers' `encode(prompt_name=…, prompt=…)` does.
+///
+/// The prompt is part of the text the model reads: its tokens count
+/// against `max_seq_length` and are pooled with the text's (the Pooling
+/// module's `include_prompt: true`, the default; a folder that sets it to
+/// false is refused for prompted calls).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Prompt<'a> {
+    /// The model's default prompt, if it names one; none otherwise. What
+    /// [`Embedder::embed`] does.
+    #[default]
+    Default,
+    /// No prompt, even where the model has a default one.
+    None,
+    /// The prompt of this name (`"query"`, `"passage"`, …); an unknown name
+    /// is an [`InferenceError::InvalidOption`] listing the known ones.
+    Named(&'a str),
+    /// This text, as given.
+    Text(&'a str),
+}
+
+/// Per-call settings of [`Embedder::embed_with`]; the default is what
+/// [`Embedder::embed`] does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EmbedCall<'a> {
+    /// The prompt prepended to every text.
+    pub prompt: Prompt<'a>,
+    /// Most texts in one forward pass for this call (sentence-transformers'
+    /// `batch_size`); `None` = [`EmbedderOptions::max_batch_size`]. The
+    /// token budget still applies.
+    pub max_batch_size: Option<usize>,
+}
+
+impl<'a> EmbedCall<'a> {
+    /// This call with `prompt`.
+    pub fn prompt(mut self, prompt: Prompt<'a>) -> Self {
+        self.prompt = prompt;
+        self
+    }
+    /// This call with at most `rows` texts per forward pass.
+    pub fn max_batch_size(mut self, rows: usize) -> Self {
+        self.max_batch_size = Some(rows);
+        self
     }
 }
 
@@ -168,6 +227,9 @@ pub struct Embedder {
     do_lower_case: bool,
     max_batch_size: usize,
     pool: rayon::ThreadPool,
+    prompts: BTreeMap<String, String>,
+    default_prompt_name: Option<String>,
+    pooling_includes_prompt: bool,
 }
 
 impl std::fmt::Debug for Embedder {
@@ -197,6 +259,30 @@ impl Embedder {
     pub fn load_with(dir: impl AsRef<Path>, options: EmbedderOptions) -> Result<Self> {
         let dir = dir.as_ref();
         let settings = FolderSettings::read(dir)?;
+        let (prompts, default_prompt_name) = match options.prompts {
+            // Options replace the folder's prompts, as sentence-transformers'
+            // constructor arguments do.
+            Some(prompts) => (prompts, options.default_prompt_name),
+            None => (
+                settings.prompts.clone(),
+                options
+                    .default_prompt_name
+                    .or_else(|| settings.default_prompt_name.clone()),
+            ),
+        };
+        if let Some(name) = &default_prompt_name {
+            if !prompts.contains_key(name) {
+                return Err(InferenceError::InvalidOption(format!(
+                    "default_prompt_name {name:?} is not one of the prompts {:?}",
+                    prompts.keys().collect::<Vec<_>>()
+                )));
+            }
+            if !settings.pooling_includes_prompt {
+                return Err(InferenceError::Unsupported(
+                    "a default prompt with a Pooling module that excludes prompt tokens (include_prompt: false)".into(),
+                ));
+            }
+        }
         if options.max_batch_size == 0 || options.max_batch_tokens == 0 {
             return Err(InferenceError::InvalidOption(
                 "max_batch_size and max_batch_tokens must be at least 1".into(),
@@ -312,6 +398,9 @@ impl Embedder {
             do_lower_case: settings.do_lower_case,
             max_batch_size: options.max_batch_size,
             pool,
+            prompts,
+            default_prompt_name,
+            pooling_includes_prompt: settings.pooling_includes_prompt,
         })
     }
 
@@ -372,28 +461,99 @@ impl Embedder {
     /// (as [`count_tokens`](Self::count_tokens) counts them), cut at a token
     /// boundary. Returns `text` itself when it already fits.
     pub fn truncate_to_tokens<'a>(&self, text: &'a str, max_tokens: usize) -> Result<&'a str> {
-        // Lowercasing can change byte offsets, so offsets come from the
-        // original text whenever the model is cased.
-        let cased = self.cased(text);
-        let enc = self
-            .counter
-            .encode(cased.as_ref(), false)
-            .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
-        if enc.len() <= max_tokens {
+        // Token ends as byte offsets into `text`, also where lowercasing
+        // here changes byte lengths ("İ", 2 bytes, lowercases to "i̇", 3).
+        let spans = self.token_spans(text)?;
+        if spans.len() <= max_tokens {
             return Ok(text);
         }
-        if max_tokens == 0 {
-            return Ok(&text[..0]);
+        if max_tokens > 0
+            && !self.do_lower_case
+            && spans[max_tokens].start >= spans[max_tokens - 1].end
+        {
+            // The tokenizer saw `text` itself and the cut splits no
+            // character: the prefix is exactly the first `max_tokens` tokens.
+            return Ok(&text[..spans[max_tokens - 1].end]);
         }
-        let end = enc.get_offsets()[max_tokens - 1].1;
-        if cased.as_ref().len() == text.len() && text.is_char_boundary(end) {
-            Ok(&text[..end])
-        } else {
-            Err(InferenceError::Tokenizer(
-                "cannot map token offsets back onto a text whose lowercase form has another length"
-                    .into(),
-            ))
+        // A character that became several tokens is kept or dropped whole,
+        // and a lowercased prefix can differ from the whole text's prefix
+        // (a final sigma): count, and step back a token until it fits.
+        for t in (0..max_tokens).rev() {
+            let prefix = &text[..spans[t].end];
+            if self.count_tokens(prefix)? <= max_tokens {
+                return Ok(prefix);
+            }
         }
+        Ok(&text[..0])
+    }
+
+    /// The byte range in `text` of every token that
+    /// [`count_tokens`](Self::count_tokens) counts, in order (same number,
+    /// no special tokens, no truncation): a chunker cuts documents at these
+    /// boundaries and still quotes the original text. Ranges lie on char
+    /// boundaries of `text`; tokens made from one character share its range.
+    pub fn token_spans(&self, text: &str) -> Result<Vec<std::ops::Range<usize>>> {
+        let input = self.cased(text);
+        let enc = self
+            .counter
+            .encode(input.as_ref(), false)
+            .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
+        // Offsets refer to `input`. When the model lowercases here, before
+        // the tokenizer, `input` can be longer than `text` ("İ" is 2 bytes,
+        // its lowercase "i̇" 3), so offsets go back through the characters
+        // whose lowercase form has another length: (input range, text range).
+        let mut resized: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)> = Vec::new();
+        if input.as_ref() != text {
+            let (mut at_input, mut at_text) = (0, 0);
+            for c in text.chars() {
+                let lower: usize = c.to_lowercase().map(char::len_utf8).sum();
+                if lower != c.len_utf8() {
+                    resized.push((at_input..at_input + lower, at_text..at_text + c.len_utf8()));
+                }
+                at_input += lower;
+                at_text += c.len_utf8();
+            }
+            if at_input != input.len() {
+                return Err(InferenceError::Tokenizer(
+                    "the lowercase form of the text does not follow its characters".into(),
+                ));
+            }
+        }
+        // `round_up` says which side of a resized character an offset inside
+        // it goes to: a token's end takes the whole character, its start too.
+        let to_text = |at: usize, round_up: bool| -> usize {
+            let i = resized.partition_point(|(lower, _)| lower.end <= at);
+            let mapped = match resized.get(i) {
+                Some((lower, orig)) if lower.start < at => {
+                    if round_up {
+                        orig.end
+                    } else {
+                        orig.start
+                    }
+                }
+                _ => match i.checked_sub(1).map(|j| &resized[j]) {
+                    Some((lower, orig)) => orig.end + (at - lower.end),
+                    None => at,
+                },
+            };
+            let mut mapped = mapped.min(text.len());
+            while !text.is_char_boundary(mapped) {
+                if round_up {
+                    mapped += 1;
+                } else {
+                    mapped -= 1;
+                }
+            }
+            mapped
+        };
+        Ok(enc
+            .get_offsets()
+            .iter()
+            .map(|&(start, end)| {
+                let start = to_text(start, false);
+                start..to_text(end, true).max(start)
+            })
+            .collect())
     }
 
     /// Embeds one text.
@@ -405,19 +565,89 @@ impl Embedder {
     ///
     /// Texts are sorted by length and batched by a token budget so that
     /// little time goes into padding; the result does not depend on how
-    /// texts were grouped.
+    /// texts were grouped. A model whose folder names a default prompt gets
+    /// it prepended, as sentence-transformers' `encode` does (see
+    /// [`embed_with`](Self::embed_with)).
     pub fn embed<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Embeddings> {
         self.embed_with_progress(texts, |_| {})
+    }
+
+    /// Like [`embed`](Self::embed), with a prompt or batch size for this
+    /// call only: `embed_with(&queries, &EmbedCall::default().prompt(Prompt::Named("query")))`
+    /// gives the vectors of `prompts()["query"] + text`.
+    pub fn embed_with<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        call: &EmbedCall<'_>,
+    ) -> Result<Embeddings> {
+        self.embed_call(texts, call, |_| {})
     }
 
     /// Like [`embed`](Self::embed), calling `progress` after every batch.
     pub fn embed_with_progress<S: AsRef<str> + Sync>(
         &self,
         texts: &[S],
+        progress: impl FnMut(Progress) + Send,
+    ) -> Result<Embeddings> {
+        self.embed_call(texts, &EmbedCall::default(), progress)
+    }
+
+    /// Named prompts, from the folder's `config_sentence_transformers.json`
+    /// or [`EmbedderOptions::prompts`].
+    pub fn prompts(&self) -> &BTreeMap<String, String> {
+        &self.prompts
+    }
+
+    /// The prompt applied when a call names none, if any.
+    pub fn default_prompt_name(&self) -> Option<&str> {
+        self.default_prompt_name.as_deref()
+    }
+
+    /// The text `prompt` stands for (`None`: no prompt).
+    pub fn resolve_prompt<'a>(&'a self, prompt: Prompt<'a>) -> Result<Option<&'a str>> {
+        let text = match prompt {
+            Prompt::Default => self
+                .default_prompt_name
+                .as_ref()
+                .and_then(|name| self.prompts.get(name))
+                .map(String::as_str),
+            Prompt::None => None,
+            Prompt::Named(name) => {
+                Some(self.prompts.get(name).map(String::as_str).ok_or_else(|| {
+                    InferenceError::InvalidOption(format!(
+                        "unknown prompt name {name:?}; this model's prompts: {:?}",
+                        self.prompts.keys().collect::<Vec<_>>()
+                    ))
+                })?)
+            }
+            Prompt::Text(text) => Some(text),
+        };
+        // An empty prompt changes no text (sentence-transformers' `prompt=""`).
+        let text = text.filter(|t| !t.is_empty());
+        if text.is_some() && !self.pooling_includes_prompt {
+            return Err(InferenceError::Unsupported(
+                "prompts with a Pooling module that excludes prompt tokens (include_prompt: false)"
+                    .into(),
+            ));
+        }
+        Ok(text)
+    }
+
+    fn embed_call<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        call: &EmbedCall<'_>,
         mut progress: impl FnMut(Progress) + Send,
     ) -> Result<Embeddings> {
         if texts.is_empty() {
             return Err(InferenceError::EmptyInput);
+        }
+        let prompt = self.resolve_prompt(call.prompt)?;
+        let max_rows = call.max_batch_size.unwrap_or(self.max_batch_size);
+        if max_rows == 0 {
+            return Err(InferenceError::InvalidOption(
+                "max_batch_size must be at least 1".into(),
+            ));
         }
         let dim = self.dim();
         let mut data = vec![0.0f32; texts.len() * dim];
@@ -426,10 +656,22 @@ impl Embedder {
             let mut done = 0;
             for (chunk_no, chunk) in texts.chunks(CHUNK_TEXTS).enumerate() {
                 let out = &mut data[chunk_no * CHUNK_TEXTS * dim..][..chunk.len() * dim];
-                self.embed_chunk(chunk, out, &mut |n| {
+                let mut on_batch = |n| {
                     done += n;
                     progress(Progress { done, total });
-                })?;
+                };
+                match prompt {
+                    // Prompted copies are made a chunk at a time, like the
+                    // token ids, to bound memory.
+                    Some(prompt) => {
+                        let prompted: Vec<String> = chunk
+                            .iter()
+                            .map(|t| [prompt, t.as_ref()].concat())
+                            .collect();
+                        self.embed_chunk(&prompted, out, max_rows, &mut on_batch)?;
+                    }
+                    None => self.embed_chunk(chunk, out, max_rows, &mut on_batch)?,
+                }
             }
             Ok::<_, InferenceError>(())
         })?;
@@ -474,19 +716,63 @@ impl Embedder {
         &self,
         texts: &[S],
         out: &mut [f32],
+        max_rows: usize,
         on_batch: &mut dyn FnMut(usize),
     ) -> Result<()> {
         let encodings = self.tokenize(texts)?;
+        self.embed_encodings_in_batches_of(&encodings, out, max_rows, on_batch)
+    }
+
+    /// Runs `f` on this embedder's thread pool, where
+    /// [`embed_encodings`](Self::embed_encodings) must run.
+    pub(crate) fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
+    /// Batching, out-of-memory back-off and pooling for inputs tokenised
+    /// elsewhere: the cross-encoder's (query, passage) pairs share this
+    /// loop, so they get the same budget planner and back-off as texts.
+    pub(crate) fn embed_encodings(
+        &self,
+        encodings: &[Encoding],
+        out: &mut [f32],
+        on_batch: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        self.embed_encodings_in_batches_of(encodings, out, self.max_batch_size, on_batch)
+    }
+
+    /// [`embed_encodings`](Self::embed_encodings) with at most `max_rows`
+    /// texts per forward pass (a call's own batch size).
+    fn embed_encodings_in_batches_of(
+        &self,
+        encodings: &[Encoding],
+        out: &mut [f32],
+        max_rows: usize,
+        on_batch: &mut dyn FnMut(usize),
+    ) -> Result<()> {
         let lens: Vec<usize> = encodings.iter().map(Encoding::len).collect();
         let pads = self.backend.pads();
         let mut remaining = longest_first(&lens);
+        // A text of no tokens (possible with a tokenizer that adds no
+        // special tokens) has nothing to attend over or pool: it gets a zero
+        // vector, as sentence-transformers' mean pooling gives it, without
+        // a forward pass (where it made a softmax over no columns panic).
+        let empty = remaining.partition_point(|&i| lens[i] > 0);
+        if empty < remaining.len() {
+            let dim = self.dim();
+            for &i in &remaining[empty..] {
+                out[i * dim..(i + 1) * dim].fill(0.0);
+            }
+            on_batch(remaining.len() - empty);
+            remaining.truncate(empty);
+        }
         let mut pooled = Vec::new();
         while !remaining.is_empty() {
             let limit = self.budget().limit();
             let mut done = 0;
-            for batch in plan_sorted(&remaining, &lens, self.max_batch_size, limit, pads) {
+            for batch in plan_sorted(&remaining, &lens, max_rows, limit, pads) {
                 let cost = batch_cost(&batch, &lens, pads);
-                match self.run_batch(&batch, &encodings, &lens, out, &mut pooled) {
+                match self.run_batch(&batch, encodings, &lens, out, &mut pooled) {
                     Ok(()) => {
                         done += batch.len();
                         on_batch(batch.len());
@@ -548,9 +834,9 @@ impl Embedder {
         if let Some(max) = self.simulate_oom {
             let real: usize = batch.iter().map(|&i| lens[i]).sum();
             if real > max {
-                return Err(InferenceError::Tensor(candle_core::Error::Msg(format!(
+                return Err(InferenceError::Tensor(format!(
                     "simulated out of memory (CUDA_ERROR_OUT_OF_MEMORY): {real} tokens > simulate_oom_above_tokens = {max}"
-                ))));
+                )));
             }
         }
         let dim = self.dim();

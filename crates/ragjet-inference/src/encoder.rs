@@ -13,10 +13,10 @@ use std::cell::RefCell;
 use std::path::Path;
 
 use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Tensor};
-use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
 use rayon::prelude::*;
 
-use crate::error::{invalid, InferenceError, Result};
+use crate::config::{BertConfig, HiddenAct};
+use crate::error::{invalid, InferenceError, Result, TensorResult};
 use crate::kernels::{Activation, Kernels};
 use crate::linear::{rows_per_task, Epilogue, Linear, Products, SharedOut};
 use crate::weights::BertWeights;
@@ -166,6 +166,16 @@ impl BertEncoder {
                 self.vocab
             )));
         }
+        let max_positions = self.position.len() / self.hidden;
+        if batch
+            .offsets
+            .windows(2)
+            .any(|w| w[1].saturating_sub(w[0]) > max_positions)
+        {
+            return Err(InferenceError::Tokenizer(format!(
+                "a text longer than the model's {max_positions} positions"
+            )));
+        }
         if batch
             .type_ids
             .iter()
@@ -175,6 +185,11 @@ impl BertEncoder {
                 "token type id outside the model's type vocabulary".into(),
             ));
         }
+        self.run(batch).tensor()
+    }
+
+    /// [`forward`](Self::forward) after its checks.
+    fn run(&self, batch: &PackedBatch) -> candle_core::Result<Vec<f32>> {
         let x = self.embed(batch)?;
         // One buffer per activation for the whole batch, written in place by
         // every layer: fresh buffers per layer cost page faults (the kernel
@@ -221,16 +236,22 @@ impl BertEncoder {
                 },
             )?;
         }
-        Ok(x.flatten_all()?.to_vec1::<f32>()?)
+        x.flatten_all()?.to_vec1::<f32>()
     }
 
     /// `out = epilogue(x · W)` in place.
-    fn dense(&self, out: &Tensor, x: &Tensor, linear: &Linear, epilogue: Epilogue) -> Result<()> {
-        Ok(out.inplace_op2(x, &Dense { linear, epilogue })?)
+    fn dense(
+        &self,
+        out: &Tensor,
+        x: &Tensor,
+        linear: &Linear,
+        epilogue: Epilogue,
+    ) -> candle_core::Result<()> {
+        out.inplace_op2(x, &Dense { linear, epilogue })
     }
 
     /// Word + position + token-type embeddings, then layer norm.
-    fn embed(&self, batch: &PackedBatch) -> Result<Tensor> {
+    fn embed(&self, batch: &PackedBatch) -> candle_core::Result<Tensor> {
         let h = self.hidden;
         let mut x = vec![0.0f32; batch.tokens() * h];
         x.par_chunks_mut(h)
@@ -252,7 +273,7 @@ impl BertEncoder {
                     self.eps,
                 );
             });
-        Ok(Tensor::from_vec(x, (batch.tokens(), h), &self.device)?)
+        Tensor::from_vec(x, (batch.tokens(), h), &self.device)
     }
 }
 
@@ -367,23 +388,36 @@ impl InplaceOp2 for Attention<'_> {
                 out.len()
             );
         }
-        let out_ptr = SharedOut(out.as_mut_ptr());
+        if self.offsets.windows(2).any(|w| w[0] > w[1]) || d == 0 {
+            candle_core::bail!("attention: offsets out of order or no head width");
+        }
+        // SAFETY: task (text, head) writes only columns head·d.. of its own
+        // text's rows, so no two tasks write the same element, and `out` is
+        // not touched otherwise until they are done.
+        let out = unsafe { SharedOut::new(out) };
         let scale = 1.0 / (d as f32).sqrt();
-        let texts = self.offsets.len() - 1;
+        let texts = self.offsets.len().saturating_sub(1);
         (0..texts * self.heads).into_par_iter().for_each(|task| {
             let (text, head) = (task / self.heads, task % self.heads);
             let start = self.offsets[text];
             let len = self.offsets[text + 1] - start;
+            if len == 0 {
+                // A text of no tokens: no scores, no output rows.
+                return;
+            }
             let row = 3 * h;
+            // Checked here: the block this task writes.
+            let dst = out.block(start * h + head * d, len, d, h);
             let q = qkv[start * row + head * d..].as_ptr();
             let k = qkv[start * row + h + head * d..].as_ptr();
             let v = qkv[start * row + 2 * h + head * d..].as_ptr();
             SCORES.with_borrow_mut(|scores| {
                 scores.clear();
                 scores.resize(len * len, 0.0);
-                // SAFETY: all strides and extents stay inside `qkv`, `scores`
-                // and this text's rows of `out`; the (text, head) pairs write
-                // disjoint columns/rows of `out`, so tasks never overlap.
+                // SAFETY: the reads stay inside `qkv` (its length was checked
+                // against the offsets above) and `scores`; the writes inside
+                // `dst`'s block, which `block` checked and no other task
+                // writes.
                 unsafe {
                     // scores = scale · Q Kᵀ   (len × d) · (d × len)
                     gemm::gemm(
@@ -409,7 +443,6 @@ impl InplaceOp2 for Attention<'_> {
                     );
                     self.kernels.softmax_rows(scores, len);
                     // out = P V   (len × len) · (len × d)
-                    let dst = out_ptr.ptr().add(start * h + head * d);
                     gemm::gemm(
                         len,
                         d,

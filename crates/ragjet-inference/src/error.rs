@@ -62,9 +62,11 @@ pub enum InferenceError {
         /// The error the device reported.
         message: String,
     },
-    /// A tensor operation failed while running the model.
+    /// A tensor operation failed while running the model (the tensor
+    /// library's message; its error type is not part of this API, so that
+    /// a candle update is not a breaking change of ragjet).
     #[error("model execution failed: {0}")]
-    Tensor(#[from] candle_core::Error),
+    Tensor(String),
 }
 
 /// Result alias for this crate.
@@ -74,5 +76,23 @@ pub(crate) fn invalid(path: impl Into<PathBuf>, reason: impl ToString) -> Infere
     InferenceError::InvalidFile {
         path: path.into(),
         reason: reason.to_string(),
+    }
+}
+
+/// A candle error as an [`InferenceError::Tensor`]. Deliberately not a
+/// `From` impl: trait impls are public, and one would put candle's error
+/// type into this crate's API.
+pub(crate) fn tensor(e: candle_core::Error) -> InferenceError {
+    InferenceError::Tensor(e.to_string())
+}
+
+/// `.tensor()?` on candle results, where `?` alone would need that `From`.
+pub(crate) trait TensorResult<T> {
+    fn tensor(self) -> Result<T>;
+}
+
+impl<T> TensorResult<T> for candle_core::Result<T> {
+    fn tensor(self) -> Result<T> {
+        self.map_err(tensor)
     }
 }

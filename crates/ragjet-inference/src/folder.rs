@@ -1,10 +1,11 @@
 //! Reading a sentence-transformers / Hugging Face model folder.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_transformers::models::bert::Config as BertConfig;
 use serde::Deserialize;
 
+use crate::config::BertConfig;
 use crate::error::{invalid, InferenceError, Result};
 use crate::pooling::{PoolingConfigFile, PoolingMode};
 
@@ -18,6 +19,17 @@ pub(crate) struct FolderSettings {
     pub do_lower_case: bool,
     pub weights: PathBuf,
     pub tokenizer: PathBuf,
+    /// Named prompts from `config_sentence_transformers.json` (empty when
+    /// the file or its `prompts` is absent).
+    pub prompts: BTreeMap<String, String>,
+    /// The prompt sentence-transformers applies when a call names none;
+    /// always a key of `prompts`.
+    pub default_prompt_name: Option<String>,
+    /// `include_prompt` of the Pooling module (default true). When false
+    /// (INSTRUCTOR-style models) sentence-transformers leaves the prompt's
+    /// tokens out of pooling, which the backends do not implement, so a
+    /// prompted call is refused rather than answered differently.
+    pub pooling_includes_prompt: bool,
 }
 
 #[derive(Deserialize)]
@@ -26,6 +38,28 @@ struct ModuleEntry {
     path: String,
     #[serde(rename = "type")]
     kind: String,
+}
+
+/// The parts of `config_sentence_transformers.json` that change vectors.
+/// `null` is accepted wherever sentence-transformers accepts it.
+#[derive(Deserialize)]
+struct SentenceTransformersConfig {
+    #[serde(default)]
+    prompts: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    default_prompt_name: Option<String>,
+}
+
+/// `include_prompt` of `1_Pooling/config.json`, read apart from the pooling
+/// modes because only prompted calls need it.
+#[derive(Deserialize)]
+struct PoolingPromptFlag {
+    #[serde(default = "yes")]
+    include_prompt: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -134,6 +168,7 @@ impl FolderSettings {
         // mean pooling and no normalisation, as sentence-transformers assumes.
         let mut pooling = vec![PoolingMode::Mean];
         let mut normalize = false;
+        let mut pooling_includes_prompt = true;
         let modules_path = dir.join("modules.json");
         if let Some(modules) = read_optional_json::<Vec<ModuleEntry>>(&modules_path)? {
             for module in modules {
@@ -144,6 +179,8 @@ impl FolderSettings {
                         let path = dir.join(&module.path).join("config.json");
                         let cfg: PoolingConfigFile = read_json(&path)?;
                         pooling = cfg.modes().map_err(InferenceError::Unsupported)?;
+                        let flag: PoolingPromptFlag = read_json(&path)?;
+                        pooling_includes_prompt = flag.include_prompt;
                     }
                     "Normalize" => normalize = true,
                     _ => {
@@ -160,6 +197,8 @@ impl FolderSettings {
 
         let sbert: Option<SentenceBertConfig> =
             read_optional_json(&dir.join("sentence_bert_config.json"))?;
+        let (prompts, default_prompt_name) =
+            read_prompts(&dir.join("config_sentence_transformers.json"))?;
         let max_positions = bert.max_position_embeddings;
         let max_seq_length = sbert
             .as_ref()
@@ -174,6 +213,30 @@ impl FolderSettings {
             do_lower_case: sbert.is_some_and(|s| s.do_lower_case),
             weights,
             tokenizer,
+            prompts,
+            default_prompt_name,
+            pooling_includes_prompt,
         })
     }
+}
+
+/// Reads the named prompts and the default prompt's name, as
+/// sentence-transformers' `_load_sbert_model` does. A default naming no
+/// prompt is refused here, where sentence-transformers' constructor refuses
+/// it too, rather than on the first `embed`.
+fn read_prompts(path: &Path) -> Result<(BTreeMap<String, String>, Option<String>)> {
+    let Some(config) = read_optional_json::<SentenceTransformersConfig>(path)? else {
+        return Ok((BTreeMap::new(), None));
+    };
+    let prompts = config.prompts.unwrap_or_default();
+    if let Some(name) = &config.default_prompt_name {
+        if !prompts.contains_key(name) {
+            let names: Vec<&String> = prompts.keys().collect();
+            return Err(invalid(
+                path,
+                format!("default_prompt_name {name:?} is not one of its prompts {names:?}"),
+            ));
+        }
+    }
+    Ok((prompts, config.default_prompt_name))
 }

@@ -5,7 +5,8 @@
 //! Each kernel is written once as plain loops that auto-vectorise, and
 //! compiled three times: for AVX-512, for AVX2 + FMA, and for the baseline
 //! target. [`Kernels::detect`] picks the widest one the CPU runs; a test
-//! checks every compiled variant against the portable one.
+//! checks every compiled variant against the portable one. A [`Kernels`]
+//! can only come from that CPU check (or be the portable variant).
 
 /// Activation functions of BERT-family feed-forward layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,113 +189,161 @@ macro_rules! variant {
 variant!(avx512, "avx512f", "avx512vl", "avx2", "fma");
 variant!(avx2, "avx2", "fma");
 
-/// Which compiled variant of the kernels runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kernels {
-    Portable,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
+pub(crate) use checked::Kernels;
 
-impl Kernels {
-    /// The widest variant this CPU supports.
-    pub fn detect() -> Self {
+/// The choice of variant, in a module of its own so that its constructor
+/// is private: the `unsafe` calls into `#[target_feature]` code below are
+/// sound only because the CPU was checked, and outside this module no code
+/// can name a variant, so none can make a [`Kernels`] that skipped the check.
+mod checked {
+    use super::*;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Variant {
+        Portable,
         #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512vl")
-                && is_x86_feature_detected!("avx2")
-                && is_x86_feature_detected!("fma")
+        Avx2,
+        #[cfg(target_arch = "x86_64")]
+        Avx512,
+    }
+
+    /// Which compiled variant of the kernels runs: the result of a CPU
+    /// check ([`Kernels::detect`]), or the portable one.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub(crate) struct Kernels(Variant);
+
+    impl std::fmt::Debug for Kernels {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            std::fmt::Debug::fmt(&self.0, f)
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn cpu_has_avx2() -> bool {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn cpu_has_avx512() -> bool {
+        cpu_has_avx2()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512vl")
+    }
+
+    impl Kernels {
+        /// The widest variant this CPU supports.
+        pub fn detect() -> Self {
+            #[cfg(target_arch = "x86_64")]
             {
-                return Kernels::Avx512;
+                if cpu_has_avx512() {
+                    return Kernels(Variant::Avx512);
+                }
+                if cpu_has_avx2() {
+                    return Kernels(Variant::Avx2);
+                }
             }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Kernels::Avx2;
+            Self::portable()
+        }
+
+        /// The baseline-target variant, which runs on every CPU.
+        pub fn portable() -> Self {
+            Kernels(Variant::Portable)
+        }
+
+        /// Whether this is the AVX-512 variant (the CPU has AVX-512F and VL).
+        pub fn has_avx512(self) -> bool {
+            #[cfg(target_arch = "x86_64")]
+            return self.0 == Variant::Avx512;
+            #[cfg(not(target_arch = "x86_64"))]
+            false
+        }
+
+        /// Every variant this CPU can run (for tests). The ones it cannot
+        /// are printed, so that a run on an older CPU says what it did not
+        /// check instead of passing quietly.
+        #[cfg(test)]
+        pub fn available() -> Vec<Self> {
+            let mut all = vec![Self::portable()];
+            #[cfg(target_arch = "x86_64")]
+            {
+                if cpu_has_avx2() {
+                    all.push(Kernels(Variant::Avx2));
+                } else {
+                    eprintln!("SKIPPED: the AVX2 kernels (this CPU lacks AVX2 + FMA)");
+                }
+                if cpu_has_avx512() {
+                    all.push(Kernels(Variant::Avx512));
+                } else {
+                    eprintln!("SKIPPED: the AVX-512 kernels (this CPU lacks AVX-512F + VL)");
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            eprintln!("SKIPPED: the AVX2 and AVX-512 kernels (not an x86-64 CPU)");
+            all
+        }
+
+        pub fn bias_act(self, rows: &mut [f32], bias: &[f32], act: Activation) {
+            match self.0 {
+                Variant::Portable => bias_act_body(rows, bias, act),
+                // SAFETY: a `Kernels` holds a variant only after `detect` or
+                // `available` checked the CPU features it was compiled for.
+                #[cfg(target_arch = "x86_64")]
+                Variant::Avx2 => unsafe { avx2::bias_act(rows, bias, act) },
+                #[cfg(target_arch = "x86_64")]
+                Variant::Avx512 => unsafe { avx512::bias_act(rows, bias, act) },
             }
         }
-        Kernels::Portable
-    }
 
-    /// Whether this is the AVX-512 variant (the CPU has AVX-512F and VL).
-    pub fn has_avx512(self) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        return self == Kernels::Avx512;
-        #[cfg(not(target_arch = "x86_64"))]
-        false
-    }
-
-    /// Every variant this CPU can run (for tests).
-    #[cfg(test)]
-    pub fn available() -> Vec<Self> {
-        let mut all = vec![Kernels::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                all.push(Kernels::Avx2);
-            }
-            if Kernels::detect() == Kernels::Avx512 {
-                all.push(Kernels::Avx512);
+        pub fn bias_add(self, rows: &mut [f32], bias: &[f32]) {
+            match self.0 {
+                Variant::Portable => bias_add_body(rows, bias),
+                // SAFETY: as in `bias_act`.
+                #[cfg(target_arch = "x86_64")]
+                Variant::Avx2 => unsafe { avx2::bias_add(rows, bias) },
+                #[cfg(target_arch = "x86_64")]
+                Variant::Avx512 => unsafe { avx512::bias_add(rows, bias) },
             }
         }
-        all
-    }
 
-    pub fn bias_act(self, rows: &mut [f32], bias: &[f32], act: Activation) {
-        match self {
-            Kernels::Portable => bias_act_body(rows, bias, act),
-            // SAFETY: the variant was chosen by `detect`, which checked the
-            // CPU features it was compiled for.
-            #[cfg(target_arch = "x86_64")]
-            Kernels::Avx2 => unsafe { avx2::bias_act(rows, bias, act) },
-            #[cfg(target_arch = "x86_64")]
-            Kernels::Avx512 => unsafe { avx512::bias_act(rows, bias, act) },
+        pub fn residual_layer_norm(
+            self,
+            rows: &mut [f32],
+            residual: &[f32],
+            bias: &[f32],
+            gamma: &[f32],
+            beta: &[f32],
+            eps: f32,
+        ) {
+            match self.0 {
+                Variant::Portable => {
+                    residual_layer_norm_body(rows, residual, bias, gamma, beta, eps)
+                }
+                // SAFETY: as in `bias_act`.
+                #[cfg(target_arch = "x86_64")]
+                Variant::Avx2 => unsafe {
+                    avx2::residual_layer_norm(rows, residual, bias, gamma, beta, eps)
+                },
+                #[cfg(target_arch = "x86_64")]
+                Variant::Avx512 => unsafe {
+                    avx512::residual_layer_norm(rows, residual, bias, gamma, beta, eps)
+                },
+            }
         }
-    }
 
-    pub fn bias_add(self, rows: &mut [f32], bias: &[f32]) {
-        match self {
-            Kernels::Portable => bias_add_body(rows, bias),
-            // SAFETY: as in `bias_act`.
-            #[cfg(target_arch = "x86_64")]
-            Kernels::Avx2 => unsafe { avx2::bias_add(rows, bias) },
-            #[cfg(target_arch = "x86_64")]
-            Kernels::Avx512 => unsafe { avx512::bias_add(rows, bias) },
-        }
-    }
-
-    pub fn residual_layer_norm(
-        self,
-        rows: &mut [f32],
-        residual: &[f32],
-        bias: &[f32],
-        gamma: &[f32],
-        beta: &[f32],
-        eps: f32,
-    ) {
-        match self {
-            Kernels::Portable => residual_layer_norm_body(rows, residual, bias, gamma, beta, eps),
-            // SAFETY: as in `bias_act`.
-            #[cfg(target_arch = "x86_64")]
-            Kernels::Avx2 => unsafe {
-                avx2::residual_layer_norm(rows, residual, bias, gamma, beta, eps)
-            },
-            #[cfg(target_arch = "x86_64")]
-            Kernels::Avx512 => unsafe {
-                avx512::residual_layer_norm(rows, residual, bias, gamma, beta, eps)
-            },
-        }
-    }
-
-    pub fn softmax_rows(self, scores: &mut [f32], width: usize) {
-        match self {
-            Kernels::Portable => softmax_rows_body(scores, width),
-            // SAFETY: as in `bias_act`.
-            #[cfg(target_arch = "x86_64")]
-            Kernels::Avx2 => unsafe { avx2::softmax_rows(scores, width) },
-            #[cfg(target_arch = "x86_64")]
-            Kernels::Avx512 => unsafe { avx512::softmax_rows(scores, width) },
+        /// Softmax of each `width`-wide row of `scores`; nothing for a
+        /// width of 0 (a text of no tokens has no scores).
+        pub fn softmax_rows(self, scores: &mut [f32], width: usize) {
+            if width == 0 {
+                return;
+            }
+            match self.0 {
+                Variant::Portable => softmax_rows_body(scores, width),
+                // SAFETY: as in `bias_act`.
+                #[cfg(target_arch = "x86_64")]
+                Variant::Avx2 => unsafe { avx2::softmax_rows(scores, width) },
+                #[cfg(target_arch = "x86_64")]
+                Variant::Avx512 => unsafe { avx512::softmax_rows(scores, width) },
+            }
         }
     }
 }
@@ -350,24 +399,34 @@ mod tests {
         for kernels in Kernels::available() {
             for act in [Activation::Gelu, Activation::GeluTanh, Activation::Relu] {
                 let (mut a, mut b) = (data(5 * h), data(5 * h));
-                Kernels::Portable.bias_act(&mut a, &bias, act);
+                Kernels::portable().bias_act(&mut a, &bias, act);
                 kernels.bias_act(&mut b, &bias, act);
                 for (x, y) in a.iter().zip(&b) {
                     assert!((x - y).abs() <= 1e-6, "{kernels:?} {act:?}: {x} vs {y}");
                 }
             }
             let (mut a, mut b) = (data(5 * h), data(5 * h));
-            Kernels::Portable.residual_layer_norm(&mut a, &residual, &bias, &gamma, &bias, 1e-12);
+            Kernels::portable().residual_layer_norm(&mut a, &residual, &bias, &gamma, &bias, 1e-12);
             kernels.residual_layer_norm(&mut b, &residual, &bias, &gamma, &bias, 1e-12);
             for (x, y) in a.iter().zip(&b) {
                 assert!((x - y).abs() <= 1e-5, "{kernels:?} layer norm: {x} vs {y}");
             }
             let (mut a, mut b) = (data(5 * h), data(5 * h));
-            Kernels::Portable.softmax_rows(&mut a, h);
+            Kernels::portable().softmax_rows(&mut a, h);
             kernels.softmax_rows(&mut b, h);
             for (x, y) in a.iter().zip(&b) {
                 assert!((x - y).abs() <= 1e-6, "{kernels:?} softmax: {x} vs {y}");
             }
+        }
+    }
+
+    /// A text of no tokens gives attention a 0 × 0 score matrix: nothing to
+    /// do, and no panic (`chunks_exact_mut(0)` panicked).
+    #[test]
+    fn softmax_of_no_columns_is_a_no_op() {
+        for kernels in Kernels::available() {
+            let mut none: [f32; 0] = [];
+            kernels.softmax_rows(&mut none, 0);
         }
     }
 

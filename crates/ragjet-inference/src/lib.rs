@@ -24,7 +24,10 @@
 //! default), which takes GPU 0 when the crate was built with `cuda` and a GPU
 //! answers and otherwise the CPU, logging which and why (`tracing` info).
 //! Asking for CUDA where it cannot run is an
-//! [`InferenceError::DeviceUnavailable`], never a panic.
+//! [`InferenceError::DeviceUnavailable`], never a panic. [`cuda_available`]
+//! says beforehand whether this build can use a GPU here, and
+//! [`cuda_driver_available`] is ragjet's one probe for an NVIDIA driver
+//! (it loads the library without calling into it).
 //! [`EmbedderOptions::precision`] picks the forward pass's float format
 //! ([`Precision`]); by default f16 on CUDA, and on the CPU bf16 products
 //! where it has AVX-512 BF16 (twice the f32 multiply rate; embeddings within
@@ -67,6 +70,8 @@
 
 mod adaptive;
 mod backend;
+mod config;
+mod cross_encoder;
 mod device;
 mod embedder;
 mod encoder;
@@ -81,10 +86,11 @@ mod pooling;
 mod weights;
 
 pub use backend::BackendKind;
+pub use cross_encoder::{CrossEncoder, CrossEncoderOptions, ScoreActivation};
 #[cfg(feature = "cuda")]
 pub use device::gpu_memory;
-pub use device::{Device, Precision};
-pub use embedder::{Embedder, EmbedderOptions, Embeddings, Progress};
+pub use device::{cuda_available, cuda_driver_available, Device, Precision};
+pub use embedder::{EmbedCall, Embedder, EmbedderOptions, Embeddings, Progress, Prompt};
 pub use error::{InferenceError, Result};
 pub use locate::{locate_default_model, MODEL_DIR_ENV, PYTHON_ENV};
 pub use pooling::PoolingMode;

@@ -103,18 +103,74 @@ pub(crate) enum Epilogue<'a> {
     Bias(&'a [f32], Option<Activation>),
 }
 
-/// A pointer shared by tasks that write disjoint parts of one buffer.
+/// One output buffer that parallel tasks write, each its own part.
+///
+/// It is `Copy + Send + Sync` so that rayon closures can capture it. Nothing
+/// in the type can check that tasks keep to their parts: that is the
+/// contract of the `unsafe` [`SharedOut::new`], and every access goes
+/// through [`block`](Self::block) or [`slice_mut`](Self::slice_mut), which
+/// check the extent against the buffer, so a task cannot stray outside it.
 #[derive(Clone, Copy)]
-pub(crate) struct SharedOut(pub *mut f32);
-// SAFETY: every user writes disjoint elements from each task (see the call
-// sites).
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
+pub(crate) struct SharedOut<'a> {
+    ptr: *mut f32,
+    len: usize,
+    buffer: std::marker::PhantomData<&'a mut [f32]>,
+}
 
-impl SharedOut {
-    // A method, not field access, so closures capture the Send + Sync wrapper.
-    pub fn ptr(self) -> *mut f32 {
-        self.0
+// SAFETY: the value only carries the pointer between threads; writes
+// through it follow the contract of `new` (disjoint parts per task).
+unsafe impl Send for SharedOut<'_> {}
+unsafe impl Sync for SharedOut<'_> {}
+
+impl<'a> SharedOut<'a> {
+    /// Shares `out` between tasks.
+    ///
+    /// # Safety
+    /// While this value or a copy of it is in use, `out` is reached only
+    /// through it, and no element is written by one task while another
+    /// task reads or writes it: each task gets a region of its own.
+    pub unsafe fn new(out: &'a mut [f32]) -> Self {
+        Self {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+            buffer: std::marker::PhantomData,
+        }
+    }
+
+    /// Where the block of `rows` rows × `cols` values starting at element
+    /// `start`, rows `stride` apart, begins: for a kernel that writes the
+    /// block through a pointer. Panics if the block does not lie inside the
+    /// buffer, so the kernel's extent is checked here, where the buffer's
+    /// length is known. Writing through the pointer is `unsafe` and must
+    /// keep to the block and to the contract of [`new`](Self::new).
+    pub fn block(self, start: usize, rows: usize, cols: usize, stride: usize) -> *mut f32 {
+        if rows > 0 && cols > 0 {
+            let end = (rows - 1)
+                .checked_mul(stride)
+                .and_then(|v| v.checked_add(start))
+                .and_then(|v| v.checked_add(cols));
+            assert!(
+                (rows == 1 || cols <= stride) && end.is_some_and(|end| end <= self.len),
+                "block of {rows}×{cols} at {start}, stride {stride}, outside {} values",
+                self.len
+            );
+        }
+        self.ptr.wrapping_add(start)
+    }
+
+    /// Elements `start..start + len` as a slice. Panics if they are not in
+    /// the buffer.
+    ///
+    /// # Safety
+    /// No other task reads or writes these elements while the slice lives.
+    pub unsafe fn slice_mut(self, start: usize, len: usize) -> &'a mut [f32] {
+        assert!(
+            start.checked_add(len).is_some_and(|end| end <= self.len),
+            "{len} values at {start}, outside {} values",
+            self.len
+        );
+        // SAFETY: in bounds (checked above); exclusive by the caller's word.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
     }
 }
 
@@ -136,6 +192,12 @@ impl Linear {
         layout: Layout,
     ) -> Self {
         assert_eq!(w.len(), k * n, "weight shape");
+        // The tiled layouts run `#[target_feature]` code: only a layout the
+        // CPU check offered may be built (`forward` relies on it).
+        assert!(
+            Layout::available(kernels, products).contains(&layout),
+            "{layout:?} is not available on this CPU for {products:?} products"
+        );
         let panels = n.div_ceil(NR);
         let lines = match layout {
             Layout::Bf16Panels => {
@@ -219,6 +281,16 @@ impl Linear {
         if m == 0 || self.n == 0 {
             return Ok(());
         }
+        if self.k == 0 {
+            // An empty sum: the product is zero (the tiles and the bf16
+            // conversion split rows of width `k`, which must not be 0).
+            out.fill(0.0);
+            if let Epilogue::Bias(bias, act) = epilogue {
+                out.par_chunks_mut(rows_per_task(m) * self.n)
+                    .for_each(|rows| apply(kernels, rows, bias, act));
+            }
+            return Ok(());
+        }
         // Without native bf16 products, round the inputs and multiply them
         // in f32: the same numbers, at the f32 rate.
         let rounded: Vec<f32>;
@@ -230,7 +302,9 @@ impl Linear {
         };
         #[cfg(target_arch = "x86_64")]
         if self.layout != Layout::RowMajor {
-            self.tiled(x, m, SharedOut(out.as_mut_ptr()), epilogue);
+            // SAFETY: `tiled` gives each task its own block of rows ×
+            // columns, and `out` is not touched otherwise until it returns.
+            self.tiled(x, m, unsafe { SharedOut::new(out) }, epilogue);
             return Ok(());
         }
         // SAFETY: the shapes match the buffers (checked above).
@@ -268,7 +342,7 @@ impl Linear {
     /// group of column panels, enough of them to keep every thread busy
     /// even for one short text.
     #[cfg(target_arch = "x86_64")]
-    fn tiled(&self, x: &[f32], m: usize, dst: SharedOut, epilogue: Epilogue) {
+    fn tiled(&self, x: &[f32], m: usize, dst: SharedOut<'_>, epilogue: Epilogue) {
         let (k, n) = (self.k, self.n);
         let pairs = k.div_ceil(2);
         let block_rows = MR * TILES_PER_BLOCK;
@@ -287,31 +361,32 @@ impl Linear {
             let (r0, r1) = (block * block_rows, ((block + 1) * block_rows).min(m));
             let (p0, p1) = (group * per_group, ((group + 1) * per_group).min(panels));
             let (c0, c1) = (p0 * NR, (p1 * NR).min(n));
-            let (rows, cols, c) = (r1 - r0, c1 - c0, dst.ptr().wrapping_add(r0 * n + c0));
+            let (rows, cols) = (r1 - r0, c1 - c0);
+            let c = dst.block(r0 * n + c0, rows, cols, n);
             let x = &x[r0 * k..r1 * k];
-            // SAFETY: rows r0..r1 of x and of the output, panels p0..p1 of
-            // the weights and columns c0..c1 of the output are in bounds;
-            // this task alone writes that output block; the CPU has the
-            // features of the layout (`Layout::available` checked them).
+            // SAFETY: `x`, the weight panels and the output block `c` are
+            // checked to hold what the tiles read and write (slicing here,
+            // the length asserts of the tile functions, `dst.block`); this
+            // task alone writes that output block; the CPU has the features
+            // of the layout (`with_layout` only builds layouts that
+            // `Layout::available` offers after its CPU check).
             unsafe {
                 if self.layout == Layout::Bf16Panels {
                     BF16_ROWS.with_borrow_mut(|words| {
                         words.resize(rows * pairs, 0);
                         avx512::to_bf16_pairs(x, k, words);
-                        let w = words_ref(&self.lines).as_ptr().add(p0 * pairs * NR);
-                        avx512::bf16_tiles(rows, cols, pairs, words.as_ptr(), w, c, n);
+                        let w = &words_ref(&self.lines)[p0 * pairs * NR..p1 * pairs * NR];
+                        avx512::bf16_tiles(rows, cols, pairs, words, w, c, n);
                     });
                 } else {
-                    let w = self.weights().as_ptr().add(p0 * k * NR);
-                    avx512::f32_tiles(rows, cols, k, x.as_ptr(), w, c, n);
+                    let w = &self.weights()[p0 * k * NR..p1 * k * NR];
+                    avx512::f32_tiles(rows, cols, k, x, w, c, n);
                 }
             }
             if let Epilogue::Bias(bias, act) = epilogue {
                 for i in r0..r1 {
                     // SAFETY: this task's block, written above.
-                    let row = unsafe {
-                        std::slice::from_raw_parts_mut(dst.ptr().add(i * n + c0), c1 - c0)
-                    };
+                    let row = unsafe { dst.slice_mut(i * n + c0, c1 - c0) };
                     apply(self.kernels, row, &bias[c0..c1], act);
                 }
             }
@@ -397,19 +472,23 @@ mod avx512 {
     macro_rules! tiled_product {
         ($features:literal, $tiles:ident, $kernel:ident, $elem:ty, $load:ident, $step:ident) => {
             /// # Safety
-            /// The CPU has the target features; every row and column named
-            /// is in bounds.
+            /// The CPU has the target features; `c` points at `m` rows of
+            /// `n` writable values, `ldc` apart. (`a` and `b` are checked
+            /// here: whole panels of `b` are read, zero-filled past `n`.)
             #[allow(clippy::too_many_arguments)]
             #[target_feature(enable = $features)]
             pub unsafe fn $tiles(
                 m: usize,
                 n: usize,
                 depth: usize,
-                a: *const $elem,
-                b: *const $elem,
+                a: &[$elem],
+                b: &[$elem],
                 c: *mut f32,
                 ldc: usize,
             ) {
+                assert!(a.len() >= m * depth, "tile rows");
+                assert!(b.len() >= n.div_ceil(NR) * depth * NR, "tile panels");
+                let (a, b) = (a.as_ptr(), b.as_ptr());
                 for j0 in (0..n).step_by(NR) {
                     let width = (n - j0).min(NR);
                     let mask = if width >= NR {
@@ -509,6 +588,9 @@ mod avx512 {
     /// The CPU has AVX-512 BF16; `words` holds `x.len() / k` rows.
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub unsafe fn to_bf16_pairs(x: &[f32], k: usize, words: &mut [u32]) {
+        if k == 0 {
+            return;
+        }
         let pairs = k.div_ceil(2);
         for (row, out) in x.chunks_exact(k).zip(words.chunks_exact_mut(pairs)) {
             let full = k / 32;
@@ -592,6 +674,17 @@ mod tests {
             bf16_hardware(),
             "the native bf16 tiles run exactly where the CPU has them"
         );
+        for (layout, needs) in [
+            (Layout::F32Panels, "AVX-512F + VL"),
+            (Layout::Bf16Panels, "AVX-512 BF16"),
+        ] {
+            if !tested.contains(&layout) {
+                eprintln!(
+                    "SKIPPED: the {layout:?} tiles (this CPU lacks {needs}); \
+                     the row-major path, with bf16 products emulated by rounding, ran instead"
+                );
+            }
+        }
     }
 
     fn check(
@@ -623,6 +716,7 @@ mod tests {
         };
         let tol = 1e-5 * (k as f64).sqrt() + 1e-6;
         let got = run(Epilogue::Bias(&bias, None));
+        assert_eq!(got.len(), want.len(), "{what}");
         for (idx, (&g, &e)) in got.iter().zip(&want).enumerate() {
             assert!((g as f64 - e).abs() <= tol, "{what} at {idx}: {g} vs {e}");
         }
@@ -660,16 +754,77 @@ mod tests {
             Linear::new(&w, k, n, kernels, Products::Bf16)
                 .forward(&x, &mut bf16_out, Epilogue::None)
                 .unwrap();
+            assert_eq!(f32_out.len(), bf16_out.len());
+            // A NaN fails the bounds below (`f32::max` would drop it).
             let diff = f32_out
                 .iter()
                 .zip(&bf16_out)
                 .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+                .fold(0.0f32, |acc, d| {
+                    if acc.is_nan() || d.is_nan() {
+                        f32::NAN
+                    } else {
+                        acc.max(d)
+                    }
+                });
             assert!(
                 diff > 1e-4 && diff < 0.1,
                 "{kernels:?}: max difference {diff}"
             );
         }
+    }
+
+    /// No inputs (`in` = 0, an `intermediate_size` of 0 reaching a layer):
+    /// the product is zero and the output is the epilogue of zero, on every
+    /// layout. The bf16 tiles used to split input rows of width 0 (a panic).
+    #[test]
+    fn a_product_over_no_inputs_is_zero() {
+        let (m, n) = (5, 40);
+        let bias = data(n, 3);
+        for kernels in Kernels::available() {
+            for products in [Products::F32, Products::Bf16] {
+                for layout in Layout::available(kernels, products) {
+                    let linear = Linear::with_layout(&[], 0, n, kernels, products, layout);
+                    let mut out = vec![f32::NAN; m * n];
+                    linear
+                        .forward(&[], &mut out, Epilogue::Bias(&bias, None))
+                        .unwrap();
+                    let want: Vec<f32> = bias.iter().copied().cycle().take(m * n).collect();
+                    assert_eq!(out, want, "{kernels:?} {products:?} {layout:?}");
+                }
+            }
+        }
+    }
+
+    /// The shared output's accessors check the extent they hand out: a
+    /// block or slice past the end panics instead of writing there.
+    #[test]
+    fn shared_out_checks_every_extent() {
+        let mut buffer = vec![0.0f32; 4 * 10];
+        // SAFETY: this test is the only user, on one thread.
+        let out = unsafe { SharedOut::new(&mut buffer) };
+        assert_eq!(out.block(0, 4, 10, 10), out.block(0, 0, 0, 0));
+        let _ = out.block(36, 1, 4, 10);
+        let _ = out.block(6, 4, 4, 10);
+        let caught =
+            |f: &dyn Fn()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err();
+        assert!(caught(&|| {
+            out.block(7, 4, 4, 10);
+        }));
+        assert!(caught(&|| {
+            out.block(0, 2, 11, 10);
+        }));
+        assert!(caught(&|| {
+            out.block(usize::MAX, 2, 1, usize::MAX);
+        }));
+        // SAFETY: one slice at a time, on one thread.
+        unsafe {
+            out.slice_mut(30, 10).fill(1.0);
+            assert!(caught(&|| {
+                out.slice_mut(31, 10);
+            }));
+        }
+        assert_eq!(buffer[29..].iter().sum::<f32>(), 10.0);
     }
 
     #[test]

@@ -20,6 +20,11 @@ pub const PYTHON_ENV: &str = "RAGJET_PYTHON";
 ///    package's own dependencies (PyTorch) are not needed by ragjet.
 ///
 /// Nothing is ever downloaded.
+///
+/// For Rust programs only. The Python package does not call this: a
+/// `python3` found on `PATH` is often not the interpreter (virtual
+/// environment, Jupyter kernel) that has the package, so it imports the
+/// package in its own interpreter instead (`ragjet._locate`).
 pub fn locate_default_model() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os(MODEL_DIR_ENV) {
         let dir = PathBuf::from(dir);

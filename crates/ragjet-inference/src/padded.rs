@@ -20,11 +20,11 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, D};
-use candle_transformers::models::bert::{Config as BertConfig, HiddenAct};
 use tokenizers::Encoding;
 
 use crate::backend::{check_ids, Backend};
-use crate::error::{invalid, InferenceError, Result};
+use crate::config::{BertConfig, HiddenAct};
+use crate::error::{invalid, InferenceError, Result, TensorResult};
 use crate::pooling::PoolingMode;
 use crate::weights::BertWeights;
 
@@ -43,7 +43,7 @@ pub(crate) struct PaddedBert {
 }
 
 fn msg(text: String) -> InferenceError {
-    InferenceError::Tensor(candle_core::Error::Msg(text))
+    InferenceError::Tensor(text)
 }
 
 /// The most negative finite value of `dtype`: added to the scores of
@@ -119,6 +119,17 @@ impl PaddedBert {
                 self.max_positions
             )));
         }
+        self.run(batch, modes, b, s).tensor()
+    }
+
+    /// [`forward`](Self::forward) after its checks: `b` texts, padded to `s`.
+    fn run(
+        &self,
+        batch: &[&Encoding],
+        modes: &[PoolingMode],
+        b: usize,
+        s: usize,
+    ) -> candle_core::Result<Tensor> {
         let (h, heads) = (self.hidden, self.heads);
         let d = h / heads;
         let mut ids = vec![0u32; b * s];
@@ -203,7 +214,7 @@ impl PaddedBert {
                     .broadcast_div(&lens.sqrt()?)?,
             });
         }
-        Ok(Tensor::cat(&pooled, D::Minus1)?)
+        Tensor::cat(&pooled, D::Minus1)
     }
 }
 
@@ -223,7 +234,10 @@ impl Backend for PaddedBert {
         out: &mut [f32],
     ) -> Result<()> {
         let pooled = self.forward(batch, modes)?;
-        let values = pooled.flatten_all()?.to_vec1::<f32>()?;
+        let values = pooled
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .tensor()?;
         if values.len() != out.len() {
             return Err(msg(format!(
                 "padded encoder returned {} values for {} expected",

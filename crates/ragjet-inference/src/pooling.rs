@@ -104,8 +104,13 @@ pub(crate) fn pool_into(
     modes: &[PoolingMode],
     out: &mut [f32],
 ) {
-    debug_assert!(len >= 1 && states.len() >= len * hidden);
     debug_assert_eq!(out.len(), modes.len() * hidden);
+    if len == 0 {
+        // No tokens, nothing to pool: a zero vector, as sentence-transformers'
+        // mean pooling gives (its token count is clamped away from zero).
+        out.fill(0.0);
+        return;
+    }
     let tokens = &states[..len * hidden];
     for (mode, dst) in modes.iter().zip(out.chunks_exact_mut(hidden)) {
         match mode {

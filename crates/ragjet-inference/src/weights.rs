@@ -9,9 +9,9 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::Config as BertConfig;
 
-use crate::error::{invalid, Result};
+use crate::config::BertConfig;
+use crate::error::{invalid, InferenceError, Result};
 
 /// One encoder layer as the checkpoint stores it: linear weights are
 /// `[out, in]`; Q, K and V are fused into one `[3h, h]` projection.
@@ -40,15 +40,23 @@ pub(crate) struct BertWeights {
 }
 
 impl BertWeights {
-    /// Reads `weights` (memory-mapped safetensors, with or without the
-    /// `bert.` prefix of `BertModel` checkpoints). Q's weight and bias are
-    /// multiplied by `q_scale` (1 keeps them as stored).
+    /// Reads `weights` (safetensors, with or without the `bert.` prefix of
+    /// `BertModel` checkpoints). Q's weight and bias are multiplied by
+    /// `q_scale` (1 keeps them as stored).
+    ///
+    /// The file is read into memory, not memory-mapped: every tensor is
+    /// copied out of it here anyway, and a mapped file that another process
+    /// truncates while it is read is undefined behaviour (a SIGBUS at best),
+    /// whereas a short read is an error. The bytes are dropped on return.
     pub fn load(config: &BertConfig, weights: &Path, q_scale: f64) -> Result<Self> {
-        // SAFETY: the file is memory-mapped read-only; safetensors validates
-        // the header and every tensor's extent before use.
-        let vb =
-            unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu) }
-                .map_err(|e| invalid(weights, e))?;
+        let bytes = std::fs::read(weights).map_err(|source| InferenceError::Io {
+            path: weights.to_owned(),
+            source,
+        })?;
+        // safetensors validates the header and every tensor's extent
+        // against the buffer before anything is read.
+        let vb = VarBuilder::from_slice_safetensors(&bytes, DType::F32, &Device::Cpu)
+            .map_err(|e| invalid(weights, e))?;
         let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
             vb.pp("bert")
         } else {
@@ -90,12 +98,12 @@ impl BertWeights {
         })
     }
 
-    fn read(c: &BertConfig, vb: VarBuilder, q_scale: f64) -> candle_core::Result<Self> {
+    fn read(c: &BertConfig, vb: VarBuilder<'_>, q_scale: f64) -> candle_core::Result<Self> {
         let h = c.hidden_size;
-        let ln = |vb: VarBuilder| -> candle_core::Result<(Tensor, Tensor)> {
+        let ln = |vb: VarBuilder<'_>| -> candle_core::Result<(Tensor, Tensor)> {
             Ok((vb.get(h, "weight")?, vb.get(h, "bias")?))
         };
-        let linear = |vb: VarBuilder, out: usize, inp: usize| -> candle_core::Result<_> {
+        let linear = |vb: VarBuilder<'_>, out: usize, inp: usize| -> candle_core::Result<_> {
             Ok((vb.get((out, inp), "weight")?, vb.get(out, "bias")?))
         };
         let q_scaled = |t: Tensor| if q_scale == 1.0 { Ok(t) } else { t * q_scale };

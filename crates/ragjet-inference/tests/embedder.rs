@@ -387,10 +387,7 @@ use ragjet_inference::{BackendKind, Device, Precision};
 
 fn min_row_cosine(a: &ragjet_inference::Embeddings, b: &ragjet_inference::Embeddings) -> f32 {
     assert_eq!((a.rows(), a.dim()), (b.rows(), b.dim()));
-    a.iter()
-        .zip(b.iter())
-        .map(|(x, y)| cosine(x, y))
-        .fold(f32::INFINITY, f32::min)
+    common::min_row_cosine(a.as_slice(), b.as_slice(), a.dim()).0
 }
 
 fn on_cpu(precision: Option<Precision>, backend: Option<BackendKind>) -> EmbedderOptions {
@@ -502,6 +499,36 @@ fn packed_backend_refuses_f16() {
     assert!(matches!(err, InferenceError::InvalidOption(_)), "{err}");
 }
 
+/// With the `cuda` feature, one outcome per state of the driver probe:
+/// no driver library → the specific "no NVIDIA driver" error; a driver →
+/// GPU 0 opens and agrees with the CPU (a broken GPU host fails here
+/// rather than passing through an error branch).
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_matches_the_cpu_where_the_probe_finds_a_driver() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let on = |device, precision| EmbedderOptions {
+        device,
+        precision: Some(precision),
+        ..Default::default()
+    };
+    if !ragjet_inference::cuda_driver_available() {
+        eprintln!("no NVIDIA driver library: checking the error, not the GPU");
+        let err = Embedder::load_with(&dir, on(Device::Cuda(0), Precision::F32)).unwrap_err();
+        assert!(matches!(err, InferenceError::DeviceUnavailable(_)), "{err}");
+        assert!(err.to_string().contains("no NVIDIA driver"), "{err}");
+        assert_eq!(Embedder::load(&dir).unwrap().device_name(), "cpu");
+        return;
+    }
+    let texts = mixed_texts();
+    let cpu = load(&dir, f32_on_cpu(None)).embed(&texts).unwrap();
+    let gpu = load(&dir, on(Device::Cuda(0), Precision::F32));
+    assert_eq!(gpu.device_name(), "cuda:0");
+    let min = min_row_cosine(&cpu, &gpu.embed(&texts).unwrap());
+    assert!(min >= 0.99999, "cuda f32 vs cpu: min cosine {min}");
+    assert_eq!(Embedder::load(&dir).unwrap().device_name(), "cuda:0");
+}
+
 #[cfg(not(feature = "cuda"))]
 #[test]
 fn cuda_without_the_feature_is_a_clean_error() {
@@ -580,5 +607,174 @@ fn a_single_text_out_of_memory_is_an_error() {
             assert_eq!(device, "cpu");
         }
         other => panic!("expected OutOfMemory, got {other}"),
+    }
+}
+
+#[test]
+fn token_spans_quote_the_original_text_whatever_lowercasing_does() {
+    for lower_here in [false, true] {
+        let (_tmp, dir) = tiny(TinyModel::default());
+        // `do_lower_case` lowercases before the tokenizer, which changes
+        // byte lengths ("İ" 2 bytes, "i̇" 3); otherwise the tokenizer's own
+        // normaliser lowercases and keeps its alignments.
+        std::fs::write(
+            dir.join("sentence_bert_config.json"),
+            format!(r#"{{"max_seq_length": 32, "do_lower_case": {lower_here}}}"#),
+        )
+        .unwrap();
+        let e = Embedder::load(&dir).unwrap();
+        let quoted = |text: &str| -> Vec<String> {
+            let spans = e.token_spans(text).unwrap();
+            assert_eq!(spans.len(), e.count_tokens(text).unwrap(), "{text:?}");
+            assert!(
+                spans.windows(2).all(|w| w[0].end <= w[1].start),
+                "{spans:?}"
+            );
+            spans.into_iter().map(|s| text[s].to_string()).collect()
+        };
+        // Out-of-vocabulary words are one [UNK] each, spanning the word.
+        assert_eq!(
+            quoted("İstanbul İzmir"),
+            ["İstanbul", "İzmir"],
+            "{lower_here}"
+        );
+        assert_eq!(quoted("Aİb İİ x"), ["Aİb", "İİ", "x"], "{lower_here}");
+        // CJK characters are tokens of their own; the emoji is one [UNK].
+        assert_eq!(
+            quoted("東京 is 🙂 fun, İ."),
+            ["東", "京", "is", "🙂", "fun", ",", "İ", "."],
+            "{lower_here}"
+        );
+        assert_eq!(
+            quoted("The CATS ran, fast!"),
+            ["The", "CAT", "S", "ran", ",", "fast", "!"],
+            "{lower_here}"
+        );
+        assert!(quoted(" \n ").is_empty());
+        assert!(quoted("").is_empty());
+    }
+}
+
+// ---- input that used to panic or fail (issue 15) -------------------------
+
+/// A tokenizer that adds no special tokens turns "" into no tokens at all:
+/// such a text gets a zero vector (sentence-transformers' mean pooling
+/// gives one) on both backends, and the others are unaffected. It used to
+/// reach a softmax over no columns and panic.
+#[test]
+fn texts_of_no_tokens_embed_as_zero_vectors() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let path = dir.join("tokenizer.json");
+    let mut tokenizer: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    tokenizer["post_processor"] = serde_json::Value::Null;
+    std::fs::write(&path, tokenizer.to_string()).unwrap();
+    for backend in [BackendKind::Packed, BackendKind::Padded] {
+        let e = load(&dir, f32_on_cpu(Some(backend)));
+        let texts = ["", "the cat sat", "  ", "a dog"];
+        let out = e.embed(&texts).unwrap();
+        assert_eq!(out.rows(), 4);
+        for empty in [0, 2] {
+            assert!(
+                out.row(empty).iter().all(|&x| x == 0.0),
+                "{backend}: row {empty} {:?}",
+                &out.row(empty)[..4]
+            );
+        }
+        for full in [1, 3] {
+            let alone = e.embed_one(texts[full]).unwrap();
+            assert!(max_abs_diff(out.row(full), &alone) <= 1e-5, "{backend}");
+            let norm = out.row(full).iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-5, "{backend}: norm {norm}");
+        }
+        // Only empty texts: no forward pass at all.
+        let none = e.embed(&[""]).unwrap();
+        assert!(none.as_slice().iter().all(|&x| x == 0.0), "{backend}");
+    }
+}
+
+/// `intermediate_size: 0` (with weights of that shape, so the file and the
+/// config agree) is refused at load with a message naming the field, in
+/// every precision. On a CPU with AVX-512 BF16 it used to panic packing the
+/// bf16 weights.
+#[test]
+fn a_zero_intermediate_size_is_refused_at_load() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let mut shape = view.shape().to_vec();
+            let mut data = view.data().to_vec();
+            if name.contains("intermediate.dense") {
+                shape[0] = 0;
+                data.clear();
+            } else if name.ends_with(".output.dense.weight") && !name.contains("attention") {
+                shape[1] = 0;
+                data.clear();
+            }
+            (name, shape, data)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, shape, data)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                    .unwrap();
+            (name.clone(), view)
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+    let mut config = common::config_json();
+    config["intermediate_size"] = 0.into();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    for precision in [Precision::Bf16, Precision::F32, Precision::F16] {
+        match Embedder::load_with(&dir, on_cpu(Some(precision), None)) {
+            Err(InferenceError::InvalidFile { path, reason }) => {
+                assert!(path.ends_with("config.json"), "{}", path.display());
+                assert!(reason.contains("intermediate_size"), "{reason}");
+            }
+            other => panic!("{precision}: expected InvalidFile, got {other:?}"),
+        }
+    }
+}
+
+/// Truncation where lowercasing changes byte lengths: "İ" is 2 bytes and
+/// lowercases to "i̇", 3 bytes. With `do_lower_case` (the embedder
+/// lowercases before the tokenizer) token offsets point into the longer
+/// lowercase text; they used to be refused with an error. Without it the
+/// tokenizer's normaliser lowercases and keeps its own alignments.
+#[test]
+fn truncation_maps_offsets_back_when_lowercasing_changes_lengths() {
+    for lower_here in [true, false] {
+        let (_tmp, dir) = tiny(TinyModel::default());
+        std::fs::write(
+            dir.join("sentence_bert_config.json"),
+            format!(r#"{{"max_seq_length": 32, "do_lower_case": {lower_here}}}"#),
+        )
+        .unwrap();
+        let e = Embedder::load(&dir).unwrap();
+        let text = "İstanbul the cat sat on the İİ mat";
+        // [UNK] the cat sat on the [UNK] mat
+        assert_eq!(e.count_tokens(text).unwrap(), 8, "{lower_here}");
+        for (max, want) in [
+            (1, "İstanbul"),
+            (3, "İstanbul the cat"),
+            (7, "İstanbul the cat sat on the İİ"),
+            (8, text),
+            (0, ""),
+        ] {
+            let got = e.truncate_to_tokens(text, max).unwrap();
+            assert_eq!(got, want, "do_lower_case {lower_here}, {max} tokens");
+            assert!(e.count_tokens(got).unwrap() <= max);
+        }
+        // The truncated text is what the model sees when it keeps that many.
+        let cut = e.truncate_to_tokens(text, 3).unwrap();
+        let whole = e.embed_one(text).unwrap();
+        assert!(max_abs_diff(&e.embed_one(cut).unwrap(), &whole) > 1e-4);
     }
 }

@@ -1,55 +1,14 @@
 //! Parity with sentence-transformers on the real all-MiniLM-L6-v2 model:
-//! the fixture corpus against the reference embeddings it produced.
+//! the repository's reference set (`fixtures/`: 300 passages and 200
+//! queries with the embeddings sentence-transformers made of them, and the
+//! exact top 10 those give) against what ragjet computes.
 
-use std::io::BufRead;
-use std::path::PathBuf;
+mod common;
 
+use common::{fixtures, min_row_cosine, read_npy, read_texts};
 use ragjet_inference::{
-    locate_default_model, BackendKind, Device, Embedder, EmbedderOptions, Precision,
+    locate_default_model, BackendKind, Device, Embedder, EmbedderOptions, Embeddings, Precision,
 };
-
-fn fixtures() -> PathBuf {
-    std::env::var_os("RAGJET_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
-        })
-}
-
-fn read_texts(path: &std::path::Path) -> Vec<String> {
-    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    std::io::BufReader::new(file)
-        .lines()
-        .map(|line| {
-            let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-            v["text"].as_str().unwrap().to_owned()
-        })
-        .collect()
-}
-
-fn read_npy(path: &std::path::Path) -> (Vec<u64>, Vec<f32>) {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
-    let shape = npy.shape().to_vec();
-    (shape, npy.into_vec::<f32>().unwrap())
-}
-
-fn min_cosine(got: &ragjet_inference::Embeddings, want: &[f32]) -> (f32, usize) {
-    let dim = got.dim();
-    got.iter()
-        .zip(want.chunks_exact(dim))
-        .map(|(a, b)| {
-            let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-            let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-            let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-            dot / (na * nb)
-        })
-        .enumerate()
-        .fold(
-            (f32::INFINITY, 0),
-            |acc, (i, c)| if c < acc.0 { (c, i) } else { acc },
-        )
-}
 
 /// The real model on the packed CPU encoder, in `precision`.
 fn model(precision: Precision) -> Embedder {
@@ -70,33 +29,101 @@ fn model(precision: Precision) -> Embedder {
     embedder
 }
 
+/// `texts` and their reference rows, checked to agree in count.
+fn reference(texts: &str, vectors: &str) -> (Vec<String>, Vec<f32>) {
+    let texts = read_texts(&fixtures().join(texts));
+    let (shape, reference) = read_npy(&fixtures().join(vectors));
+    assert_eq!(shape, vec![texts.len() as u64, 384], "{vectors}");
+    (texts, reference)
+}
+
+fn check(what: &str, got: &Embeddings, want: &[f32], floor: f32) {
+    let (min, at) = min_row_cosine(got.as_slice(), want, got.dim());
+    println!("{what}: min cosine {min:.7} at row {at}");
+    assert!(min >= floor, "{what}, row {at}: cosine {min}");
+}
+
+/// Indices of the `k` rows of `rows` with the largest inner product with
+/// `q`, best first (ties: lower row first).
+fn top(q: &[f32], rows: &[f32], k: usize) -> Vec<usize> {
+    let dim = q.len();
+    let scores: Vec<f64> = rows
+        .chunks_exact(dim)
+        .map(|r| r.iter().zip(q).map(|(a, b)| *a as f64 * *b as f64).sum())
+        .collect();
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    order.truncate(k);
+    order
+}
+
 /// Both CPU precisions (f32, and bf16 products: native where the CPU has
-/// AVX-512 BF16, emulated elsewhere) against sentence-transformers' f32.
+/// AVX-512 BF16, emulated elsewhere) against sentence-transformers' f32:
+/// passages, queries, and the exact top 10 of every query.
 #[test]
-fn corpus_matches_sentence_transformers() {
-    let texts = read_texts(&fixtures().join("corpus.jsonl"));
-    let (shape, reference) = read_npy(&fixtures().join("minilm_reference.npy"));
-    assert_eq!(shape, vec![texts.len() as u64, 384]);
+fn corpus_and_queries_match_sentence_transformers() {
+    let (passages, passage_ref) = reference("corpus.jsonl", "minilm_reference.npy");
+    let (queries, query_ref) = reference("queries.jsonl", "queries_reference.npy");
+    let top10: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("exact_top10.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(top10.len(), queries.len());
+    // The reference top 10 really is the reference embeddings' (so the
+    // fixture files belong together).
+    let q0 = top(&query_ref[..384], &passage_ref, 10);
+    let want0: Vec<String> = q0.iter().map(|&i| format!("p{i}")).collect();
+    assert_eq!(top10["q0"], serde_json::json!(want0));
+
     for precision in [Precision::F32, Precision::Bf16] {
         let embedder = model(precision);
         assert_eq!(embedder.max_seq_length(), 256);
         assert!(embedder.normalize());
-        let got = embedder.embed(&texts).unwrap();
-        let (min, at) = min_cosine(&got, &reference);
-        println!("corpus, {precision}: min cosine {min:.7} at row {at}");
-        assert!(min >= 0.9999, "{precision}, row {at}: cosine {min}");
-    }
-}
-
-#[test]
-fn queries_match_sentence_transformers() {
-    let texts = read_texts(&fixtures().join("queries.jsonl"));
-    let (_, reference) = read_npy(&fixtures().join("queries_reference.npy"));
-    for precision in [Precision::F32, Precision::Bf16] {
-        let got = model(precision).embed(&texts).unwrap();
-        let (min, at) = min_cosine(&got, &reference);
-        println!("queries, {precision}: min cosine {min:.7} at row {at}");
-        assert!(min >= 0.9999, "{precision}, row {at}: cosine {min}");
+        let got_passages = embedder.embed(&passages).unwrap();
+        check(
+            &format!("passages, {precision}"),
+            &got_passages,
+            &passage_ref,
+            0.9999,
+        );
+        let got_queries = embedder.embed(&queries).unwrap();
+        check(
+            &format!("queries, {precision}"),
+            &got_queries,
+            &query_ref,
+            0.9999,
+        );
+        // Search with ragjet's vectors finds the reference's neighbours:
+        // a reference neighbour it misses may only be a near-tie of its own
+        // 10th (swaps at the cut), never a clearly worse passage.
+        let (mut found, mut worst_gap) = (0, 0.0f64);
+        for (i, q) in got_queries.iter().enumerate() {
+            let want = top10[&format!("q{i}")].as_array().unwrap();
+            let got = top(q, got_passages.as_slice(), 10);
+            let score = |row: usize| -> f64 {
+                let p = got_passages.row(row);
+                p.iter().zip(q).map(|(a, b)| *a as f64 * *b as f64).sum()
+            };
+            let tenth = score(got[9]);
+            for w in want {
+                let row: usize = w.as_str().unwrap()[1..].parse().unwrap();
+                if got.contains(&row) {
+                    found += 1;
+                } else {
+                    worst_gap = worst_gap.max(tenth - score(row));
+                }
+            }
+        }
+        let recall = found as f64 / (10 * queries.len()) as f64;
+        println!(
+            "{precision}: recall@10 against the reference top 10: {recall:.4}; \
+             missed neighbours score at most {worst_gap:.2e} below the 10th"
+        );
+        assert!(recall >= 0.98, "{precision}: recall@10 {recall}");
+        assert!(
+            worst_gap <= 5e-3,
+            "{precision}: a missed neighbour {worst_gap} below the 10th"
+        );
     }
 }
 
@@ -120,8 +147,60 @@ fn padded_backend_matches_packed_on_real_passages() {
     for (precision, floor) in [(Precision::F32, 0.99999), (Precision::F16, 0.999)] {
         let padded = Embedder::load_with(&dir, options(precision)).unwrap();
         let got = padded.embed(&texts).unwrap();
-        let (min, at) = min_cosine(&got, packed.as_slice());
-        println!("padded {precision} vs packed: min cosine {min:.7} at row {at}");
-        assert!(min >= floor, "{precision}, row {at}: cosine {min}");
+        check(
+            &format!("padded {precision} vs packed"),
+            &got,
+            packed.as_slice(),
+            floor,
+        );
+    }
+}
+
+/// A damaged model.safetensors in a copy of the real model's folder is a
+/// load error naming the file, at every kind of cut: inside the header
+/// length, inside the header, inside the tensor data, one byte short.
+#[test]
+fn truncated_real_model_is_an_error_not_a_panic() {
+    let dir = locate_default_model().expect("the real model is needed (see model())");
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("model");
+    copy_dir(&dir, &copy);
+    let weights = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let header = 8 + u64::from_le_bytes(weights[..8].try_into().unwrap()) as usize;
+    for cut in [
+        0,
+        4,
+        header / 2,
+        header + 1000,
+        weights.len() / 2,
+        weights.len() - 1,
+    ] {
+        std::fs::write(copy.join("model.safetensors"), &weights[..cut]).unwrap();
+        match Embedder::load_with(
+            &copy,
+            EmbedderOptions {
+                device: Device::Cpu,
+                ..Default::default()
+            },
+        ) {
+            Err(ragjet_inference::InferenceError::InvalidFile { path, reason }) => {
+                assert!(path.ends_with("model.safetensors"), "{}", path.display());
+                println!("cut at {cut}: {reason}");
+            }
+            other => panic!("cut at {cut} of {}: {other:?}", weights.len()),
+        }
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_name() != "model.safetensors" {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
     }
 }

@@ -254,16 +254,98 @@ pub fn sentence(seed: usize, words: usize) -> String {
         .join(" ")
 }
 
+/// Cosine of two vectors of one length (panics otherwise: `zip` would
+/// quietly compare a short output's prefix). NaN when either holds a NaN,
+/// or is zero, so any `>=` bound on it fails.
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "compared vectors differ in length");
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
     let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
     dot / (na * nb)
 }
 
+/// The larger of two differences, NaN if either is: `f32::max` returns
+/// the other operand for a NaN, which made a NaN output look like a match.
+pub fn nan_max(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+/// The smaller of two similarities, NaN if either is (see [`nan_max`]).
+pub fn nan_min(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else {
+        a.min(b)
+    }
+}
+
+/// Largest element-wise difference of two vectors of one length (panics
+/// otherwise); NaN when either holds a NaN, so `diff <= tol` fails, and so
+/// does `diff > tol`.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "compared vectors differ in length");
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+        .fold(0.0, nan_max)
+}
+
+/// The lowest cosine between the rows of `got` and `want` (row-major,
+/// `dim` wide) and its row: NaN (at the first such row) when a row's
+/// cosine is NaN. Panics when the two differ in shape.
+pub fn min_row_cosine(got: &[f32], want: &[f32], dim: usize) -> (f32, usize) {
+    assert!(
+        dim > 0 && got.len().is_multiple_of(dim),
+        "{} values in rows of {dim}",
+        got.len()
+    );
+    assert_eq!(got.len(), want.len(), "row counts differ (rows of {dim})");
+    got.chunks_exact(dim)
+        .zip(want.chunks_exact(dim))
+        .map(|(a, b)| cosine(a, b))
+        .enumerate()
+        .fold((f32::INFINITY, 0), |(min, at), (i, c)| {
+            if min.is_nan() {
+                (min, at)
+            } else if c.is_nan() || c < min {
+                (c, i)
+            } else {
+                (min, at)
+            }
+        })
+}
+
+/// The repository's reference set for parity tests (`fixtures/` at the
+/// root: 300 passages, 200 queries, sentence-transformers' embeddings of
+/// them; see its README), or `$RAGJET_FIXTURES`, for a larger set of the
+/// same layout.
+pub fn fixtures() -> PathBuf {
+    std::env::var_os("RAGJET_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures"))
+}
+
+/// The `text` of every line of a JSONL fixture.
+pub fn read_texts(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            v["text"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+/// A float32 `.npy` fixture: its shape and values.
+pub fn read_npy(path: &Path) -> (Vec<u64>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
+    let shape = npy.shape().to_vec();
+    (shape, npy.into_vec::<f32>().unwrap())
 }
