@@ -2,7 +2,7 @@
 //! real all-MiniLM-L6-v2 model on the first passages of the fixture corpus.
 //!
 //! `cargo bench -p ragjet --bench embed` (needs the model, see
-//! `ragjet::inference::locate_default_model`, and `../shared/fixtures`).
+//! `ragjet::inference::locate_default_model`, and the fixture corpus of `fixtures.rs`).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 

@@ -3,7 +3,7 @@
 //! already cached, against embedding the whole batch again.
 //!
 //! `cargo bench -p ragjet --bench embedding_cache` (needs the model, see
-//! `ragjet::inference::locate_default_model`, and `../shared/fixtures`).
+//! `ragjet::inference::locate_default_model`, and the fixture corpus of `fixtures.rs`).
 //! The batch is 1000 passages; `RAGJET_BENCH_BATCH=N` shrinks it (the
 //! embedder does ~30–40 passages/s on 2 cores, and criterion takes at least
 //! 11 runs of each function, so a full run takes several minutes).

@@ -17,13 +17,22 @@ pub fn embedder() -> Embedder {
     .expect("model loads")
 }
 
-/// The first `n` passages of `../shared/fixtures/corpus.jsonl` (or of
-/// `$RAGJET_FIXTURES/corpus.jsonl`).
+/// The first `n` passages of `$RAGJET_FIXTURES/corpus.jsonl`, else of
+/// `../shared/fixtures/corpus.jsonl` (4,000 passages) beside the repository,
+/// else of the repository's own `fixtures/corpus.jsonl` (300).
 pub fn corpus(n: usize) -> Vec<String> {
-    let path = std::env::var("RAGJET_FIXTURES").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures").to_owned()
+    let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures");
+    let bundled = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures");
+    let dir = std::env::var("RAGJET_FIXTURES").unwrap_or_else(|_| {
+        if std::path::Path::new(shared).join("corpus.jsonl").is_file() {
+            shared.to_owned()
+        } else {
+            eprintln!("{shared} not found: using the repository's {bundled} (300 passages)");
+            bundled.to_owned()
+        }
     });
-    let file = std::fs::File::open(format!("{path}/corpus.jsonl")).expect("fixture corpus");
+    let path = format!("{dir}/corpus.jsonl");
+    let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     std::io::BufReader::new(file)
         .lines()
         .take(n)

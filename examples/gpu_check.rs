@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use ragjet::inference::{Device, Embedder, EmbedderOptions, Precision};
 use ragjet::retrieval::{
-    DeviceFlatIndex, Entry, FlatConfig, FlatIndex, Metric, SearchDevice, Storage, VectorIndex,
+    CandleDevice, DeviceFlatIndex, Entry, FlatConfig, FlatIndex, Metric, Storage, VectorIndex,
 };
 use ragjet::telemetry::{LogFormat, Telemetry, TelemetryConfig};
 use serde_json::{json, Value};
@@ -216,11 +216,13 @@ fn random_rows(n: usize, dim: usize, seed: u64) -> Vec<f32> {
     rows
 }
 
-fn search_device(args: &Args) -> SearchDevice {
-    match args.device {
-        Device::Cuda(n) => SearchDevice::Cuda(n),
-        _ => SearchDevice::Cpu,
-    }
+/// The search index's device. By now the embedder has loaded on
+/// `args.device`, which is the driver probe, so opening the GPU is safe.
+fn search_device(args: &Args) -> Res<CandleDevice> {
+    Ok(match args.device {
+        Device::Cuda(n) => CandleDevice::new_cuda(n)?,
+        _ => CandleDevice::Cpu,
+    })
 }
 
 fn recall(got: &[Vec<ragjet::retrieval::Hit>], want: &[Vec<ragjet::retrieval::Hit>]) -> f64 {
@@ -409,16 +411,11 @@ fn run(
         format!("CPU FlatIndex batch search, {n} x {sdim}, {ncpu} queries"),
         format!("{cpu_qps:.0} queries/s"),
     );
+    let device = search_device(args)?;
     for storage in [Storage::F16, Storage::F32] {
         let t = Instant::now();
-        let gpu = DeviceFlatIndex::from_rows(
-            ids.clone(),
-            &rows,
-            sdim,
-            Metric::Cosine,
-            storage,
-            search_device(args),
-        )?;
+        let gpu =
+            DeviceFlatIndex::from_rows(ids.clone(), &rows, sdim, Metric::Cosine, storage, &device)?;
         let build = t.elapsed().as_secs_f64();
         gpu.search_batch(&queries[..sdim * nq.min(256)], 10)?; // warm-up (kernels load)
         let t = Instant::now();

@@ -37,15 +37,27 @@ impl Topics {
                 centres: Vec::new(),
             };
         }
-        let fixture = concat!(
+        // The 4,000 reference embeddings beside the repository when present,
+        // else the 300 the repository carries.
+        let shared = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../../shared/fixtures/minilm_reference.npy"
         );
-        let centres = read_npy_f32(fixture).unwrap_or_else(|| {
-            (0..4000)
-                .map(|_| unit((0..DIM).map(|_| normal(r)).collect()))
-                .collect()
-        });
+        let bundled = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fixtures/minilm_reference.npy"
+        );
+        let centres = read_npy_f32(shared)
+            .or_else(|| {
+                eprintln!("{shared} not found: topic centres from {bundled}");
+                read_npy_f32(bundled)
+            })
+            .unwrap_or_else(|| {
+                eprintln!("no reference embeddings found: random topic centres");
+                (0..4000)
+                    .map(|_| unit((0..DIM).map(|_| normal(r)).collect()))
+                    .collect()
+            });
         Topics { centres }
     }
 

@@ -1,23 +1,58 @@
 //! ragjet: the Rust hot path for retrieval-augmented generation.
 //!
-//! This facade re-exports the crates that do the work, so that a program
-//! needs one dependency:
-//!
-//! - [`inference`]: embedding models ([`inference::Embedder`]).
-//! - [`retrieval`]: vector and keyword indexes.
-//! - [`cache`]: tiered and semantic caches.
-//! - [`telemetry`]: metrics, traces and reports.
+//! [`Engine`] is the product: documents in, ranked passages out, with
+//! chunking, embedding (cached), vector / keyword / hybrid search, MMR,
+//! reranking, result caches, metrics and one-directory persistence:
 //!
 //! ```no_run
-//! use ragjet::inference::{locate_default_model, Embedder};
+//! use ragjet::{Document, Engine, QueryOptions, SearchMode};
 //!
-//! # fn main() -> Result<(), ragjet::inference::InferenceError> {
-//! let embedder = Embedder::load(locate_default_model()?)?;
-//! let v = embedder.embed_one("what is retrieval-augmented generation?")?;
-//! assert_eq!(v.len(), embedder.dim());
+//! # fn main() -> ragjet::Result<()> {
+//! let engine = Engine::builder().store_dir("my-store").build()?;
+//! let report = engine.ingest(vec![
+//!     Document::new("rust", "Rust is a language empowering everyone to build reliable software.")
+//!         .with_meta("topic", "languages"),
+//! ])?;
+//! println!("{} chunks, {} embeddings computed", report.chunks, report.embeddings_computed);
+//! let options = QueryOptions::new().top_k(5).mode(SearchMode::Hybrid { alpha: 0.7 });
+//! let answer = engine.query("which language is reliable?", &options)?;
+//! for hit in &answer.hits {
+//!     println!("{:.3} {} {:?}", hit.score, hit.chunk_id, hit.text);
+//! }
+//! engine.save("my-store")?;
+//! let again = Engine::open("my-store")?;
 //! # Ok(()) }
 //! ```
+//!
+//! The crates that do the work are re-exported, so a program needs one
+//! dependency:
+//!
+//! - [`inference`]: embedding models ([`inference::Embedder`]) and the
+//!   cross-encoder reranker.
+//! - [`retrieval`]: vector and keyword indexes, filters.
+//! - [`cache`]: tiered and semantic caches.
+//! - [`telemetry`]: metrics, traces and reports. The engine records the
+//!   metric catalogue through the `metrics` facade; installing a recorder
+//!   (`telemetry::Telemetry::init`) is the application's choice.
 #![warn(missing_docs)]
+
+pub mod chunk;
+pub mod config;
+pub mod engine;
+mod error;
+pub mod query;
+pub mod queue;
+
+pub use config::{EngineConfig, IndexKind};
+pub use engine::{
+    Answer, CacheOutcome, Document, Engine, EngineBuilder, EngineHit, IngestOptions,
+    IngestProgress, IngestReport, IngestStage, QueryOptions, SearchMode, StageTimings,
+    DEFAULT_NAMESPACE,
+};
+pub use error::{Error, ErrorKind, Result};
+pub use query::Hyde;
+pub use queue::{BatchQueue, Overload, Priority, QueueError, QueueOptions, Ticket};
+pub use ragjet_retrieval::{Metadata, MetadataFilters, MetadataValue};
 
 pub use ragjet_cache as cache;
 pub use ragjet_inference as inference;
