@@ -658,11 +658,18 @@ fn bad_query_options_are_errors_not_panics() {
     invalid(QueryOptions::new().require("!!!"));
     invalid(QueryOptions::new().namespace("no-such-namespace"));
     invalid(QueryOptions::new().namespace(""));
-    // A structurally invalid filter (`in` needs a list).
-    invalid(QueryOptions::new().filters(MetadataFilters::new(
-        vec![MetadataFilter::new("group", FilterOperator::In, 1i64)],
-        FilterCondition::And,
-    )));
+    // No filter is invalid for its values: as in llama-index-core, they
+    // are judged against each chunk's metadata (`1 in 1` matches nothing).
+    let none = e
+        .query(
+            q,
+            &QueryOptions::new().filters(MetadataFilters::new(
+                vec![MetadataFilter::new("group", FilterOperator::In, 1i64)],
+                FilterCondition::And,
+            )),
+        )
+        .unwrap();
+    assert!(none.hits.is_empty());
     for empty in ["", "   ", "\n"] {
         let err = e.query(empty, &QueryOptions::new()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{empty:?}");
