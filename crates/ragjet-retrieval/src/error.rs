@@ -32,7 +32,9 @@ pub enum RetrievalError {
     /// An entry id is empty or appears twice in one batch.
     #[error("invalid id: {0}")]
     InvalidId(String),
-    /// A filter is structurally wrong (e.g. `in` with a non-list value).
+    /// A filter cannot be read (bad JSON, an unknown operator or
+    /// condition). Values never make a filter invalid: as in llama-index,
+    /// they are judged against each entry's metadata.
     #[error("invalid filter: {0}")]
     InvalidFilter(String),
     /// The requested combination is not implemented (e.g. HNSW with the raw

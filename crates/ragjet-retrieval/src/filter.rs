@@ -3,30 +3,50 @@
 //! The types deserialise from the JSON LlamaIndex produces
 //! (`MetadataFilters.model_dump()`):
 //! `{"filters": [{"key": "k", "value": 1, "operator": ">="}, {"filters": [...], "condition": "or"}], "condition": "and"}`.
-//! `operator` defaults to `==` and `condition` to `and`.
+//! `operator` defaults to `==`, and `condition` to `and` (also when it is
+//! `null`, as llama-index reads a `None` condition).
 //!
-//! # Rules for missing keys and type mismatches
+//! # Semantics: llama-index-core's, exactly
 //!
-//! A filter never errors on *data*; it errors only on a *malformed filter*
-//! ([`MetadataFilters::validate`], called by every search):
+//! A filter selects exactly the entries llama-index-core's own
+//! `build_metadata_filter_fn` (what its `SimpleVectorStore` runs) selects,
+//! evaluating the Python expressions below on the stored value `m` and the
+//! filter value `v` with Python's rules. The binding's test suite runs
+//! every operator and condition over a grid of keys and values through
+//! llama-index-core itself and compares.
 //!
-//! * a missing key, or a stored `null`, matches **only** `is_empty`;
-//!   every other operator — `!=` and `nin` included — is a no-match;
-//! * comparing values of different types (a string with a number, a list
-//!   with a scalar where a scalar is expected) is a no-match, again for `!=`
-//!   and `nin` too: "type mismatch never matches" is the single rule;
-//! * `>`/`>=`/`<`/`<=` order numbers numerically and strings by byte order;
-//!   booleans and lists are not ordered (no-match);
-//! * `in` / `nin` need a stored scalar and a list filter value: the stored
-//!   value is (not) equal to some list item; items of another type simply
-//!   never equal it;
-//! * `contains` needs a stored list: some element equals the filter value;
-//!   `any` / `all` need a stored list and a list filter value;
-//! * `text_match` is a case-sensitive substring test on a stored string,
-//!   `text_match_insensitive` the same after lowercasing;
-//! * `is_empty` matches a missing key, `null`, `""` and `[]`;
-//! * an empty group matches everything (no filtering), whatever its
-//!   condition; `not` matches when no member matches.
+//! * A missing key or a stored `null` (`m is None`) matches `!=` and `nin`
+//!   and `is_empty`, and nothing else.
+//! * `is_empty`: `m is None or m == "" or m == []`.
+//! * `==` / `!=`: Python equality. Numbers compare by value whatever their
+//!   JSON spelling (`2020 == 2020.0`) and a boolean is the number 0 or 1
+//!   (`True == 1`); lists are equal element by element; a string never
+//!   equals a number. All numbers are held as f64, so integers beyond 2⁵³
+//!   compare as their nearest f64 (Python compares them exactly).
+//! * `>`, `>=`, `<`, `<=`: Python ordering. Numbers (booleans included)
+//!   numerically, NaN unordered (every comparison false); strings by code
+//!   point; lists lexicographically (the first unequal elements decide,
+//!   else the shorter list is smaller).
+//! * `in`: `m in v`; `nin`: `m not in v`; `contains`: `v in m`. For a list
+//!   container, some element equals the item; for a string container the
+//!   item must be a string and is a substring test (`"" in s` holds).
+//! * `any` / `all`: `any(x in m for x in v)` / `all(...)`, iterating a list
+//!   `v` by element and a string `v` by character, stopping at the first
+//!   decisive item as Python does (`all` over an empty `v` holds).
+//! * `text_match`: both strings, `v in m`; `text_match_insensitive` the
+//!   same after Unicode lowercasing of both.
+//! * A group combines its members with `and` (all), `or` (any) or `not`
+//!   (none); an empty group matches everything, whatever its condition.
+//!   Nested groups, which llama-index-core refuses, follow the same rules.
+//!
+//! Where Python raises `TypeError` for an entry (ordering a string against
+//! a number, `text_match` on a number, `in` against a number, iterating a
+//! number for `any`), llama-index fails the whole query. A search cannot
+//! fail on data, so here that entry simply does not match, whatever the
+//! conditions around the failing test (Python evaluates every member of a
+//! group, so the error would have escaped any `not` or `or`). Every filter
+//! that parses is valid: like llama-index's, it is judged only against
+//! data.
 
 use serde::{Deserialize, Serialize};
 
@@ -40,7 +60,7 @@ pub enum FilterOperator {
     #[default]
     #[serde(rename = "==")]
     Eq,
-    /// `!=`
+    /// `!=` (also matches a missing key)
     #[serde(rename = "!=")]
     Ne,
     /// `>`
@@ -55,19 +75,21 @@ pub enum FilterOperator {
     /// `<=`
     #[serde(rename = "<=")]
     Lte,
-    /// stored scalar is in the list
+    /// `m in v`: the stored value equals an item of the list (or is a
+    /// substring of the string)
     #[serde(rename = "in")]
     In,
-    /// stored scalar is not in the list
+    /// `m not in v` (also matches a missing key)
     #[serde(rename = "nin")]
     Nin,
-    /// stored list shares an element with the list
+    /// some item of the value is in the stored list (or string)
     #[serde(rename = "any")]
     Any,
-    /// stored list holds every element of the list
+    /// every item of the value is in the stored list (or string)
     #[serde(rename = "all")]
     All,
-    /// stored list contains the value
+    /// `v in m`: the stored list holds the value (or the stored string
+    /// contains it)
     #[serde(rename = "contains")]
     Contains,
     /// stored string contains the value (case-sensitive)
@@ -137,9 +159,16 @@ pub enum FilterNode {
 pub struct MetadataFilters {
     /// The members.
     pub filters: Vec<FilterNode>,
-    /// How they combine, `and` if absent.
-    #[serde(default)]
+    /// How they combine, `and` if absent or `null`.
+    #[serde(default, deserialize_with = "condition_or_and")]
     pub condition: FilterCondition,
+}
+
+/// `null` reads as `and`, as llama-index's `condition or AND` does.
+fn condition_or_and<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<FilterCondition, D::Error> {
+    Ok(Option::<FilterCondition>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 impl MetadataFilters {
@@ -151,23 +180,19 @@ impl MetadataFilters {
         }
     }
 
-    /// Parses LlamaIndex's JSON form.
+    /// Parses LlamaIndex's JSON form; JSON of another shape, an unknown
+    /// operator or an unknown condition is [`RetrievalError::InvalidFilter`].
     pub fn from_json(json: &str) -> Result<Self> {
-        let f: Self = serde_json::from_str(json)
-            .map_err(|e| RetrievalError::InvalidFilter(format!("bad filter JSON: {e}")))?;
-        f.validate()?;
-        Ok(f)
+        serde_json::from_str(json)
+            .map_err(|e| RetrievalError::InvalidFilter(format!("bad filter JSON: {e}")))
     }
 
-    /// Checks the filter's own shape (operators given the value type they
-    /// need). Data never makes a valid filter fail; see the module docs.
+    /// Always `Ok`: as in llama-index-core, every well-formed filter is
+    /// valid and only meets data (a value that cannot be compared with
+    /// what an entry stores makes that entry not match; see the module
+    /// docs). Kept so that callers checking filters up front need not
+    /// change if a check is ever needed.
     pub fn validate(&self) -> Result<()> {
-        for node in &self.filters {
-            match node {
-                FilterNode::Group(g) => g.validate()?,
-                FilterNode::Filter(f) => validate_one(f)?,
-            }
-        }
         Ok(())
     }
 
@@ -195,32 +220,48 @@ impl MetadataFilters {
     ///   order (not needed for equality, but lossless).
     ///
     /// The first byte is a format version ([`CANONICAL_KEY_VERSION`]),
-    /// bumped if the encoding ever changes.
+    /// bumped when the encoding or the meaning of a filter changes, so that
+    /// results cached on disk or in Redis under older rules are not served.
     pub fn canonical_key(&self) -> Vec<u8> {
         let mut out = vec![CANONICAL_KEY_VERSION];
         encode_group(self, &mut out);
         out
     }
 
-    /// Whether an entry with this metadata passes the filter.
+    /// Whether an entry with this metadata passes the filter: whether
+    /// llama-index-core's filter function returns `True` for it.
     pub fn matches(&self, metadata: &Metadata) -> bool {
+        self.verdict(metadata) == Some(true)
+    }
+
+    /// What Python gives for the group: `None` where it raises.
+    fn verdict(&self, metadata: &Metadata) -> Verdict {
         if self.filters.is_empty() {
-            return true;
+            return Some(true);
         }
-        let mut each = self.filters.iter().map(|n| match n {
-            FilterNode::Group(g) => g.matches(metadata),
-            FilterNode::Filter(f) => matches_one(f, metadata.get(&f.key)),
-        });
-        match self.condition {
-            FilterCondition::And => each.all(|m| m),
-            FilterCondition::Or => each.any(|m| m),
-            FilterCondition::Not => !each.any(|m| m),
+        let (mut any, mut all) = (false, true);
+        for node in &self.filters {
+            // An error in any member escapes the group, as the exception
+            // would in Python (every member is evaluated there).
+            let m = match node {
+                FilterNode::Group(g) => g.verdict(metadata)?,
+                FilterNode::Filter(f) => verdict_one(f, metadata.get(&f.key))?,
+            };
+            any |= m;
+            all &= m;
         }
+        Some(match self.condition {
+            FilterCondition::And => all,
+            FilterCondition::Or => any,
+            FilterCondition::Not => !any,
+        })
     }
 }
 
-/// First byte of every [`MetadataFilters::canonical_key`].
-pub const CANONICAL_KEY_VERSION: u8 = 1;
+/// First byte of every [`MetadataFilters::canonical_key`]. Version 2:
+/// llama-index-core's semantics (version 1 keys were cached under rules
+/// where `!=` on a missing key did not match).
+pub const CANONICAL_KEY_VERSION: u8 = 2;
 
 fn encode_len(n: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(&(n as u64).to_le_bytes());
@@ -319,108 +360,120 @@ fn encode_value(v: &MetadataValue, out: &mut Vec<u8>) {
     }
 }
 
-fn is_scalar(v: &MetadataValue) -> bool {
-    matches!(
-        v,
-        MetadataValue::Bool(_) | MetadataValue::Number(_) | MetadataValue::String(_)
-    )
-}
+/// The result of a Python expression: `Some(bool)`, or `None` where
+/// Python raises `TypeError`.
+type Verdict = Option<bool>;
 
-fn validate_one(f: &MetadataFilter) -> Result<()> {
-    use FilterOperator::*;
-    let v = &f.value;
-    let ok = match f.operator {
-        Eq | Ne | Contains => is_scalar(v),
-        Gt | Gte | Lt | Lte => matches!(v, MetadataValue::Number(_) | MetadataValue::String(_)),
-        In | Nin | Any | All => {
-            matches!(v, MetadataValue::List(items) if items.iter().all(is_scalar))
-        }
-        TextMatch | TextMatchInsensitive => matches!(v, MetadataValue::String(_)),
-        IsEmpty => true,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(RetrievalError::InvalidFilter(format!(
-            "operator {:?} on key {:?} cannot take value {:?}",
-            f.operator, f.key, f.value
-        )))
-    }
-}
-
-/// Same-type equality of scalars; anything else is unequal.
-fn scalar_eq(a: &MetadataValue, b: &MetadataValue) -> bool {
-    match (a, b) {
-        (MetadataValue::Bool(x), MetadataValue::Bool(y)) => x == y,
-        (MetadataValue::Number(x), MetadataValue::Number(y)) => x == y,
-        (MetadataValue::String(x), MetadataValue::String(y)) => x == y,
-        _ => false,
-    }
-}
-
-fn ordering(a: &MetadataValue, b: &MetadataValue) -> Option<std::cmp::Ordering> {
-    match (a, b) {
-        (MetadataValue::Number(x), MetadataValue::Number(y)) => x.partial_cmp(y),
-        (MetadataValue::String(x), MetadataValue::String(y)) => Some(x.as_str().cmp(y.as_str())),
+/// A number, as Python sees a bool (`True == 1`).
+fn number(v: &MetadataValue) -> Option<f64> {
+    match v {
+        MetadataValue::Number(x) => Some(*x),
+        MetadataValue::Bool(b) => Some(f64::from(u8::from(*b))),
         _ => None,
     }
 }
 
-fn matches_one(f: &MetadataFilter, stored: Option<&MetadataValue>) -> bool {
+/// Python's `a == b` (which never raises).
+fn py_eq(a: &MetadataValue, b: &MetadataValue) -> bool {
+    use MetadataValue as V;
+    match (a, b) {
+        (V::Null, V::Null) => true,
+        (V::String(x), V::String(y)) => x == y,
+        (V::List(x), V::List(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| py_eq(p, q)),
+        _ => matches!((number(a), number(b)), (Some(x), Some(y)) if x == y),
+    }
+}
+
+/// Python's ordering of `a` and `b`: `None` where it raises, `Some(None)`
+/// for unordered (NaN: every comparison is false).
+fn py_cmp(a: &MetadataValue, b: &MetadataValue) -> Option<Option<std::cmp::Ordering>> {
+    use MetadataValue as V;
+    match (a, b) {
+        // Byte order of UTF-8 is code point order, which Python uses.
+        (V::String(x), V::String(y)) => Some(Some(x.as_str().cmp(y.as_str()))),
+        (V::List(x), V::List(y)) => {
+            // The first unequal pair decides, compared by the same operator.
+            match x.iter().zip(y).find(|(p, q)| !py_eq(p, q)) {
+                Some((p, q)) => py_cmp(p, q),
+                None => Some(Some(x.len().cmp(&y.len()))),
+            }
+        }
+        _ => match (number(a), number(b)) {
+            (Some(x), Some(y)) => Some(x.partial_cmp(&y)),
+            _ => None,
+        },
+    }
+}
+
+/// Python's `item in container`.
+fn py_in(item: &MetadataValue, container: &MetadataValue) -> Verdict {
+    match (container, item) {
+        (MetadataValue::List(items), _) => Some(items.iter().any(|e| py_eq(e, item))),
+        (MetadataValue::String(s), MetadataValue::String(sub)) => Some(s.contains(sub.as_str())),
+        // A non-str in a str, or anything in a number, bool or None.
+        _ => None,
+    }
+}
+
+/// What `for x in v` yields: list items, or a string's characters.
+fn py_iter(v: &MetadataValue) -> Option<Vec<MetadataValue>> {
+    match v {
+        MetadataValue::List(items) => Some(items.clone()),
+        MetadataValue::String(s) => {
+            Some(s.chars().map(|c| MetadataValue::String(c.into())).collect())
+        }
+        _ => None,
+    }
+}
+
+/// One filter on the stored value, as llama-index-core's
+/// `_process_filter_match` (and its `is_empty` test) evaluates it.
+fn verdict_one(f: &MetadataFilter, stored: Option<&MetadataValue>) -> Verdict {
     use std::cmp::Ordering::*;
     use FilterOperator as Op;
-    let stored = match stored {
-        None | Some(MetadataValue::Null) => return f.operator == Op::IsEmpty,
-        Some(s) => s,
+    let stored = stored.filter(|s| !matches!(s, MetadataValue::Null));
+    let Some(m) = stored else {
+        return Some(matches!(f.operator, Op::Ne | Op::Nin | Op::IsEmpty));
     };
-    let same_kind = std::mem::discriminant(stored) == std::mem::discriminant(&f.value);
+    let v = &f.value;
+    let ordered =
+        |want: &[std::cmp::Ordering]| py_cmp(m, v).map(|o| o.is_some_and(|o| want.contains(&o)));
     match f.operator {
-        Op::Eq => scalar_eq(stored, &f.value),
-        Op::Ne => is_scalar(stored) && same_kind && !scalar_eq(stored, &f.value),
-        Op::Gt => ordering(stored, &f.value) == Some(Greater),
-        Op::Gte => matches!(ordering(stored, &f.value), Some(Greater | Equal)),
-        Op::Lt => ordering(stored, &f.value) == Some(Less),
-        Op::Lte => matches!(ordering(stored, &f.value), Some(Less | Equal)),
-        Op::In | Op::Nin => {
-            let MetadataValue::List(items) = &f.value else {
-                return false;
-            };
-            if !is_scalar(stored) {
-                return false;
-            }
-            let found = items.iter().any(|i| scalar_eq(stored, i));
-            found == (f.operator == Op::In)
-        }
-        Op::Any | Op::All => match (stored, &f.value) {
-            (MetadataValue::List(have), MetadataValue::List(want)) => {
-                let has = |w: &MetadataValue| have.iter().any(|h| scalar_eq(h, w));
-                if f.operator == Op::Any {
-                    want.iter().any(has)
-                } else {
-                    want.iter().all(has)
-                }
-            }
-            _ => false,
-        },
-        Op::Contains => match stored {
-            MetadataValue::List(have) => have.iter().any(|h| scalar_eq(h, &f.value)),
-            _ => false,
-        },
-        Op::TextMatch | Op::TextMatchInsensitive => match (stored, &f.value) {
+        Op::Eq => Some(py_eq(m, v)),
+        Op::Ne => Some(!py_eq(m, v)),
+        Op::Gt => ordered(&[Greater]),
+        Op::Gte => ordered(&[Greater, Equal]),
+        Op::Lt => ordered(&[Less]),
+        Op::Lte => ordered(&[Less, Equal]),
+        Op::In => py_in(m, v),
+        Op::Nin => py_in(m, v).map(|found| !found),
+        Op::Contains => py_in(v, m),
+        Op::TextMatch | Op::TextMatchInsensitive => match (m, v) {
             (MetadataValue::String(s), MetadataValue::String(pat)) => {
-                if f.operator == Op::TextMatch {
+                Some(if f.operator == Op::TextMatch {
                     s.contains(pat.as_str())
                 } else {
                     s.to_lowercase().contains(&pat.to_lowercase())
+                })
+            }
+            _ => None,
+        },
+        Op::Any | Op::All => {
+            let any = f.operator == Op::Any;
+            for item in py_iter(v)? {
+                // Python's any()/all() stop at the first decisive item, so a
+                // later item that would raise is never reached.
+                if py_in(&item, m)? == any {
+                    return Some(any);
                 }
             }
-            _ => false,
-        },
-        Op::IsEmpty => match stored {
+            Some(!any)
+        }
+        Op::IsEmpty => Some(match m {
             MetadataValue::String(s) => s.is_empty(),
             MetadataValue::List(l) => l.is_empty(),
             _ => false,
-        },
+        }),
     }
 }
 

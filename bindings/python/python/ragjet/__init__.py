@@ -5,22 +5,78 @@
 >>> vectors = embedder.embed(["a passage", "another one"])
 >>> vectors.shape
 (2, 384)
+>>> index = ragjet.FlatIndex(dim=384)
+>>> index.add(["a", "b"], vectors, metadata=[{"year": 2023}, {"year": 2024}])
+>>> [hit.id for hit in index.search(embedder.embed("a passage"), k=1)]
+['a']
+
+``Embedder.encode`` takes sentence-transformers' argument names, so an
+``Embedder`` stands in for a ``SentenceTransformer`` in code that only
+encodes. Vectors go in and out as numpy float32 arrays, read in place when
+C-contiguous; every heavy call releases the GIL, and the ``a``-prefixed
+methods (``aembed``, ``Engine.aquery``, ``Engine.aingest``) run the call on
+a worker thread so an event loop keeps serving. Errors derive from
+:class:`RagjetError` (see ``ragjet._errors``).
 """
 
-from ragjet._ragjet import (
-    Embedder,
+from ragjet._errors import (
+    DeviceError,
+    InvalidInput,
     InvalidInputError,
     ModelLoadError,
+    OutOfMemoryError,
+    Overloaded,
     RagjetError,
+    StorageError,
+)
+from ragjet._locate import default_model_dir
+from ragjet._ragjet import (
+    Bm25Index,
+    CrossEncoder,
+    Embedder,
+    EmbeddingCache,
+    Engine,
+    FlatIndex,
+    Hit,
+    HnswIndex,
+    ResponseCache,
+    RetrievalCache,
+    SemanticCache,
+    Telemetry,
     __version__,
-    default_model_dir,
+    alpha_fusion,
+    build_features,
+    cuda_available,
+    metric_catalogue,
+    mmr,
 )
 
 __all__ = [
+    "Bm25Index",
+    "CrossEncoder",
+    "DeviceError",
     "Embedder",
+    "EmbeddingCache",
+    "Engine",
+    "FlatIndex",
+    "Hit",
+    "HnswIndex",
+    "InvalidInput",
     "InvalidInputError",
     "ModelLoadError",
+    "OutOfMemoryError",
+    "Overloaded",
     "RagjetError",
+    "ResponseCache",
+    "RetrievalCache",
+    "SemanticCache",
+    "StorageError",
+    "Telemetry",
     "__version__",
+    "alpha_fusion",
+    "build_features",
+    "cuda_available",
     "default_model_dir",
+    "metric_catalogue",
+    "mmr",
 ]
