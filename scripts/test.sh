@@ -73,4 +73,4 @@ rm -rf "$wheels"
 python3 -m pytest bindings/python -q
 
 step "disk used by the build"
-du -sh target
+du -sh "${CARGO_TARGET_DIR:-target}"
