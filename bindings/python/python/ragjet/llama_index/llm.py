@@ -273,6 +273,16 @@ class CachedLLM(LLM):
             ensure_ascii=False,
         )
 
+    def _complete_keys(self, prompt: str, formatted: bool, kwargs: dict) -> tuple:
+        """The exact-cache key and the semantic-cache text of a completion."""
+        key = self._key("complete", {"prompt": prompt, "formatted": formatted}, kwargs)
+        sem = (
+            self._semantic_text("complete", prompt, ())
+            if self._semantic_cache is not None
+            else None
+        )
+        return key, sem
+
     def _semantic_text(self, kind: str, prompt: str, messages: Sequence[ChatMessage]) -> str:
         if kind == "chat":
             users = [m for m in messages if m.role == MessageRole.USER] or list(messages)
@@ -370,12 +380,7 @@ class CachedLLM(LLM):
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         start = time.perf_counter()
         prompt = self._fit_prompt(prompt)
-        key = self._key("complete", {"prompt": prompt, "formatted": formatted}, kwargs)
-        sem = (
-            self._semantic_text("complete", prompt, ())
-            if self._semantic_cache is not None
-            else None
-        )
+        key, sem = self._complete_keys(prompt, formatted, kwargs)
         envelope, vector = self._lookup(key, sem)
         if envelope is not None:
             response = _completion_from(envelope)
@@ -392,12 +397,7 @@ class CachedLLM(LLM):
     ) -> CompletionResponse:
         start = time.perf_counter()
         prompt = await asyncio.to_thread(self._fit_prompt, prompt)
-        key = self._key("complete", {"prompt": prompt, "formatted": formatted}, kwargs)
-        sem = (
-            self._semantic_text("complete", prompt, ())
-            if self._semantic_cache is not None
-            else None
-        )
+        key, sem = self._complete_keys(prompt, formatted, kwargs)
         envelope, vector = await asyncio.to_thread(self._lookup, key, sem)
         if envelope is not None:
             response = _completion_from(envelope)
@@ -414,12 +414,7 @@ class CachedLLM(LLM):
     ) -> CompletionResponseGen:
         start = time.perf_counter()
         prompt = self._fit_prompt(prompt)
-        key = self._key("complete", {"prompt": prompt, "formatted": formatted}, kwargs)
-        sem = (
-            self._semantic_text("complete", prompt, ())
-            if self._semantic_cache is not None
-            else None
-        )
+        key, sem = self._complete_keys(prompt, formatted, kwargs)
         envelope, vector = self._lookup(key, sem)
         if envelope is not None:
             response = _completion_from(envelope)
@@ -444,12 +439,7 @@ class CachedLLM(LLM):
     ) -> CompletionResponseAsyncGen:
         start = time.perf_counter()
         prompt = await asyncio.to_thread(self._fit_prompt, prompt)
-        key = self._key("complete", {"prompt": prompt, "formatted": formatted}, kwargs)
-        sem = (
-            self._semantic_text("complete", prompt, ())
-            if self._semantic_cache is not None
-            else None
-        )
+        key, sem = self._complete_keys(prompt, formatted, kwargs)
         envelope, vector = await asyncio.to_thread(self._lookup, key, sem)
         if envelope is not None:
             response = _completion_from(envelope)
