@@ -86,7 +86,9 @@ def main():
     parser.add_argument("--passages", type=int, default=None, help="use the first N passages")
     parser.add_argument("--n-queries", type=int, default=200)
     parser.add_argument("--top-k", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=None, help="ragjet threads (all cores)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="threads for both halves (default: all cores)"
+    )
     parser.add_argument(
         "--precision", default=None, help='ragjet precision ("f32", "bf16"...); default: its own'
     )
@@ -126,6 +128,10 @@ def main():
                 "sentence-transformers\n"
             )
         else:
+            if args.threads is not None:
+                import torch
+
+                torch.set_num_threads(args.threads)
             hf = HuggingFaceEmbedding(model_name=model_dir, device="cpu")
             results["torch"] = run(
                 "HuggingFaceEmbedding+SimpleVectorStore",

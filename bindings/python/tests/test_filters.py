@@ -14,21 +14,18 @@ import itertools
 
 import numpy as np
 import pytest
-
-import ragjet
-
-core = pytest.importorskip("llama_index.core", reason="pip install llama-index-core")
-
-from llama_index.core.schema import TextNode  # noqa: E402
-from llama_index.core.vector_stores import SimpleVectorStore  # noqa: E402
-from llama_index.core.vector_stores.types import (  # noqa: E402
+from llama_index.core.schema import TextNode
+from llama_index.core.vector_stores import SimpleVectorStore
+from llama_index.core.vector_stores.types import (
     FilterCondition,
     FilterOperator,
     MetadataFilter,
     MetadataFilters,
     VectorStoreQuery,
 )
-from llama_index.core.vector_stores.utils import build_metadata_filter_fn  # noqa: E402
+from llama_index.core.vector_stores.utils import build_metadata_filter_fn
+
+import ragjet
 
 NODES = {
     "n0": {"year": 2020, "author": "ann", "tags": ["a", "b"], "rating": 4.5},
