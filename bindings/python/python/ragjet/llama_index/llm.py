@@ -353,27 +353,41 @@ class CachedLLM(LLM):
             return contextlib.nullcontext()
         return instrument_tags({**active_instrument_tags.get(), ACCOUNTED_TAG: True})
 
-    def _iterate(self, stream: Any) -> Generator[Any, None, None]:
-        # The tag is set around each step, never across a yield, so the
-        # consumer's context is left as it was.
+    def _cached_stream(
+        self, stream: Any, kind: str, prompt: str, start: float, key: str, sem: Any, vector: Any
+    ) -> Generator[Any, None, None]:
+        """Yields the wrapped LLM's stream, then records and caches its last
+        (complete) response. The accounting tag is set around each step,
+        never across a yield, so the consumer's context is left as it was."""
         it = iter(stream)
+        last = None
         while True:
             with self._accounting():
                 try:
-                    item = next(it)
+                    last = next(it)
                 except StopIteration:
-                    return
-            yield item
+                    break
+            yield last
+        if last is not None:
+            self._record(prompt, last, time.perf_counter() - start, False)
+            self._store(key, sem, vector, kind, last)
 
-    async def _aiterate(self, stream: Any) -> AsyncGenerator[Any, None]:
+    async def _acached_stream(
+        self, stream: Any, kind: str, prompt: str, start: float, key: str, sem: Any, vector: Any
+    ) -> AsyncGenerator[Any, None]:
+        """``_cached_stream`` for an async stream."""
         it = stream.__aiter__()
+        last = None
         while True:
             with self._accounting():
                 try:
-                    item = await it.__anext__()
+                    last = await it.__anext__()
                 except StopAsyncIteration:
-                    return
-            yield item
+                    break
+            yield last
+        if last is not None:
+            self._record(prompt, last, time.perf_counter() - start, False)
+            await asyncio.to_thread(self._store, key, sem, vector, kind, last)
 
     # -- completion ---------------------------------------------------------
 
@@ -423,16 +437,7 @@ class CachedLLM(LLM):
             return _once(response)
         with self._accounting():
             stream = self.llm.stream_complete(prompt, formatted=formatted, **kwargs)
-
-        def gen() -> Generator[CompletionResponse, None, None]:
-            last = None
-            for last in self._iterate(stream):
-                yield last
-            if last is not None:
-                self._record(prompt, last, time.perf_counter() - start, False)
-                self._store(key, sem, vector, "complete", last)
-
-        return gen()
+        return self._cached_stream(stream, "complete", prompt, start, key, sem, vector)
 
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
@@ -448,16 +453,7 @@ class CachedLLM(LLM):
             return _aonce(response)
         with self._accounting():
             stream = await self.llm.astream_complete(prompt, formatted=formatted, **kwargs)
-
-        async def gen() -> AsyncGenerator[CompletionResponse, None]:
-            last = None
-            async for last in self._aiterate(stream):
-                yield last
-            if last is not None:
-                self._record(prompt, last, time.perf_counter() - start, False)
-                await asyncio.to_thread(self._store, key, sem, vector, "complete", last)
-
-        return gen()
+        return self._acached_stream(stream, "complete", prompt, start, key, sem, vector)
 
     # -- chat ---------------------------------------------------------------
 
@@ -512,16 +508,7 @@ class CachedLLM(LLM):
             return _once(response)
         with self._accounting():
             stream = self.llm.stream_chat(messages, **kwargs)
-
-        def gen() -> Generator[ChatResponse, None, None]:
-            last = None
-            for last in self._iterate(stream):
-                yield last
-            if last is not None:
-                self._record(prompt_text, last, time.perf_counter() - start, False)
-                self._store(key, sem, vector, "chat", last)
-
-        return gen()
+        return self._cached_stream(stream, "chat", prompt_text, start, key, sem, vector)
 
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
@@ -538,16 +525,7 @@ class CachedLLM(LLM):
             return _aonce(response)
         with self._accounting():
             stream = await self.llm.astream_chat(messages, **kwargs)
-
-        async def gen() -> AsyncGenerator[ChatResponse, None]:
-            last = None
-            async for last in self._aiterate(stream):
-                yield last
-            if last is not None:
-                self._record(prompt_text, last, time.perf_counter() - start, False)
-                await asyncio.to_thread(self._store, key, sem, vector, "chat", last)
-
-        return gen()
+        return self._acached_stream(stream, "chat", prompt_text, start, key, sem, vector)
 
 
 def _model_key(llm: LLM) -> str:
