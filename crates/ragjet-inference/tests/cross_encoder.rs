@@ -3,15 +3,19 @@
 //! (`tests/fixtures/tiny-cross-encoder`, made by
 //! `scripts/make_tiny_cross_encoder.py`).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use ragjet_inference::{
     BackendKind, CrossEncoder, CrossEncoderOptions, Device, InferenceError, Precision,
     ScoreActivation,
 };
-use safetensors::tensor::{Dtype, TensorView};
+use safetensors::tensor::Dtype;
 use safetensors::SafeTensors;
 use serde_json::Value;
+
+use common::max_abs_diff;
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -71,14 +75,6 @@ fn load(dir: &Path, options: CrossEncoderOptions) -> CrossEncoder {
     CrossEncoder::load_with(dir, options).expect("tiny cross-encoder loads")
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 /// A copy of the fixture in a temporary folder, for tests that alter it.
 fn copy_fixture() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
@@ -119,21 +115,7 @@ fn edit_weights(
             tensors.push(t);
         }
     }
-    let raw: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .zip(&raw)
-        .map(|((name, shape, _), b)| {
-            (
-                name.clone(),
-                TensorView::new(Dtype::F32, shape.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &path).unwrap();
+    common::write_f32_safetensors(&path, &tensors);
 }
 
 #[test]

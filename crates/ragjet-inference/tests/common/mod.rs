@@ -168,7 +168,11 @@ fn weights(seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
 }
 
 pub fn write_weights(path: &Path, seed: u64) {
-    let tensors = weights(seed);
+    write_f32_safetensors(path, &weights(seed));
+}
+
+/// Saves `(name, shape, values)` tensors as an f32 safetensors file.
+pub fn write_f32_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|(_, _, d)| d.iter().flat_map(|x| x.to_le_bytes()).collect())
