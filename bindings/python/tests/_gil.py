@@ -4,29 +4,32 @@ import threading
 import time
 
 
-def max_stall_while(call):
-    """Runs ``call`` on a worker thread while this thread counts in a
-    Python loop, and returns ``(seconds the call took, longest gap between
-    two iterations of the loop while it ran)``.
+def max_stall_while(call, min_seconds=0.0):
+    """Runs ``call`` on a worker thread, again and again until the calls
+    have taken ``min_seconds`` in all, while this thread counts in a Python
+    loop, and returns ``(the shortest call's seconds, the longest gap
+    between two iterations of the loop while the calls ran)``.
 
     A call that holds the GIL for its whole run stalls the loop for about
     that long; one that releases it leaves gaps of a few switch intervals
-    (milliseconds).
+    (milliseconds). Repeating the call, rather than sizing its work for one
+    machine, keeps the run long enough to tell on a faster machine.
     """
     looping = threading.Event()
     done = threading.Event()
-    took = []
+    calls = []
     errors = []
 
     def work():
         # Only once this thread's loop runs can a stall of it be seen.
         looping.wait()
-        t0 = time.perf_counter()
         try:
-            call()
+            while sum(calls) < min_seconds or not calls:
+                t0 = time.perf_counter()
+                call()
+                calls.append(time.perf_counter() - t0)
         except BaseException as err:  # reported to the test below
             errors.append(err)
-        took.append(time.perf_counter() - t0)
         done.set()
 
     worker = threading.Thread(target=work)
@@ -41,12 +44,18 @@ def max_stall_while(call):
     worker.join()
     if errors:
         raise errors[0]
-    return took[0], gap
+    return min(calls), gap
 
 
-def assert_releases_gil(call, min_seconds=0.3):
-    """Fails unless ``call`` ran long enough to tell (``min_seconds``) and
-    the loop on this thread never stalled for more than half of it."""
-    took, gap = max_stall_while(call)
-    assert took >= min_seconds, f"the call took {took:.3f}s, too short to tell; make it bigger"
-    assert gap < took / 2, f"the calling thread stalled {gap:.3f}s of a {took:.3f}s call"
+def assert_releases_gil(call, min_seconds=0.3, min_call_seconds=0.05):
+    """Fails if the loop on this thread stalled for half of one call or more.
+
+    Each call must take ``min_call_seconds`` (well above the interpreter's
+    5 ms switch interval) for a held GIL to show as a stall, and the calls
+    are repeated for ``min_seconds`` so that a release is seen many times.
+    """
+    shortest, gap = max_stall_while(call, min_seconds)
+    assert shortest >= min_call_seconds, (
+        f"one call took {shortest:.3f}s, too short to tell; make it bigger"
+    )
+    assert gap < shortest / 2, f"the calling thread stalled {gap:.3f}s of a {shortest:.3f}s call"

@@ -2,6 +2,7 @@
 variants, bad input."""
 
 import asyncio
+import itertools
 import json
 import time
 
@@ -164,7 +165,14 @@ def test_bad_input(engine):
 def test_ingest_releases_the_gil(fixtures):
     engine = ragjet.Engine(num_threads=2, config={"cache": {"embedding": {"enabled": False}}})
     docs = read_corpus(fixtures, 120)
-    assert_releases_gil(lambda: engine.ingest(docs))
+    rounds = itertools.count()
+
+    def ingest_new_text():
+        # Unchanged documents are skipped, so each round changes every text.
+        n = next(rounds)
+        engine.ingest([{**d, "text": f"{d['text']} ({n})"} for d in docs])
+
+    assert_releases_gil(ingest_new_text)
 
 
 def test_async_variants_do_not_block_the_event_loop(fixtures):
