@@ -69,6 +69,8 @@
 #![warn(missing_docs)]
 
 mod adaptive;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod amx;
 mod backend;
 mod config;
 mod cross_encoder;

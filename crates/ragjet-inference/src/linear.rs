@@ -59,6 +59,9 @@ enum Layout {
     /// Panels of `NR` columns of u32 words, word `q` of a column holding
     /// the bf16 weights of inputs `2q` and `2q + 1`, for `vdpbf16ps` tiles.
     Bf16Panels,
+    /// The same panels with the inner dimension padded with zero words to
+    /// whole AMX tiles (16 pairs), for `tdpbf16ps` (`amx.rs`).
+    Bf16Amx,
 }
 
 impl Layout {
@@ -69,6 +72,10 @@ impl Layout {
             all.push(Layout::F32Panels);
             if products == Products::Bf16 && bf16_hardware() {
                 all.push(Layout::Bf16Panels);
+                #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+                if crate::amx::available() {
+                    all.push(Layout::Bf16Amx);
+                }
             }
         }
         all
@@ -200,11 +207,11 @@ impl Linear {
         );
         let panels = n.div_ceil(NR);
         let lines = match layout {
-            Layout::Bf16Panels => {
-                let pairs = k.div_ceil(2);
+            Layout::Bf16Panels | Layout::Bf16Amx => {
+                let pairs = bf16_depth(k, layout);
                 let mut lines = vec![Line([0.0; 16]); panels * pairs * NR / 16];
                 let dst = words_mut(&mut lines);
-                for q in 0..pairs {
+                for q in 0..k.div_ceil(2) {
                     let even = &w[2 * q * n..][..n];
                     let odd = w.get((2 * q + 1) * n..(2 * q + 2) * n);
                     for j in 0..n {
@@ -294,7 +301,9 @@ impl Linear {
         // Without native bf16 products, round the inputs and multiply them
         // in f32: the same numbers, at the f32 rate.
         let rounded: Vec<f32>;
-        let x = if self.products == Products::Bf16 && self.layout != Layout::Bf16Panels {
+        let x = if self.products == Products::Bf16
+            && !matches!(self.layout, Layout::Bf16Panels | Layout::Bf16Amx)
+        {
             rounded = x.par_iter().map(|&v| round_bf16(v)).collect();
             &rounded
         } else {
@@ -371,7 +380,20 @@ impl Linear {
             // of the layout (`with_layout` only builds layouts that
             // `Layout::available` offers after its CPU check).
             unsafe {
-                if self.layout == Layout::Bf16Panels {
+                if self.layout == Layout::Bf16Amx {
+                    // Rows padded to whole tiles, each padded to `depth`
+                    // words, with zeros (which add nothing to the sums).
+                    let depth = bf16_depth(k, self.layout);
+                    BF16_ROWS.with_borrow_mut(|words| {
+                        words.clear();
+                        words.resize(rows.next_multiple_of(crate::amx::TILE) * depth, 0);
+                        for (row, out) in x.chunks_exact(k).zip(words.chunks_exact_mut(depth)) {
+                            avx512::to_bf16_pairs(row, k, &mut out[..pairs]);
+                        }
+                        let w = &words_ref(&self.lines)[p0 * depth * NR..p1 * depth * NR];
+                        crate::amx::bf16_tiles(rows, cols, depth, words, w, c, n);
+                    });
+                } else if self.layout == Layout::Bf16Panels {
                     BF16_ROWS.with_borrow_mut(|words| {
                         words.resize(rows * pairs, 0);
                         avx512::to_bf16_pairs(x, k, words);
@@ -428,6 +450,16 @@ fn words_ref(lines: &[Line]) -> &[u32] {
 /// `v` rounded to the nearest bfloat16 (ties to even), as an f32.
 fn round_bf16(v: f32) -> f32 {
     half::bf16::from_f32(v).to_f32()
+}
+
+/// Words of bf16 pairs per input row in `layout`'s panels: AMX tiles read
+/// the inner dimension 16 words at a time.
+fn bf16_depth(k: usize, layout: Layout) -> usize {
+    let pairs = k.div_ceil(2);
+    match layout {
+        Layout::Bf16Amx => pairs.next_multiple_of(16),
+        _ => pairs,
+    }
 }
 
 /// Two values as one word of bf16s, `lo` in the low half (the order
@@ -677,11 +709,15 @@ mod tests {
         for (layout, needs) in [
             (Layout::F32Panels, "AVX-512F + VL"),
             (Layout::Bf16Panels, "AVX-512 BF16"),
+            (
+                Layout::Bf16Amx,
+                "AMX-BF16 with Linux's permission, or RAGJET_AMX=off",
+            ),
         ] {
             if !tested.contains(&layout) {
                 eprintln!(
                     "SKIPPED: the {layout:?} tiles (this CPU lacks {needs}); \
-                     the row-major path, with bf16 products emulated by rounding, ran instead"
+                     the faster paths this CPU has ran instead"
                 );
             }
         }
