@@ -2,8 +2,9 @@
 
 One run builds the same data set in all three and prints, for each: HNSW
 build time and memory per vector (resident-set growth over the build
-divided by n); for HNSW at each ef, recall@10 and single-thread queries/s
-(one query at a time); for exact search, single-query and
+divided by n, vectors included: for ragjet from before its entries are
+made, so the records and their metadata count too); for HNSW at each
+ef, recall@10 and single-thread queries/s (one query at a time); for exact search, single-query and
 1000-query-batch queries/s (best of 3 calls); plus the machine's measured memory bandwidth
 and the share of it ragjet's flat scan reaches.
 

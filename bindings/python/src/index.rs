@@ -603,32 +603,42 @@ impl FlatIndex {
 
 vector_index_class!(FlatIndex, rr::FlatIndex, "FlatIndex", {
     /// `metric`: "cosine" (vectors normalised when added), "ip" (raw
-    /// inner product) or "l2"; `storage`: "f32" or "f16" (half the
-    /// memory, scores to about 3 digits).
+    /// inner product) or "l2"; `storage`: "f32", "f16" (half the
+    /// memory, scores to about 3 digits), "int8" or "binary" (a byte or a
+    /// bit per component scanned, then the best `rescore`·k rows rescored
+    /// exactly from f32 rows kept alongside; `rescore` 0 is the default,
+    /// 4 for int8 and 64 for binary).
     #[new]
-    #[pyo3(signature = (dim, metric="cosine", storage="f32"))]
-    fn new(dim: i64, metric: &str, storage: &str) -> PyResult<Self> {
+    #[pyo3(signature = (dim, metric="cosine", storage="f32", rescore=0))]
+    fn new(dim: i64, metric: &str, storage: &str, rescore: usize) -> PyResult<Self> {
         guard(|| {
             let storage = match storage.to_ascii_lowercase().as_str() {
                 "f32" | "float32" => Storage::F32,
                 "f16" | "float16" => Storage::F16,
+                "int8" => Storage::Int8,
+                "binary" => Storage::Binary,
                 _ => {
                     return Err(invalid(format!(
-                        "storage must be \"f32\" or \"f16\", not {storage:?}"
+                        "storage must be \"f32\", \"f16\", \"int8\" or \"binary\", not {storage:?}"
                     )))
                 }
             };
-            let cfg = FlatConfig::new(dim_arg(dim)?, parse_metric(metric)?).with_storage(storage);
+            let cfg = FlatConfig::new(dim_arg(dim)?, parse_metric(metric)?)
+                .with_storage(storage)
+                .with_rescore(rescore);
             Ok(Self::wrap(rr::FlatIndex::new(cfg).map_err(retrieval_err)?))
         })
     }
 
-    /// Element type of the stored vectors: "f32" or "f16".
+    /// Element type of the scanned vectors: "f32", "f16", "int8" or
+    /// "binary".
     #[getter]
     fn storage(&self, py: Python<'_>) -> &'static str {
         match py.detach(|| read(&self.inner).config().storage) {
             Storage::F32 => "f32",
             Storage::F16 => "f16",
+            Storage::Int8 => "int8",
+            Storage::Binary => "binary",
         }
     }
 });

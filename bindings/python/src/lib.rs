@@ -5,13 +5,16 @@
 //! `python/ragjet/_errors.py` (`convert.rs`).
 //!
 //! One module per family of classes: `embedder.rs`, `index.rs` (indexes,
-//! hits, fusion), `rerank.rs`, `cache.rs`, `telemetry.rs`, `engine.rs`.
+//! hits, fusion), `rerank.rs`, `cache.rs`, `telemetry.rs`, `engine.rs`,
+//! `control.rs` (rate limits, breaker, retries, dead letters, routing, A/B
+//! tests, model pool, scaling advice).
 
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use ragjet::inference;
 
 mod cache;
+mod control;
 mod convert;
 mod embedder;
 mod engine;
@@ -62,6 +65,7 @@ fn _ragjet(m: &Bound<'_, PyModule>) -> PyResult<()> {
     cache::register(m)?;
     telemetry::register(m)?;
     engine::register(m)?;
+    control::register(m)?;
     m.add_function(wrap_pyfunction!(cuda_available, m)?)?;
     m.add_function(wrap_pyfunction!(_panic, m)?)?;
     Ok(())

@@ -62,7 +62,7 @@ impl CrossEncoder {
     /// Loads the model in `model_dir`. `batch_size`: most pairs per
     /// forward pass; `max_length`: token limit per pair (default: the
     /// folder's); `device`: "auto" | "cpu" | "cuda" | "cuda:N"; `precision`:
-    /// "f32" | "f16" | "bf16" (default as for `Embedder`).
+    /// "f32" | "f16" | "bf16" | "int8" (default as for `Embedder`).
     #[new]
     #[pyo3(signature = (model_dir, batch_size=32, activation=None, *, max_length=None, num_threads=None, device="auto", precision=None))]
     #[allow(clippy::too_many_arguments)]

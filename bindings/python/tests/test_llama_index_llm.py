@@ -1,6 +1,7 @@
 """CachedLLM: response and semantic caches, token budget, telemetry."""
 
 import asyncio
+import json
 
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
@@ -344,3 +345,144 @@ def test_bad_arguments_to_the_cache_still_raise():
 
     with pytest.raises(ragjet.InvalidInputError):
         CachedLLM(CountingLLM(), response_cache=Refusing()).complete("q")
+
+
+# -- production controls: retry, circuit breaker, dead letters ----------------
+
+
+class FlakyLLM(MockLLM):
+    """MockLLM that raises TimeoutError while ``down`` is set, or for the
+    next ``fail_next`` calls; counts the calls that reach it."""
+
+    down: bool = False
+    fail_next: int = 0
+    reached: int = 0
+
+    def complete(self, prompt, formatted=False, **kwargs):
+        self.reached += 1
+        if self.down or self.fail_next > 0:
+            self.fail_next = max(self.fail_next - 1, 0)
+            raise TimeoutError(f"LLM timed out on {prompt!r}")
+        return super().complete(prompt, formatted=formatted, **kwargs)
+
+
+def test_flaky_llm_trips_the_breaker_recovers_and_loses_no_request(tmp_path):
+    clock = ragjet.ManualClock(start=1_000.0)
+    breaker = ragjet.CircuitBreaker("flaky-llm", consecutive_failures=3, open_for=30.0, clock=clock)
+    retry = ragjet.RetryPolicy(max_attempts=3, base_delay=0.5, max_delay=2.0, seed=11)
+    letters = ragjet.DeadLetterStore(tmp_path / "llm-dead-letters.log", name="flaky")
+    waits = []
+
+    def sleep(seconds):  # back-off moves the manual clock: no real sleeping
+        waits.append(seconds)
+        clock.advance(seconds)
+
+    inner = FlakyLLM()
+    llm = CachedLLM(inner, retry=retry, breaker=breaker, dead_letters=letters, sleep=sleep)
+
+    # A transient blip is retried away: answered, nothing dead-lettered.
+    inner.fail_next = 1
+    assert llm.complete("q0").text == "q0"
+    assert (inner.reached, len(waits), len(letters)) == (2, 1, 0)
+    assert breaker.state == "closed"
+
+    # The LLM goes down: three timeouts open the circuit; the request is
+    # stored before its error is raised, and the error names the letter.
+    inner.down = True
+    failed_ids = []
+    with pytest.raises(TimeoutError) as info:
+        llm.complete("q1")
+    failed_ids.append(info.value.ragjet_dead_letter_id)
+    assert inner.reached == 5 and breaker.state == "open"
+
+    # While open, calls fail fast without reaching the LLM, and are stored too.
+    with pytest.raises(ragjet.CircuitOpenError) as info:
+        llm.complete("q2")
+    failed_ids.append(info.value.ragjet_dead_letter_id)
+    assert inner.reached == 5
+    assert [x["id"] for x in letters.list()] == failed_ids
+    assert [json.loads(x["payload"])["prompt"] for x in letters.list()] == ["q1", "q2"]
+
+    # The LLM recovers; after open_for the breaker lets a probe through.
+    inner.down = False
+    clock.advance(30.0)
+    assert breaker.state == "half_open"
+    assert llm.complete("q3").text == "q3"
+    assert breaker.state == "closed"
+
+    # Re-driving answers every stored request and caches the answers.
+    report = llm.redrive_dead_letters()
+    assert sorted(report["redriven"]) == sorted(failed_ids) and report["failed"] == []
+    assert len(letters) == 0
+    reached = inner.reached
+    assert llm.complete("q1").additional_kwargs.get("ragjet_cache") == "exact"
+    assert llm.complete("q2").additional_kwargs.get("ragjet_cache") == "exact"
+    assert inner.reached == reached
+
+
+def test_permanent_errors_are_not_retried_nor_dead_lettered(tmp_path):
+    class BadRequest(Exception):
+        status_code = 400
+
+    class Refusing(MockLLM):
+        reached: int = 0
+
+        def complete(self, prompt, formatted=False, **kwargs):
+            self.reached += 1
+            raise BadRequest("malformed")
+
+    inner = Refusing()
+    breaker = ragjet.CircuitBreaker("refusing", consecutive_failures=1)
+    letters = ragjet.DeadLetterStore(tmp_path / "dl.log")
+    llm = CachedLLM(
+        inner,
+        retry=ragjet.RetryPolicy(max_attempts=5),
+        breaker=breaker,
+        dead_letters=letters,
+        sleep=lambda s: None,
+    )
+    with pytest.raises(BadRequest):
+        llm.complete("x")
+    assert inner.reached == 1 and len(letters) == 0
+    assert breaker.state == "closed", "a bad request says nothing of the LLM's health"
+
+
+def test_async_calls_retry_and_dead_letter(tmp_path):
+    class AsyncFlaky(MockLLM):
+        reached: int = 0
+
+        async def acomplete(self, prompt, formatted=False, **kwargs):
+            self.reached += 1
+            raise ConnectionError("reset")
+
+    inner = AsyncFlaky()
+    letters = ragjet.DeadLetterStore(tmp_path / "dl.log")
+    llm = CachedLLM(
+        inner,
+        retry=ragjet.RetryPolicy(max_attempts=2),
+        dead_letters=letters,
+        sleep=lambda s: None,
+    )
+    with pytest.raises(ConnectionError) as info:
+        asyncio.run(llm.acomplete("y"))
+    assert inner.reached == 2
+    assert letters.get(info.value.ragjet_dead_letter_id)["attempts"] == 2
+
+
+def test_is_transient_error_classifies_common_failures():
+    from ragjet.llama_index.llm import is_transient_error
+
+    class Http(Exception):
+        def __init__(self, status):
+            self.status_code = status
+
+    class RateLimitError(Exception):
+        pass
+
+    assert is_transient_error(TimeoutError())
+    assert is_transient_error(ConnectionError())
+    assert is_transient_error(ragjet.Overloaded("busy"))
+    assert is_transient_error(Http(429)) and is_transient_error(Http(503))
+    assert not is_transient_error(Http(400)) and not is_transient_error(Http(-1))
+    assert is_transient_error(RateLimitError())
+    assert not is_transient_error(ValueError("bad"))

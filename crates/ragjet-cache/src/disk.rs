@@ -108,6 +108,35 @@ fn meta(
     Ok(t.get(k)?.map(|v| v.value()).unwrap_or(0))
 }
 
+/// redb's magic number, which it writes last when it creates a file.
+const REDB_MAGIC_LEN: usize = 9;
+
+/// A process killed while redb was creating the file leaves it without the
+/// magic number (redb writes it only once the rest is on disk): such a file
+/// holds no committed data, but redb refuses it forever. It is renamed to
+/// `<file>.incomplete` (not deleted: it may be something else a user
+/// pointed us at) so that a fresh file is created in its place.
+fn set_aside_unfinished(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let Ok(file) = std::fs::File::open(path) else {
+        return Ok(()); // absent (created below) or unreadable (redb reports it)
+    };
+    let mut head = Vec::with_capacity(REDB_MAGIC_LEN);
+    file.take(REDB_MAGIC_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| open_err(path, e))?;
+    if !head.is_empty() && head.iter().all(|&b| b == 0) {
+        let mut aside = path.as_os_str().to_owned();
+        aside.push(".incomplete");
+        tracing::warn!(
+            path = %path.display(),
+            "disk cache file never fully created (killed while creating it); set aside"
+        );
+        std::fs::rename(path, &aside).map_err(|e| open_err(path, e))?;
+    }
+    Ok(())
+}
+
 impl DiskTier {
     pub fn open(cfg: &DiskConfig, label: &'static str) -> Result<Self> {
         if cfg.max_bytes == 0 {
@@ -126,10 +155,21 @@ impl DiskTier {
                 std::fs::create_dir_all(dir).map_err(|e| open_err(&cfg.path, e))?;
             }
         }
-        let db = Database::builder()
-            .set_cache_size(cfg.page_cache_bytes)
-            .create(&cfg.path)
-            .map_err(|e| open_err(&cfg.path, e))?;
+        set_aside_unfinished(&cfg.path)?;
+        // redb asserts (panics) on some damaged files, e.g. one cut short;
+        // a damaged cache file must be an error, not a crash.
+        let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Database::builder()
+                .set_cache_size(cfg.page_cache_bytes)
+                .create(&cfg.path)
+        }))
+        .map_err(|_| {
+            open_err(
+                &cfg.path,
+                "damaged database file (redb panicked opening it)",
+            )
+        })?
+        .map_err(|e| open_err(&cfg.path, e))?;
         // Create the tables and read the running totals.
         let tx = db.begin_write().map_err(|e| open_err(&cfg.path, e))?;
         let (bytes, entries) = {

@@ -344,6 +344,7 @@ impl Embedder {
         let products = match precision {
             Precision::F32 => Some(Products::F32),
             Precision::Bf16 => Some(Products::Bf16),
+            Precision::Int8 => Some(Products::Int8),
             Precision::F16 => None,
         };
         let backend_kind = options.backend.unwrap_or(match (device.ordinal, products) {
@@ -354,7 +355,7 @@ impl Embedder {
             BackendKind::Packed => {
                 let (None, Some(products)) = (device.ordinal, products) else {
                     return Err(InferenceError::InvalidOption(format!(
-                        "the packed backend runs in f32 or bf16 on the CPU only, not {precision} on {}",
+                        "the packed backend runs in f32, bf16 or int8 on the CPU only, not {precision} on {}",
                         device.name()
                     )));
                 };
@@ -364,12 +365,20 @@ impl Embedder {
                     products,
                 )?))
             }
-            BackendKind::Padded => Box::new(PaddedBert::load(
-                &settings.bert,
-                &settings.weights,
-                precision.dtype(),
-                &device.candle,
-            )?),
+            BackendKind::Padded => {
+                let Some(dtype) = precision.dtype() else {
+                    return Err(InferenceError::InvalidOption(format!(
+                        "{precision} runs on the packed backend on the CPU only, not the padded backend on {}",
+                        device.name()
+                    )));
+                };
+                Box::new(PaddedBert::load(
+                    &settings.bert,
+                    &settings.weights,
+                    dtype,
+                    &device.candle,
+                )?)
+            }
         };
         let device_name = device.name();
         tracing::debug!(device = %device_name, %precision, backend = %backend_kind, "embedder loaded");

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use crate::config::{BertConfig, HiddenAct};
 use crate::error::{invalid, InferenceError, Result, TensorResult};
 use crate::kernels::{Activation, Kernels};
-use crate::linear::{rows_per_task, Epilogue, Linear, Products, SharedOut};
+use crate::linear::{rows_per_task, Epilogue, Linear, Products, SharedOut, MAX_INT8_DEPTH};
 use crate::weights::BertWeights;
 
 /// The texts of one batch, packed end to end: text `i` owns the token rows
@@ -92,6 +92,11 @@ fn vec1(t: Tensor) -> candle_core::Result<Vec<f32>> {
 /// A PyTorch `[out, in]` weight as a [`Linear`] (`[in, out]`).
 fn linear(t: Tensor, kernels: Kernels, products: Products) -> candle_core::Result<Linear> {
     let (n, k) = t.dims2()?;
+    if products == Products::Int8 && k > MAX_INT8_DEPTH {
+        candle_core::bail!(
+            "int8 products take at most {MAX_INT8_DEPTH} inputs per output (their i32 sums would overflow), this layer has {k}"
+        );
+    }
     let w = t.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
     Ok(Linear::new(&w, k, n, kernels, products))
 }

@@ -413,7 +413,8 @@ fn cpu_defaults_to_the_packed_backend() {
     assert_eq!(e.precision(), Precision::cpu_default());
     assert_eq!(e.backend(), BackendKind::Packed);
     assert_eq!(e.batch_token_limit(), 16384);
-    for precision in [Precision::F32, Precision::Bf16] {
+    assert_ne!(e.precision(), Precision::Int8, "int8 is opt-in only");
+    for precision in [Precision::F32, Precision::Bf16, Precision::Int8] {
         let e = load(&dir, on_cpu(Some(precision), None));
         assert_eq!(
             (e.precision(), e.backend()),
@@ -497,6 +498,22 @@ fn packed_backend_refuses_f16() {
     )
     .unwrap_err();
     assert!(matches!(err, InferenceError::InvalidOption(_)), "{err}");
+}
+
+/// Int8 products exist on the packed CPU encoder only: asking the padded
+/// backend for them is an option error, not a panic or a silent f32 run.
+#[test]
+fn padded_backend_refuses_int8() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let err = Embedder::load_with(
+        &dir,
+        on_cpu(Some(Precision::Int8), Some(BackendKind::Padded)),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, InferenceError::InvalidOption(m) if m.contains("int8")),
+        "{err}"
+    );
 }
 
 /// With the `cuda` feature, one outcome per state of the driver probe:

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{fixtures, min_row_cosine, read_npy, read_texts};
+use common::{cosine, fixtures, min_row_cosine, read_npy, read_texts};
 use ragjet_inference::{
     locate_default_model, BackendKind, Device, Embedder, EmbedderOptions, Embeddings, Precision,
 };
@@ -96,25 +96,7 @@ fn corpus_and_queries_match_sentence_transformers() {
         // Search with ragjet's vectors finds the reference's neighbours:
         // a reference neighbour it misses may only be a near-tie of its own
         // 10th (swaps at the cut), never a clearly worse passage.
-        let (mut found, mut worst_gap) = (0, 0.0f64);
-        for (i, q) in got_queries.iter().enumerate() {
-            let want = top10[&format!("q{i}")].as_array().unwrap();
-            let got = top(q, got_passages.as_slice(), 10);
-            let score = |row: usize| -> f64 {
-                let p = got_passages.row(row);
-                p.iter().zip(q).map(|(a, b)| *a as f64 * *b as f64).sum()
-            };
-            let tenth = score(got[9]);
-            for w in want {
-                let row: usize = w.as_str().unwrap()[1..].parse().unwrap();
-                if got.contains(&row) {
-                    found += 1;
-                } else {
-                    worst_gap = worst_gap.max(tenth - score(row));
-                }
-            }
-        }
-        let recall = found as f64 / (10 * queries.len()) as f64;
+        let (recall, worst_gap) = recall_at_10(&got_queries, &got_passages, &top10);
         println!(
             "{precision}: recall@10 against the reference top 10: {recall:.4}; \
              missed neighbours score at most {worst_gap:.2e} below the 10th"
@@ -125,6 +107,82 @@ fn corpus_and_queries_match_sentence_transformers() {
             "{precision}: a missed neighbour {worst_gap} below the 10th"
         );
     }
+}
+
+/// Recall@10 of search with `queries` over `passages` against the
+/// reference top 10, and how far below the found 10th a missed reference
+/// neighbour scores at worst.
+fn recall_at_10(
+    queries: &Embeddings,
+    passages: &Embeddings,
+    top10: &serde_json::Map<String, serde_json::Value>,
+) -> (f64, f64) {
+    let (mut found, mut worst_gap) = (0, 0.0f64);
+    for (i, q) in queries.iter().enumerate() {
+        let want = top10[&format!("q{i}")].as_array().unwrap();
+        let got = top(q, passages.as_slice(), 10);
+        let score = |row: usize| -> f64 {
+            let p = passages.row(row);
+            p.iter().zip(q).map(|(a, b)| *a as f64 * *b as f64).sum()
+        };
+        let tenth = score(got[9]);
+        for w in want {
+            let row: usize = w.as_str().unwrap()[1..].parse().unwrap();
+            if got.contains(&row) {
+                found += 1;
+            } else {
+                worst_gap = worst_gap.max(tenth - score(row));
+            }
+        }
+    }
+    (found as f64 / (10 * queries.rows()) as f64, worst_gap)
+}
+
+/// Mean over rows of the cosine of `got`'s row with `want`'s.
+fn mean_row_cosine(got: &[f32], want: &[f32], dim: usize) -> f64 {
+    let rows = got.len() / dim;
+    assert_eq!(got.len(), want.len());
+    got.chunks_exact(dim)
+        .zip(want.chunks_exact(dim))
+        .map(|(a, b)| cosine(a, b) as f64)
+        .sum::<f64>()
+        / rows as f64
+}
+
+/// Int8 products (opt-in) against sentence-transformers' f32 on the same
+/// reference set. Issue 19 asked for min cosine ≥ 0.995, mean ≥ 0.999 and
+/// recall@10 of the reference top 10 ≥ 0.95; per-row and per-column int8
+/// measures min 0.9906, mean 0.9967, recall 0.905 (`docs/performance.md`,
+/// "Int8 encoder"), so the floors here hold what it does, just below the
+/// measured values, to catch a regression. `vpdpbusd` where the CPU has
+/// AVX-512 VNNI, the emulation elsewhere: the same bits (`linear.rs`'s
+/// tests), so the same figures on every CPU.
+#[test]
+fn int8_keeps_its_measured_quality() {
+    let (passages, passage_ref) = reference("corpus.jsonl", "minilm_reference.npy");
+    let (queries, query_ref) = reference("queries.jsonl", "queries_reference.npy");
+    let top10: serde_json::Map<String, serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("exact_top10.json")).unwrap(),
+    )
+    .unwrap();
+    let embedder = model(Precision::Int8);
+    assert_eq!(embedder.precision(), Precision::Int8);
+    let got_passages = embedder.embed(&passages).unwrap();
+    let got_queries = embedder.embed(&queries).unwrap();
+    let mut all_got = got_passages.as_slice().to_vec();
+    all_got.extend_from_slice(got_queries.as_slice());
+    let mut all_ref = passage_ref.clone();
+    all_ref.extend_from_slice(&query_ref);
+    let (min, at) = min_row_cosine(&all_got, &all_ref, 384);
+    let mean = mean_row_cosine(&all_got, &all_ref, 384);
+    let (recall, worst_gap) = recall_at_10(&got_queries, &got_passages, &top10);
+    println!(
+        "int8: cosine against sentence-transformers min {min:.5} (row {at}) mean {mean:.5}; \
+         recall@10 {recall:.4}, missed neighbours at most {worst_gap:.2e} below the 10th"
+    );
+    assert!(min >= 0.99, "int8: min cosine {min} at row {at}");
+    assert!(mean >= 0.996, "int8: mean cosine {mean}");
+    assert!(recall >= 0.89, "int8: recall@10 {recall}");
 }
 
 /// The padded candle backend (the one CUDA runs) in f32 on the CPU agrees
@@ -202,5 +260,35 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         } else if entry.file_name() != "model.safetensors" {
             std::fs::copy(entry.path(), target).unwrap();
         }
+    }
+}
+
+/// Throughput of the packed encoder in each CPU precision on the fixture
+/// passages, 2 threads, rounds interleaved so that a busy machine slows
+/// every precision alike; best round kept. A measurement, not a check:
+/// `cargo test --release -p ragjet-inference --test parity -- --ignored
+/// --nocapture throughput_by_precision` (figures in `docs/performance.md`).
+#[test]
+#[ignore]
+fn throughput_by_precision() {
+    let (passages, _) = reference("corpus.jsonl", "minilm_reference.npy");
+    let models: Vec<_> = [Precision::F32, Precision::Bf16, Precision::Int8]
+        .into_iter()
+        .map(|p| (p, model(p)))
+        .collect();
+    let mut best = vec![f64::MAX; models.len()];
+    for round in 0..5 {
+        for ((_, m), best) in models.iter().zip(&mut best) {
+            m.embed(&passages[..32]).unwrap();
+            let start = std::time::Instant::now();
+            m.embed(&passages).unwrap();
+            *best = best.min(start.elapsed().as_secs_f64());
+        }
+        let rates: Vec<String> = models
+            .iter()
+            .zip(&best)
+            .map(|((p, _), s)| format!("{p} {:.1}", passages.len() as f64 / s))
+            .collect();
+        println!("round {round}: passages/s {}", rates.join(", "));
     }
 }

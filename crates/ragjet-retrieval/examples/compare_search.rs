@@ -18,8 +18,8 @@ use ragjet_retrieval::{
     MetadataFilters, Metric, VectorIndex,
 };
 
-// hnsw_rs allocates (Arc nodes, a visited map) on every search step; an
-// application embedding ragjet sets a fast allocator, so the bench does too.
+// An application embedding ragjet sets a fast allocator (records and
+// metadata are many small allocations), so the bench does too.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -137,8 +137,11 @@ fn main() {
     cfg.m = m;
     cfg.ef_construction = efc;
     cfg.capacity_hint = n;
-    let hnsw_entries = entries();
+    // Measured from before the entries exist: the index's memory per
+    // vector includes the vectors (as the peers' figures do), the records
+    // and their metadata.
     let rss0 = rss_bytes();
+    let hnsw_entries = entries();
     let t = Instant::now();
     // A developer iterating on search sets RAGJET_BENCH_HNSW_CACHE=DIR: the
     // first run saves the graph there, later runs load it instead of

@@ -179,7 +179,7 @@ impl DeviceFlatIndex {
         };
         bias.resize(n_pad, f32::NEG_INFINITY);
         rows.resize(n_pad * dim, 0.0);
-        let dtype = dtype_of(storage);
+        let dtype = dtype_of(storage)?;
         let rows = Tensor::from_vec(rows, (n_pad, dim), &device)
             .and_then(|t| t.to_dtype(dtype))
             .map_err(dev_err)?;
@@ -356,10 +356,13 @@ impl DeviceFlatIndex {
     }
 }
 
-fn dtype_of(storage: Storage) -> DType {
+fn dtype_of(storage: Storage) -> Result<DType> {
     match storage {
-        Storage::F32 => DType::F32,
-        Storage::F16 => DType::F16,
+        Storage::F32 => Ok(DType::F32),
+        Storage::F16 => Ok(DType::F16),
+        Storage::Int8 | Storage::Binary => Err(RetrievalError::Unsupported(format!(
+            "{storage:?} storage on a device (f32 or f16 only)"
+        ))),
     }
 }
 

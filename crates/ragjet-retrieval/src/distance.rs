@@ -197,6 +197,18 @@ impl Kernel {
         (Fns::for_kernel(self).dot_f16)(a, b)
     }
 
+    /// Integer inner product of an i16 query with a row of `u8` codes.
+    #[cfg(test)]
+    pub(crate) fn dot_u8(self, a: &[i16], b: &[u8]) -> i32 {
+        (Fns::for_kernel(self).dot_u8)(a, b)
+    }
+
+    /// Hamming distance of two bit-packed rows.
+    #[cfg(test)]
+    pub(crate) fn hamming(self, a: &[u64], b: &[u64]) -> u32 {
+        (Fns::for_kernel(self).hamming)(a, b)
+    }
+
     /// Squared Euclidean distance of an f32 query and an f16 row.
     #[cfg(test)]
     pub(crate) fn l2_squared_f16(self, a: &[f32], b: &[f16]) -> f32 {
@@ -219,6 +231,11 @@ pub(crate) struct Fns {
     pub(crate) dot_f16: fn(&[f32], &[f16]) -> f32,
     /// Squared Euclidean distance to an f16 row.
     pub(crate) l2_f16: fn(&[f32], &[f16]) -> f32,
+    /// Integer inner product of an i16 query (scaled per dimension and
+    /// rounded) with a row of int8-storage codes (`u8`), wrapping i32 sums.
+    pub(crate) dot_u8: fn(&[i16], &[u8]) -> i32,
+    /// Hamming distance of two bit-packed rows (binary storage).
+    pub(crate) hamming: fn(&[u64], &[u64]) -> u32,
 }
 
 static FNS: OnceLock<Fns> = OnceLock::new();
@@ -237,6 +254,8 @@ impl Fns {
                 l2: |a, b| unsafe { x86::l2_avx512(a, b) },
                 dot_f16: |a, b| unsafe { x86::dot_f16_avx512(a, b) },
                 l2_f16: |a, b| unsafe { x86::l2_f16_avx512(a, b) },
+                dot_u8: x86::dot_u8_fn(true),
+                hamming: x86::hamming_fn(),
             },
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 if k.is_available() => Fns {
@@ -244,12 +263,16 @@ impl Fns {
                 l2: |a, b| unsafe { x86::l2_avx2(a, b) },
                 dot_f16: |a, b| unsafe { x86::dot_f16_avx2(a, b) },
                 l2_f16: |a, b| unsafe { x86::l2_f16_avx2(a, b) },
+                dot_u8: x86::dot_u8_fn(false),
+                hamming: x86::hamming_fn(),
             },
             _ => Fns {
                 dot: portable::dot,
                 l2: portable::l2,
                 dot_f16: portable::dot_f16,
                 l2_f16: portable::l2_f16,
+                dot_u8: portable::dot_u8,
+                hamming: portable::hamming,
             },
         }
     }
@@ -280,6 +303,18 @@ pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
 
 mod portable {
     use super::{f16, LANES};
+
+    #[inline]
+    pub(super) fn dot_u8(a: &[i16], b: &[u8]) -> i32 {
+        a.iter()
+            .zip(b)
+            .fold(0i32, |s, (x, y)| s.wrapping_add(*x as i32 * *y as i32))
+    }
+
+    #[inline]
+    pub(super) fn hamming(a: &[u64], b: &[u64]) -> u32 {
+        a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
+    }
 
     #[inline]
     pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -391,6 +426,89 @@ mod portable {
 mod x86 {
     use super::f16;
     use std::arch::x86_64::*;
+
+    /// `u8` codes times an i16 query, 32 lanes: codes widened to i16,
+    /// `vpmaddwd` pairs into i32 (exact; sums wrap like the portable one).
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn dot_u8_avx512(a: &[i16], b: &[u8]) -> i32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = _mm512_setzero_si512();
+        let mut i = 0;
+        while i + 32 <= n {
+            let c = _mm512_cvtepu8_epi16(_mm256_loadu_si256(pb.add(i) as *const __m256i));
+            let q = _mm512_loadu_si512(pa.add(i) as *const __m512i);
+            acc = _mm512_add_epi32(acc, _mm512_madd_epi16(q, c));
+            i += 32;
+        }
+        let mut s = _mm512_reduce_add_epi32(acc);
+        while i < n {
+            s = s.wrapping_add(*pa.add(i) as i32 * *pb.add(i) as i32);
+            i += 1;
+        }
+        s
+    }
+
+    /// AVX2 version of [`dot_u8_avx512`], 16 lanes per step.
+    #[target_feature(enable = "avx2")]
+    unsafe fn dot_u8_avx2(a: &[i16], b: &[u8]) -> i32 {
+        let n = a.len().min(b.len());
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = _mm256_setzero_si256();
+        let mut i = 0;
+        while i + 16 <= n {
+            let c = _mm256_cvtepu8_epi16(_mm_loadu_si128(pb.add(i) as *const __m128i));
+            let q = _mm256_loadu_si256(pa.add(i) as *const __m256i);
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(q, c));
+            i += 16;
+        }
+        let lo = _mm256_castsi256_si128(acc);
+        let hi = _mm256_extracti128_si256(acc, 1);
+        let v = _mm_add_epi32(lo, hi);
+        let v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0b01_00_11_10));
+        let v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0b10_11_00_01));
+        let mut s = _mm_cvtsi128_si32(v);
+        while i < n {
+            s = s.wrapping_add(*pa.add(i) as i32 * *pb.add(i) as i32);
+            i += 1;
+        }
+        s
+    }
+
+    /// The widest integer code kernel the CPU runs: AVX-512BW when asked
+    /// for (the AVX-512 table) and present, else AVX2, else portable.
+    pub(super) fn dot_u8_fn(avx512: bool) -> fn(&[i16], &[u8]) -> i32 {
+        if avx512 && is_x86_feature_detected!("avx512bw") {
+            // SAFETY: avx512f and avx512bw detected; reads stay below the
+            // shorter slice's length.
+            |a, b| unsafe { dot_u8_avx512(a, b) }
+        } else if is_x86_feature_detected!("avx2") {
+            // SAFETY: avx2 detected; reads stay below the shorter length.
+            |a, b| unsafe { dot_u8_avx2(a, b) }
+        } else {
+            super::portable::dot_u8
+        }
+    }
+
+    /// Hamming distance with the `popcnt` instruction (the portable
+    /// `count_ones` is a bit-twiddling sequence unless the build target
+    /// enables it).
+    #[target_feature(enable = "popcnt")]
+    unsafe fn hamming_popcnt(a: &[u64], b: &[u64]) -> u32 {
+        a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
+    }
+
+    /// The popcnt Hamming kernel where the CPU has the instruction, else
+    /// the portable one.
+    pub(super) fn hamming_fn() -> fn(&[u64], &[u64]) -> u32 {
+        if is_x86_feature_detected!("popcnt") {
+            // SAFETY: popcnt, the function's only requirement, was just
+            // detected; it reads only the zipped pairs of both slices.
+            |a, b| unsafe { hamming_popcnt(a, b) }
+        } else {
+            super::portable::hamming
+        }
+    }
 
     #[inline]
     #[target_feature(enable = "avx2")]
@@ -687,6 +805,31 @@ mod tests {
                     (f.l2_f16)(&a, &bh).to_bits(),
                     k.l2_squared_f16(&a, &bh).to_bits()
                 );
+            }
+            let bu: Vec<u8> = (0..n).map(|i| (i * 37 % 256) as u8).collect();
+            let ai: Vec<i16> = (0..n).map(|i| ((i * 97) % 16_383) as i16 - 8000).collect();
+            let naive: i64 = ai.iter().zip(&bu).map(|(x, y)| *x as i64 * *y as i64).sum();
+            for k in &kernels {
+                assert_eq!(k.dot_u8(&ai, &bu) as i64, naive, "{k:?} dot_u8 n={n}");
+                // A shorter code row: only the common prefix is read.
+                let half = &bu[..n / 2];
+                assert_eq!(
+                    k.dot_u8(&ai, half),
+                    p.dot_u8(&ai[..n / 2], half),
+                    "{k:?} dot_u8 prefix n={n}"
+                );
+            }
+            let wa: Vec<u64> = (0..n as u64)
+                .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                .collect();
+            let wb: Vec<u64> = (0..n as u64).map(|i| (i * 31).rotate_left(7)).collect();
+            let naive: u32 = wa
+                .iter()
+                .zip(&wb)
+                .map(|(x, y)| (0..64).filter(|bit| ((x ^ y) >> bit) & 1 == 1).count() as u32)
+                .sum();
+            for k in &kernels {
+                assert_eq!(k.hamming(&wa, &wb), naive, "{k:?} hamming n={n}");
             }
             // The f16 kernels see exactly the widened row.
             let mut wide = vec![0.0; n];

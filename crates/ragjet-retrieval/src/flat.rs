@@ -14,6 +14,7 @@ use crate::filter::MetadataFilters;
 use crate::index::{check_dim, check_filter, prepare_entries, prepare_query, VectorIndex};
 use crate::metrics::{record_op, record_size, DEFAULT_NAMESPACE};
 use crate::persist;
+use crate::quantized::{Kind, Quantized};
 use crate::records::Records;
 use crate::topk::TopK;
 use crate::types::{Entry, Hit, Record};
@@ -28,7 +29,38 @@ pub enum Storage {
     /// 2 bytes per component: half the memory and bandwidth, scores carry
     /// f16 rounding (about 3 significant digits per component).
     F16,
+    /// One byte per component (scalar quantisation over per-dimension
+    /// ranges trained on the rows) scanned, the best `rescore`·k rows
+    /// rescored exactly from f32 rows: exact scores, recall ≤ 1.
+    Int8,
+    /// One bit per component (above or below the dimension's mean),
+    /// scanned by Hamming distance, the best `rescore`·k rows rescored
+    /// exactly from f32 rows: exact scores, recall ≤ 1.
+    Binary,
 }
+
+impl Storage {
+    /// Candidates per requested result rescored exactly when
+    /// [`FlatConfig::rescore`] is 0: the depths that reached recall@10 ≥
+    /// 0.99 (int8, random and clustered data) and ≥ 0.95 (binary, clustered
+    /// or embedding data; isotropic noise needs far more) on 384-d sets, see
+    /// docs/performance.md, "Quantized storage".
+    pub fn default_rescore(self) -> usize {
+        match self {
+            Storage::F32 | Storage::F16 => 0,
+            Storage::Int8 => INT8_RESCORE,
+            Storage::Binary => BINARY_RESCORE,
+        }
+    }
+}
+
+/// Default int8 rescoring depth, per requested result.
+const INT8_RESCORE: usize = 4;
+/// Default binary rescoring depth, per requested result.
+const BINARY_RESCORE: usize = 64;
+/// Saved-format version written by this build; saves without the field
+/// are version 1 (f32 or f16 rows only).
+const FORMAT_VERSION: u32 = 2;
 
 /// Options of a [`FlatIndex`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +76,11 @@ pub struct FlatConfig {
     /// below it the thread hand-off costs more than it saves.
     #[serde(default = "default_parallel_rows")]
     pub parallel_rows: usize,
+    /// Int8 and binary storage: rows rescored exactly per requested result
+    /// (the approximate pass keeps `rescore · k`); 0 means
+    /// [`Storage::default_rescore`]. Ignored by f32 and f16.
+    #[serde(default)]
+    pub rescore: usize,
 }
 
 fn default_parallel_rows() -> usize {
@@ -58,6 +95,7 @@ impl FlatConfig {
             metric,
             storage: Storage::F32,
             parallel_rows: default_parallel_rows(),
+            rescore: 0,
         }
     }
 
@@ -66,12 +104,28 @@ impl FlatConfig {
         self.storage = storage;
         self
     }
+
+    /// Sets the rescoring depth per requested result (int8 and binary).
+    pub fn with_rescore(mut self, rescore: usize) -> Self {
+        self.rescore = rescore;
+        self
+    }
+
+    fn rescore_depth(&self, k: usize) -> usize {
+        let f = if self.rescore == 0 {
+            self.storage.default_rescore()
+        } else {
+            self.rescore
+        };
+        k.saturating_mul(f.max(1))
+    }
 }
 
 #[derive(Debug, Clone)]
 enum Vectors {
     F32(Vec<f32>),
     F16(Vec<f16>),
+    Quantized(Box<Quantized>),
 }
 
 /// Batches smaller than this run as single queries.
@@ -123,6 +177,12 @@ impl FlatIndex {
         let vectors = match cfg.storage {
             Storage::F32 => Vectors::F32(Vec::new()),
             Storage::F16 => Vectors::F16(Vec::new()),
+            Storage::Int8 => {
+                Vectors::Quantized(Box::new(Quantized::new(Kind::Int8, cfg.dim, cfg.metric)))
+            }
+            Storage::Binary => {
+                Vectors::Quantized(Box::new(Quantized::new(Kind::Binary, cfg.dim, cfg.metric)))
+            }
         };
         Ok(FlatIndex {
             cfg,
@@ -137,6 +197,19 @@ impl FlatIndex {
         &self.cfg
     }
 
+    /// Bytes of vector data held in memory, split as (scanned, rescore):
+    /// the rows a search scans (f32, f16, or the int8 / binary codes with
+    /// their parameters) and the full-precision rows kept for the exact
+    /// rescore (0 for f32 and f16, which rescore nothing). The rescore rows
+    /// are in RAM today; the split is what a file-backed store would save.
+    pub fn vector_bytes(&self) -> (usize, usize) {
+        match &self.vectors {
+            Vectors::F32(v) => (4 * v.len(), 0),
+            Vectors::F16(v) => (2 * v.len(), 0),
+            Vectors::Quantized(q) => (q.code_bytes(), 4 * q.full().as_slice().len()),
+        }
+    }
+
     /// The stored (prepared: normalised for cosine, widened from f16)
     /// vector of an entry.
     pub fn vector(&self, id: &str) -> Option<Vec<f32>> {
@@ -149,6 +222,7 @@ impl FlatIndex {
                 distance::widen_f16(&v[slot * d..(slot + 1) * d], &mut out);
                 out
             }
+            Vectors::Quantized(q) => q.row(slot).to_vec(),
         })
     }
 
@@ -160,6 +234,7 @@ impl FlatIndex {
                 .iter_mut()
                 .zip(v)
                 .for_each(|(o, x)| *o = f16::from_f32(*x)),
+            Vectors::Quantized(q) => q.set(slot, v),
         }
     }
 
@@ -167,6 +242,7 @@ impl FlatIndex {
         match &mut self.vectors {
             Vectors::F32(s) => s.extend_from_slice(v),
             Vectors::F16(s) => s.extend(distance::narrow_f16(v)),
+            Vectors::Quantized(q) => q.push(v),
         }
     }
 
@@ -183,6 +259,7 @@ impl FlatIndex {
         match &mut self.vectors {
             Vectors::F32(v) => mv(v, s, last, d),
             Vectors::F16(v) => mv(v, s, last, d),
+            Vectors::Quantized(q) => q.swap_remove(s),
         }
         self.records.swap_remove(slot);
     }
@@ -225,21 +302,53 @@ impl FlatIndex {
             (Vectors::F32(v), _) => (f.dot)(q, &v[r * d..(r + 1) * d]),
             (Vectors::F16(v), Metric::L2) => -(f.l2_f16)(q, &v[r * d..(r + 1) * d]),
             (Vectors::F16(v), _) => (f.dot_f16)(q, &v[r * d..(r + 1) * d]),
+            (Vectors::Quantized(v), Metric::L2) => -(f.l2)(q, v.row(r)),
+            (Vectors::Quantized(v), _) => (f.dot)(q, v.row(r)),
         }
     }
 
     fn search_prepared(&self, q: &[f32], k: usize, filter: Option<&MetadataFilters>) -> TopK {
+        if let Vectors::Quantized(codes) = &self.vectors {
+            return self.search_quantized(codes, q, k, filter);
+        }
+        self.split_rows(k, |rows| self.scan(q, rows, k, filter))
+    }
+
+    /// Runs `scan` over all rows, split across rayon threads for large
+    /// indexes, and merges the partial top-`keep` lists.
+    fn split_rows(&self, keep: usize, scan: impl Fn(Range<usize>) -> TopK + Sync) -> TopK {
         let n = self.records.capacity();
         let threads = rayon::current_num_threads();
         if n < self.cfg.parallel_rows.max(1) || threads < 2 {
-            return self.scan(q, 0..n, k, filter);
+            return scan(0..n);
         }
         let chunk = n.div_ceil(threads * 4).max(1024);
         let starts: Vec<usize> = (0..n).step_by(chunk).collect();
         starts
             .into_par_iter()
-            .map(|s| self.scan(q, s..(s + chunk).min(n), k, filter))
-            .reduce(|| TopK::new(k), TopK::merge)
+            .map(|s| scan(s..(s + chunk).min(n)))
+            .reduce(|| TopK::new(keep), TopK::merge)
+    }
+
+    /// Int8 / binary: the approximate scan keeps `rescore · k` candidates,
+    /// then each is rescored with [`Self::exact_score`] (the f32 rows), so
+    /// the scores are the f32 index's; only recall depends on the codes.
+    fn search_quantized(
+        &self,
+        codes: &Quantized,
+        q: &[f32],
+        k: usize,
+        filter: Option<&MetadataFilters>,
+    ) -> TopK {
+        let depth = self.cfg.rescore_depth(k);
+        let cand = self.split_rows(depth, |rows| {
+            codes.candidates(q, rows, depth, |r| self.passes(r, filter))
+        });
+        let mut top = TopK::new(k);
+        for c in cand.into_sorted() {
+            top.push(self.exact_score(q, c.slot as usize), c.slot);
+        }
+        top
     }
 
     fn to_hits(&self, top: TopK) -> Vec<Hit> {
@@ -286,6 +395,7 @@ impl FlatIndex {
                     distance::widen_f16(&v[r * d..(r + 1) * d], &mut row_buf);
                     (f.dot)(&row_buf, &row_buf)
                 }
+                Vectors::Quantized(q) => (f.dot)(q.row(r), q.row(r)),
             })
             .collect();
         let rows = RowStats {
@@ -392,7 +502,7 @@ impl FlatIndex {
         let mut panels = bf16_gemm::Panels::default();
         let mut wide = match &self.vectors {
             Vectors::F16(_) => vec![0.0f32; GEMM_ROW_BLOCK * d],
-            Vectors::F32(_) => Vec::new(),
+            Vectors::F32(_) | Vectors::Quantized(_) => Vec::new(),
         };
         for start in (0..n).step_by(GEMM_ROW_BLOCK) {
             let rb = GEMM_ROW_BLOCK.min(n - start);
@@ -402,6 +512,7 @@ impl FlatIndex {
                     distance::widen_f16(&v[start * d..(start + rb) * d], &mut wide[..rb * d]);
                     &wide[..rb * d]
                 }
+                Vectors::Quantized(q) => &q.full().as_slice()[start * d..(start + rb) * d],
             };
             if let Some(bq) = &bq {
                 match product {
@@ -469,6 +580,7 @@ impl FlatIndex {
 
     pub(crate) fn write_to(&self, dir: &Path) -> Result<()> {
         let meta = FlatMeta {
+            format: FORMAT_VERSION,
             config: self.cfg.clone(),
             rows: self.records.capacity(),
         };
@@ -477,6 +589,8 @@ impl FlatIndex {
         let bytes = match &self.vectors {
             Vectors::F32(v) => persist::f32s_to_bytes(v),
             Vectors::F16(v) => persist::f16s_to_bytes(v),
+            // The full rows are saved; the codes are retrained on load.
+            Vectors::Quantized(q) => persist::f32s_to_bytes(q.full().as_slice()),
         };
         persist::write_file(&dir.join("vectors.bin"), &bytes)
     }
@@ -488,6 +602,15 @@ impl FlatIndex {
     pub(crate) fn read_from(dir: &persist::View<'_>) -> Result<Self> {
         let mpath = dir.path("flat.json");
         let meta: FlatMeta = dir.read_json("flat.json")?;
+        if meta.format > FORMAT_VERSION {
+            return Err(corrupt(
+                &mpath,
+                format!(
+                    "format version {} is newer than this build reads ({FORMAT_VERSION})",
+                    meta.format
+                ),
+            ));
+        }
         check_dim(meta.config.dim).map_err(|e| corrupt(&mpath, e))?;
         let rpath = dir.path("records.json");
         let slots: Vec<Option<Record>> = dir.read_json("records.json")?;
@@ -504,6 +627,16 @@ impl FlatIndex {
         let vectors = match meta.config.storage {
             Storage::F32 => Vectors::F32(persist::bytes_to_f32s(&vpath, &bytes, expected)?),
             Storage::F16 => Vectors::F16(persist::bytes_to_f16s(&vpath, &bytes, expected)?),
+            Storage::Int8 | Storage::Binary => {
+                let rows = persist::bytes_to_f32s(&vpath, &bytes, expected)?;
+                let kind = if meta.config.storage == Storage::Int8 {
+                    Kind::Int8
+                } else {
+                    Kind::Binary
+                };
+                let q = Quantized::from_rows(kind, meta.config.dim, meta.config.metric, rows);
+                Vectors::Quantized(Box::new(q))
+            }
         };
         Ok(FlatIndex {
             cfg: meta.config,
@@ -532,8 +665,16 @@ impl FlatIndex {
 
 #[derive(Serialize, Deserialize)]
 struct FlatMeta {
+    /// [`FORMAT_VERSION`] at save time; absent (1) in saves of earlier
+    /// versions, which hold only f32 or f16 rows.
+    #[serde(default = "format_v1")]
+    format: u32,
     config: FlatConfig,
     rows: usize,
+}
+
+fn format_v1() -> u32 {
+    1
 }
 
 impl VectorIndex for FlatIndex {
@@ -566,6 +707,9 @@ impl VectorIndex for FlatIndex {
                     self.records.push(rec);
                 }
             }
+        }
+        if let Vectors::Quantized(q) = &mut self.vectors {
+            q.maybe_retrain();
         }
         record_op(&self.namespace, "add", n);
         record_size(&self.namespace, self.len());
@@ -627,6 +771,14 @@ impl VectorIndex for FlatIndex {
         let k = k.min(self.len());
         if k == 0 {
             return Ok(vec![Vec::new(); qs.len()]);
+        }
+        if matches!(self.vectors, Vectors::Quantized(_)) {
+            // Compressed storage scans its codes per query, in parallel over
+            // the queries: the matrix-product path reads f32 rows.
+            return Ok(qs
+                .par_iter()
+                .map(|q| self.to_hits(self.search_prepared(q, k, filter)))
+                .collect());
         }
         if qs.len() < 2 * QUERY_BLOCK {
             return Ok(qs

@@ -1,18 +1,19 @@
-//! Approximate search on an `hnsw_rs` graph.
+//! Approximate search on an HNSW graph that ragjet builds and searches in
+//! one flat layout (`graph.rs`); hnsw_rs only reads old saves
+//! (`hnsw_legacy.rs`).
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
 use std::sync::{Arc, Mutex};
 
-use hnsw_rs::prelude::{AnnT, Hnsw, HnswIo};
 use serde::{Deserialize, Serialize};
 
-use crate::distance::{graph_distance, HnswCosine, HnswL2, Metric};
+use crate::distance::{graph_distance, Metric};
 use crate::error::{corrupt, Result, RetrievalError};
 use crate::filter::MetadataFilters;
-use crate::graph::SearchGraph;
+use crate::graph::{self, FlatGraph};
 use crate::hnsw_dump;
+use crate::hnsw_legacy::{self, Legacy};
 use crate::index::{check_dim, check_filter, prepare_entries, prepare_query, VectorIndex};
 use crate::metrics::{record_op, record_size, DEFAULT_NAMESPACE};
 use crate::persist;
@@ -20,22 +21,15 @@ use crate::records::Records;
 use crate::topk::TopK;
 use crate::types::{Entry, Hit, Record};
 
-/// hnsw_rs caps the number of layers at 16.
-const MAX_LAYERS: usize = 16;
-/// Most entries `capacity_hint` pre-allocates for in hnsw_rs (per-layer
-/// tables of pointers); a larger hint is clamped, since the tables grow
-/// anyway.
+/// Most entries `capacity_hint` pre-allocates per-slot tables for; a
+/// larger hint is clamped, since the tables grow anyway.
 const CAPACITY_HINT_MAX: usize = 1 << 20;
-/// Batches at least this large are inserted with `parallel_insert`.
-const PARALLEL_INSERT_MIN: usize = 64;
-const GRAPH_BASENAME: &str = "graph";
 /// Filters passing at most this many rows are answered by exact search
 /// over those rows instead of a graph walk.
 const BRUTE_FORCE_MAX_ROWS: usize = 20_000;
-/// Entries added since the last [`SearchGraph`] snapshot are searched
-/// exactly until there are more than this many, or more than 1/64 of the
-/// snapshot; then the snapshot is retaken (at the end of the `upsert`).
-const PENDING_MIN: usize = 256;
+/// Saved graph files of the crate's own layout.
+const GRAPH_FILE: &str = "graph.bin";
+const VECTORS_FILE: &str = "vectors.bin";
 
 /// Options of an [`HnswIndex`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,8 +37,9 @@ pub struct HnswConfig {
     /// Vector dimension.
     pub dim: usize,
     /// [`Metric::Cosine`] or [`Metric::L2`]. Raw dot product is not
-    /// supported: hnsw_rs needs non-negative distances, and graph search for
-    /// maximum inner product is unreliable anyway; normalise and use cosine.
+    /// supported: graph search for maximum inner product is unreliable
+    /// (and indexes saved in hnsw_rs's format need non-negative distances);
+    /// normalise and use cosine.
     pub metric: Metric,
     /// Links per node (`M`), 2..=[`HnswConfig::MAX_M`]. Higher: better recall, more memory,
     /// slower build.
@@ -56,18 +51,20 @@ pub struct HnswConfig {
     /// `k` when smaller and capped at the number of entries in the graph
     /// (a larger list could not fill), so any value is safe.
     pub ef_search: usize,
-    /// Expected number of entries (an allocation hint, not a limit;
-    /// pre-allocation stops at 2²⁰ entries).
+    /// Expected number of entries (an allocation hint for the per-slot
+    /// tables, not a limit; pre-allocation stops at 2²⁰ entries; rows and
+    /// links grow with the data, so a generous hint costs little).
     pub capacity_hint: usize,
 }
 
 impl HnswConfig {
     /// Largest `M`: hnsw_rs stores it in a byte (in its dump and in
-    /// `get_max_nb_connection`), so 256 would read back as 0 links.
+    /// `get_max_nb_connection`), so 256 would read back as 0 links from an
+    /// old save; new graphs keep the same bound.
     pub const MAX_M: usize = 255;
-    /// Largest `ef_construction`: hnsw_rs allocates candidate heaps of
-    /// this size on every insert, so an absurd value (from a caller or a
-    /// damaged saved config) would abort the process.
+    /// Largest `ef_construction`: the builder's candidate heaps grow to
+    /// this size, so an absurd value (from a caller or a damaged saved
+    /// config) would abort the process.
     pub const MAX_EF_CONSTRUCTION: usize = 1 << 16;
 
     /// M = 16, ef_construction = 200, ef_search = 64.
@@ -112,105 +109,14 @@ impl HnswConfig {
     }
 }
 
-enum Graph {
-    Cosine(Hnsw<'static, f32, HnswCosine>),
-    L2(Hnsw<'static, f32, HnswL2>),
-}
-
-macro_rules! with_graph {
-    ($g:expr, $h:ident => $body:expr) => {
-        match $g {
-            Graph::Cosine($h) => $body,
-            Graph::L2($h) => $body,
-        }
-    };
-}
-
-impl Graph {
-    fn new(cfg: &HnswConfig) -> Graph {
-        let cap = cfg.capacity_hint.clamp(1, CAPACITY_HINT_MAX);
-        match cfg.metric {
-            Metric::L2 => Graph::L2(Hnsw::new(
-                cfg.m,
-                cap,
-                MAX_LAYERS,
-                cfg.ef_construction,
-                HnswL2,
-            )),
-            _ => Graph::Cosine(Hnsw::new(
-                cfg.m,
-                cap,
-                MAX_LAYERS,
-                cfg.ef_construction,
-                HnswCosine,
-            )),
-        }
-    }
-
-    /// Inserts in a fixed pseudo-random order: HNSW graphs built in data
-    /// order (a corpus sorted by topic, cluster centres first) lose their
-    /// long-range links and with them most of their recall; faiss shuffles
-    /// for the same reason. Measured on the 100k clustered benchmark set
-    /// with hnswlib: recall@10 at ef 64 was 0.74 in data order, 0.97
-    /// shuffled.
-    fn insert(&self, items: &[(&[f32], usize)]) {
-        let mut items = items.to_vec();
-        shuffle(&mut items);
-        with_graph!(self, h => {
-            if items.len() >= PARALLEL_INSERT_MIN {
-                h.parallel_insert_slice(&items);
-            } else {
-                for it in items {
-                    h.insert_slice(it);
-                }
-            }
-        })
-    }
-
-    fn nb_points(&self) -> usize {
-        with_graph!(self, h => h.get_nb_point())
-    }
-
-    /// `Ok(None)` for an empty graph; `Err` for one this index could not
-    /// have built (a damaged reload).
-    fn snapshot(&self, cfg: &HnswConfig) -> std::result::Result<Option<Box<SearchGraph>>, String> {
-        with_graph!(self, h => SearchGraph::from_hnsw(h, cfg.dim, cfg.metric))
-            .map(|g| g.map(Box::new))
-    }
-
-    /// `(slot, vector)` of every point in the graph, tombstones included.
-    fn points(&self) -> Vec<(usize, Vec<f32>)> {
-        with_graph!(self, h => h
-            .get_point_indexation()
-            .into_iter()
-            .map(|p| (p.get_origin_id(), p.get_v().to_vec()))
-            .collect())
-    }
-}
-
-/// Fisher–Yates with a fixed-seed SplitMix64: the same input always gives
-/// the same graph.
-fn shuffle<T>(items: &mut [T]) {
-    let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ items.len() as u64;
-    for i in (1..items.len()).rev() {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        items.swap(i, (z % (i as u64 + 1)) as usize);
-    }
-}
-
 /// Approximate nearest-neighbour index on an HNSW graph.
 ///
 /// Deletes and replaced entries become tombstones: they stay in the graph
 /// (so its connectivity is intact) but never reach results.
 ///
-/// hnsw_rs builds, extends and persists the graph; searches run on a flat
-/// snapshot of it (see `graph.rs`), retaken after an `upsert` once enough
-/// entries have been added since the last one. Entries added since the
-/// snapshot are searched exactly and merged in.
+/// The graph is built, extended, searched and saved in one flat layout
+/// (see `graph.rs`): an `upsert` links its entries in (in parallel from 64
+/// entries), so every entry is in the graph as soon as `upsert` returns.
 ///
 /// Filtered search (and search with tombstones) evaluates the filter once
 /// per slot into a mask, cached for the last filter until the next
@@ -222,11 +128,9 @@ fn shuffle<T>(items: &mut [T]) {
 /// graph from the live entries when tombstones pile up.
 pub struct HnswIndex {
     cfg: HnswConfig,
-    graph: Graph,
-    /// Snapshot of `graph` covering slots `0..snapshot.len()`.
-    snapshot: Option<Box<SearchGraph>>,
-    /// Vectors of the slots added since the snapshot, in slot order.
-    pending: Vec<f32>,
+    /// Boxed: the graph's tables would make `AnyIndex` twice the size of
+    /// its flat variant.
+    graph: Box<FlatGraph>,
     records: Records,
     namespace: String,
     /// Bumped by every mutation; invalidates `selection_cache`.
@@ -260,9 +164,7 @@ impl HnswIndex {
     pub fn new(cfg: HnswConfig) -> Result<Self> {
         cfg.validate()?;
         Ok(HnswIndex {
-            graph: Graph::new(&cfg),
-            snapshot: None,
-            pending: Vec::new(),
+            graph: new_graph(&cfg),
             cfg,
             records: Records::default(),
             namespace: DEFAULT_NAMESPACE.to_string(),
@@ -311,62 +213,24 @@ impl HnswIndex {
             return 0;
         }
         self.generation += 1;
-        let mut points = self.graph.points();
-        points.sort_by_key(|p| p.0);
         let mut records = Records::default();
-        let mut live: Vec<(Vec<f32>, usize)> = Vec::with_capacity(self.records.live());
-        for (slot, v) in points {
+        let mut live: Vec<f32> = Vec::with_capacity(self.records.live() * self.cfg.dim);
+        for slot in 0..self.records.capacity() {
             if let Some(rec) = self.records.get(slot) {
-                let new_slot = records.push(rec.clone()) as usize;
-                live.push((v, new_slot));
+                records.push(rec.clone());
+                live.extend_from_slice(self.graph.vector(slot as u32));
             }
         }
-        let graph = Graph::new(&self.cfg);
-        let items: Vec<(&[f32], usize)> = live.iter().map(|(v, s)| (v.as_slice(), *s)).collect();
-        graph.insert(&items);
+        let mut graph = new_graph(&self.cfg);
+        graph.insert(live);
         self.graph = graph;
         self.records = records;
-        // The old snapshot numbers the old slots: drop it, with every live
-        // vector pending (exact scan) until the new one is taken. Keeping it
-        // served stale rows, e.g. after compacting everything away.
-        self.snapshot = None;
-        self.pending = live.into_iter().flat_map(|(v, _)| v).collect();
-        self.retake_snapshot();
         removed
-    }
-
-    /// Snapshots the hnsw_rs graph for searching and empties `pending`.
-    fn retake_snapshot(&mut self) {
-        // A snapshot must cover every slot; a graph this index built always
-        // gives one. Should it not, the current state (exact scan of what
-        // the snapshot lacks) stays: slower, but complete.
-        match self.graph.snapshot(&self.cfg) {
-            Ok(Some(g)) if g.len() == self.records.capacity() => {
-                self.snapshot = Some(g);
-                self.pending.clear();
-            }
-            Ok(None) if self.records.capacity() == 0 => {
-                self.snapshot = None;
-                self.pending.clear();
-            }
-            _ => {}
-        }
-    }
-
-    fn snapshot_len(&self) -> usize {
-        self.snapshot.as_ref().map_or(0, |g| g.len())
     }
 
     /// The stored (prepared) vector of a slot.
     fn row(&self, slot: usize) -> &[f32] {
-        let d = self.cfg.dim;
-        match &self.snapshot {
-            Some(g) if slot < g.len() => g.vector(slot as u32),
-            _ => {
-                let i = slot - self.snapshot_len();
-                &self.pending[i * d..(i + 1) * d]
-            }
-        }
+        self.graph.vector(slot as u32)
     }
 
     /// Search with an explicit `ef` (overrides the configured one). `k` and
@@ -396,7 +260,7 @@ impl HnswIndex {
         // cheap and also reaches rows the graph might not connect.
         let exhaustive = ef >= self.records.capacity();
         let found = if filter.is_none() && self.tombstones() == 0 && !exhaustive {
-            self.walk(&q, k, ef, None)
+            self.graph.search(&q, k, ef, None)
         } else {
             let sel = self.selection(filter);
             if sel.passing == 0 {
@@ -408,7 +272,8 @@ impl HnswIndex {
                 Some((slots, vectors)) => self.brute_force(&q, k, slots, vectors),
                 None => {
                     let mask = &sel.mask;
-                    self.walk(&q, k, ef, Some(&|s: u32| mask[s as usize]))
+                    self.graph
+                        .search(&q, k, ef, Some(&|s: u32| mask[s as usize]))
                 }
             }
         };
@@ -475,34 +340,6 @@ impl HnswIndex {
         sel
     }
 
-    /// The graph walk over the snapshot, merged with an exact scan of the
-    /// entries added since: the best `k` as `(distance, slot)`.
-    fn walk(
-        &self,
-        q: &[f32],
-        k: usize,
-        ef: usize,
-        accept: Option<&dyn Fn(u32) -> bool>,
-    ) -> Vec<(f32, u32)> {
-        let mut top = TopK::new(k);
-        if let Some(g) = &self.snapshot {
-            for (d, slot) in g.search(q, k, ef, accept) {
-                top.push(-d, slot);
-            }
-        }
-        let first = self.snapshot_len();
-        for (i, v) in self.pending.chunks_exact(self.cfg.dim).enumerate() {
-            let slot = (first + i) as u32;
-            if accept.is_none_or(|f| f(slot)) {
-                top.push(-graph_distance(self.cfg.metric, q, v), slot);
-            }
-        }
-        top.into_sorted()
-            .into_iter()
-            .map(|c| (-c.score, c.slot))
-            .collect()
-    }
-
     /// Exact top-k over gathered rows, as `(distance, slot)` (same distance
     /// as the graph, so scores match a graph search's).
     fn brute_force(&self, q: &[f32], k: usize, slots: &[u32], vectors: &[f32]) -> Vec<(f32, u32)> {
@@ -517,28 +354,64 @@ impl HnswIndex {
     }
 
     pub(crate) fn write_to(&self, dir: &Path) -> Result<()> {
-        let has_graph = self.graph.nb_points() > 0;
+        let has_graph = self.graph.len() > 0;
         let meta = HnswMeta {
             config: self.cfg.clone(),
             slots: self.records.capacity(),
             has_graph,
+            graph_format: GraphFormat::Flat,
         };
         persist::write_json(&dir.join("hnsw.json"), &meta)?;
         persist::write_json(&dir.join("records.json"), &self.records.slots())?;
         if has_graph {
-            let name = with_graph!(&self.graph, h => h.file_dump(dir, GRAPH_BASENAME))
-                .map_err(|e| corrupt(dir, format!("hnsw_rs dump failed: {e}")))?;
-            if name != GRAPH_BASENAME {
-                return Err(corrupt(dir, format!("hnsw_rs dumped under {name:?}")));
-            }
+            let (graph, vectors) = self.graph.encode();
+            persist::write_file(&dir.join(GRAPH_FILE), &graph)?;
+            persist::write_file(&dir.join(VECTORS_FILE), &vectors)?;
         }
         Ok(())
     }
 
-    /// Reads a saved index. The graph is reloaded as dumped (hnsw_rs), never
-    /// rebuilt, after [`hnsw_dump::validate`] has checked both dump files
-    /// against the config and the records; the snapshot taken of it checks
-    /// every point and link again.
+    /// Saves in the format of ragjet before its own HNSW builder (hnsw_rs's
+    /// dump, graph rebuilt by hnsw_rs from this index's rows), as earlier
+    /// versions wrote it. For tests of the migration path (the loader must
+    /// keep reading such saves) and comparisons with hnsw_rs; not part of
+    /// the supported API.
+    #[doc(hidden)]
+    pub fn save_as_hnsw_rs(&self, dir: &Path) -> Result<()> {
+        persist::save_atomic(dir, "hnsw", |tmp| {
+            let has_graph = self.graph.len() > 0;
+            let meta = HnswMeta {
+                config: self.cfg.clone(),
+                slots: self.records.capacity(),
+                has_graph,
+                graph_format: GraphFormat::HnswRs,
+            };
+            persist::write_json(&tmp.join("hnsw.json"), &meta)?;
+            persist::write_json(&tmp.join("records.json"), &self.records.slots())?;
+            if has_graph {
+                let rows: Vec<f32> = (0..self.graph.len() as u32)
+                    .flat_map(|s| self.graph.vector(s).iter().copied())
+                    .collect();
+                Legacy::build(
+                    &rows,
+                    self.cfg.dim,
+                    self.cfg.metric,
+                    self.cfg.m,
+                    self.cfg.ef_construction,
+                )
+                .dump(tmp)
+                .map_err(|e| corrupt(tmp, format!("hnsw_rs dump failed: {e}")))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Reads a saved index: the graph is reloaded as saved, never rebuilt.
+    /// The crate's own layout is checked field by field as it is read
+    /// ([`FlatGraph::decode`]); a save of an earlier version (hnsw_rs's
+    /// dump, recognised by the absence of `graph_format` in `hnsw.json`) is
+    /// checked by [`hnsw_dump::validate`], reloaded by hnsw_rs and copied
+    /// into the flat layout.
     pub(crate) fn read_from(dir: &persist::View<'_>) -> Result<Self> {
         let mpath = dir.path("hnsw.json");
         let meta: HnswMeta = dir.read_json("hnsw.json")?;
@@ -549,55 +422,69 @@ impl HnswIndex {
             return Err(corrupt(&rpath, "record count does not match the graph"));
         }
         let records = Records::from_slots(slots).map_err(|e| corrupt(&rpath, e))?;
-        let graph = if meta.has_graph {
-            let gname = format!("{GRAPH_BASENAME}.hnsw.graph");
-            let dname = format!("{GRAPH_BASENAME}.hnsw.data");
-            let gbytes = dir.read(&gname)?;
-            let dbytes = dir.read(&dname)?;
-            let metric = meta.config.metric;
-            let expect = hnsw_dump::Expect {
-                dim: meta.config.dim,
-                m: meta.config.m,
-                points: records.capacity(),
-                dist_name: match metric {
-                    Metric::L2 => std::any::type_name::<HnswL2>(),
-                    _ => std::any::type_name::<HnswCosine>(),
-                },
-                max_ef: HnswConfig::MAX_EF_CONSTRUCTION,
-            };
-            hnsw_dump::validate(&gbytes, &dbytes, &expect)
-                .map_err(|e| corrupt(dir.path(&gname), e))?;
-            drop((gbytes, dbytes));
-            // Validated files do not make hnsw_rs panic; should they have
-            // changed on disk since (see `persist`), a panic is still an
-            // error here rather than the caller's crash.
-            let gdir = dir.dir();
-            match catch_unwind(AssertUnwindSafe(|| load_graph(&gdir, metric))) {
-                Ok(Ok(g)) => g,
-                Ok(Err(e)) => return Err(corrupt(&gdir, format!("hnsw_rs reload failed: {e}"))),
-                Err(_) => return Err(corrupt(&gdir, "hnsw_rs reload panicked on the graph files")),
+        let cfg = meta.config;
+        let graph = if !meta.has_graph {
+            if records.capacity() != 0 {
+                return Err(corrupt(
+                    dir.dir(),
+                    format!("graph has 0 points, records {}", records.capacity()),
+                ));
             }
+            new_graph(&cfg)
         } else {
-            Graph::new(&meta.config)
+            match meta.graph_format {
+                GraphFormat::Flat => {
+                    let gbytes = dir.read(GRAPH_FILE)?;
+                    let vbytes = dir.read(VECTORS_FILE)?;
+                    let expect = graph::Expect {
+                        dim: cfg.dim,
+                        m: cfg.m,
+                        points: records.capacity(),
+                        metric: cfg.metric,
+                        ef_construction: cfg.ef_construction,
+                    };
+                    FlatGraph::decode(&gbytes, &vbytes, &expect)
+                        .map(Box::new)
+                        .map_err(|e| corrupt(dir.path(GRAPH_FILE), e))?
+                }
+                GraphFormat::HnswRs => {
+                    let gname = format!("{}.hnsw.graph", hnsw_legacy::BASENAME);
+                    let dname = format!("{}.hnsw.data", hnsw_legacy::BASENAME);
+                    let gbytes = dir.read(&gname)?;
+                    let dbytes = dir.read(&dname)?;
+                    let expect = hnsw_dump::Expect {
+                        dim: cfg.dim,
+                        m: cfg.m,
+                        points: records.capacity(),
+                        dist_name: hnsw_legacy::dist_name(cfg.metric),
+                        max_ef: HnswConfig::MAX_EF_CONSTRUCTION,
+                    };
+                    hnsw_legacy::load(
+                        &dir.dir(),
+                        &gbytes,
+                        &dbytes,
+                        &expect,
+                        cfg.metric,
+                        cfg.ef_construction,
+                    )
+                    .map(Box::new)
+                    .map_err(|e| corrupt(dir.path(&gname), e))?
+                }
+            }
         };
-        if graph.nb_points() != records.capacity() {
+        if graph.len() != records.capacity() {
             return Err(corrupt(
                 dir.dir(),
                 format!(
                     "graph has {} points, records {}",
-                    graph.nb_points(),
+                    graph.len(),
                     records.capacity()
                 ),
             ));
         }
-        let snapshot = graph
-            .snapshot(&meta.config)
-            .map_err(|e| corrupt(dir.dir(), format!("graph: {e}")))?;
         Ok(HnswIndex {
-            cfg: meta.config,
+            cfg,
             graph,
-            snapshot,
-            pending: Vec::new(),
             records,
             namespace: DEFAULT_NAMESPACE.to_string(),
             generation: 0,
@@ -622,40 +509,28 @@ impl HnswIndex {
     }
 }
 
-/// Reloads a validated dump with hnsw_rs, without leaking its loader.
-///
-/// hnsw_rs ties a reloaded graph's lifetime to the `HnswIo` that read it,
-/// because with memory-mapping on, points borrow the loader's map. Here
-/// nothing can borrow from it: `HnswIo::new` creates it with no map,
-/// `load_hnsw_with_dist` takes it by shared reference and so cannot create
-/// one, and every point is read into its own `Vec` (the borrowing
-/// constructor is reached only with a map). The lifetime is therefore
-/// nominal, and [`unborrow_cosine`] / [`unborrow_l2`] drop it; the loader
-/// is freed when this function returns.
-fn load_graph(dir: &Path, metric: Metric) -> std::result::Result<Graph, String> {
-    let io = HnswIo::new(dir, GRAPH_BASENAME);
-    let graph = match metric {
-        Metric::L2 => io
-            .load_hnsw_with_dist::<f32, HnswL2>(HnswL2)
-            .map(|h| Graph::L2(unborrow_l2(h))),
-        _ => io
-            .load_hnsw_with_dist::<f32, HnswCosine>(HnswCosine)
-            .map(|h| Graph::Cosine(unborrow_cosine(h))),
-    };
-    graph.map_err(|e| e.to_string())
+fn new_graph(cfg: &HnswConfig) -> Box<FlatGraph> {
+    let mut g = FlatGraph::new(cfg.dim, cfg.metric, cfg.m, cfg.ef_construction);
+    g.reserve_slots(cfg.capacity_hint.min(CAPACITY_HINT_MAX));
+    Box::new(g)
 }
 
-/// See [`load_graph`] for why the loader's lifetime can be dropped.
-fn unborrow_cosine(h: Hnsw<'_, f32, HnswCosine>) -> Hnsw<'static, f32, HnswCosine> {
-    // SAFETY: the two types differ only in a lifetime (same layout), and
-    // no value inside `h` borrows anything for it (see `load_graph`).
-    unsafe { std::mem::transmute::<Hnsw<'_, f32, HnswCosine>, Hnsw<'static, f32, HnswCosine>>(h) }
+/// How `hnsw.json`'s graph is stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum GraphFormat {
+    /// hnsw_rs's dump (`graph.hnsw.graph`, `graph.hnsw.data`): every save
+    /// before ragjet built its own graphs, which wrote no `graph_format`.
+    #[default]
+    HnswRs,
+    /// The crate's layout (`graph.bin`, `vectors.bin`).
+    Flat,
 }
 
-/// See [`load_graph`] for why the loader's lifetime can be dropped.
-fn unborrow_l2(h: Hnsw<'_, f32, HnswL2>) -> Hnsw<'static, f32, HnswL2> {
-    // SAFETY: as in `unborrow_cosine`.
-    unsafe { std::mem::transmute::<Hnsw<'_, f32, HnswL2>, Hnsw<'static, f32, HnswL2>>(h) }
+impl GraphFormat {
+    fn is_hnsw_rs(&self) -> bool {
+        *self == GraphFormat::HnswRs
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -663,6 +538,8 @@ struct HnswMeta {
     config: HnswConfig,
     slots: usize,
     has_graph: bool,
+    #[serde(default, skip_serializing_if = "GraphFormat::is_hnsw_rs")]
+    graph_format: GraphFormat,
 }
 
 impl VectorIndex for HnswIndex {
@@ -684,24 +561,17 @@ impl VectorIndex for HnswIndex {
                 .entered();
         let prepared = prepare_entries(entries, self.cfg.dim, self.cfg.metric)?;
         self.generation += 1;
-        let mut items: Vec<(Vec<f32>, usize)> = Vec::with_capacity(prepared.len());
+        let added = prepared.len();
+        let mut rows: Vec<f32> = Vec::with_capacity(added * self.cfg.dim);
         for (rec, v) in prepared {
             if let Some(old) = self.records.slot_of(&rec.id) {
                 self.records.tombstone(old);
             }
-            let slot = self.records.push(rec) as usize;
-            items.push((v, slot));
+            self.records.push(rec);
+            rows.extend_from_slice(&v);
         }
-        let refs: Vec<(&[f32], usize)> = items.iter().map(|(v, s)| (v.as_slice(), *s)).collect();
-        self.graph.insert(&refs);
-        for (v, _) in &items {
-            self.pending.extend_from_slice(v);
-        }
-        let pending = self.pending.len() / self.cfg.dim;
-        if pending > PENDING_MIN.max(self.snapshot_len() / 64) {
-            self.retake_snapshot();
-        }
-        record_op(&self.namespace, "add", items.len() as u64);
+        self.graph.insert(rows);
+        record_op(&self.namespace, "add", added as u64);
         record_size(&self.namespace, self.len());
         Ok(())
     }

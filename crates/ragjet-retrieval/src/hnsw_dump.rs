@@ -249,8 +249,8 @@ pub(crate) fn validate(graph: &[u8], data: &[u8], e: &Expect<'_>) -> Result<(), 
             }
             // hnsw_rs's reverse updates can leave links on layers above a
             // point's level, to points of a lower level: harmless (hnsw_rs
-            // resolves them by place, the search snapshot reads a point's
-            // own levels only), so only their targets are checked.
+            // resolves them by place, the copy into the flat layout reads a
+            // point's own levels only), so only their targets are checked.
             for _ in 0..LAYERS {
                 let n = g.usize()?;
                 if n > g.remaining() / NEIGHBOUR_BYTES {

@@ -3,7 +3,7 @@
 //!
 //! * [`FlatIndex`] — exact search over contiguous f32/f16 rows, rayon
 //!   across rows for large indexes, a blocked path for query batches.
-//! * [`HnswIndex`] — approximate search on `hnsw_rs`, filters applied
+//! * [`HnswIndex`] — approximate search on ragjet's own HNSW graph, filters applied
 //!   during the graph walk, tombstone deletes and [`HnswIndex::compact`].
 //! * Both implement [`VectorIndex`]: string ids, upsert, delete by id and
 //!   by `ref_doc_id`, metadata + text per entry, [`MetadataFilters`] with
@@ -27,10 +27,12 @@ mod flat;
 mod graph;
 mod hnsw;
 mod hnsw_dump;
+mod hnsw_legacy;
 mod hybrid;
 mod index;
 pub mod metrics;
 pub mod persist;
+mod quantized;
 mod records;
 mod store;
 #[cfg(test)]

@@ -27,14 +27,17 @@
 //! [`RetrievalError::Corrupt`](crate::RetrievalError::Corrupt), never a
 //! panic, an out-of-bounds index or an allocation larger than the files.
 //!
-//! The HNSW graph files are hnsw_rs's own dump format, native-endian with
-//! 64-bit `usize`: an index moves between machines of the same byte order
-//! and word size only. hnsw_rs's loader asserts, unwraps, calls
-//! `process::exit` and allocates lengths read from the file, so
+//! The HNSW graph is saved in the crate's own layout (`graph.rs`:
+//! little-endian words, every count, level and link checked on load).
+//! Indexes saved by earlier versions hold hnsw_rs's dump instead,
+//! native-endian with 64-bit `usize` (they move between machines of the
+//! same byte order and word size only). hnsw_rs's loader asserts, unwraps,
+//! calls `process::exit` and allocates lengths read from the file, so
 //! `hnsw_dump.rs` parses and checks both files completely before hnsw_rs
-//! sees them. One gap remains: hnsw_rs reopens the files by path, so a
-//! process that rewrites them between that check and hnsw_rs's read is not
-//! defended against (a panic there is still caught and reported).
+//! sees them. One gap remains for those old saves: hnsw_rs reopens the
+//! files by path, so a process that rewrites them between that check and
+//! hnsw_rs's read is not defended against (a panic there is still caught
+//! and reported).
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -298,12 +301,29 @@ impl View<'_> {
     }
 }
 
+/// Refuses a symbolic link at `path`. A saved directory is read only
+/// inside itself, so a link planted in it (to another file with the
+/// expected bytes, to a device, to another directory) cannot make a load
+/// read elsewhere. The directory handed to `load` may itself be a link:
+/// that is the operator's choice, not the saved data's.
+fn refuse_link(path: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(path).map_err(io_err(path))?;
+    if meta.file_type().is_symlink() {
+        return Err(corrupt(
+            path,
+            "a symbolic link in a saved index is not followed",
+        ));
+    }
+    Ok(())
+}
+
 /// Opens the current generation of `dir`: checks `CURRENT`, the manifest's
 /// checksum, format and version, every file name and every file's length
 /// (so a truncated file is found before anything is parsed). Contents are
 /// verified as each file is read ([`View::read`]).
 pub(crate) fn open_verified(dir: &Path) -> Result<Generation> {
     let cpath = dir.join(CURRENT);
+    refuse_link(&cpath)?;
     let cbytes = read_file(&cpath)?;
     let current: Current =
         serde_json::from_slice(&cbytes).map_err(|e| corrupt(&cpath, format!("unreadable: {e}")))?;
@@ -312,6 +332,8 @@ pub(crate) fn open_verified(dir: &Path) -> Result<Generation> {
     }
     let gen_dir = dir.join(&current.generation);
     let mpath = gen_dir.join(MANIFEST);
+    refuse_link(&gen_dir)?;
+    refuse_link(&mpath)?;
     let mbytes = read_file(&mpath)?;
     if crc32fast::hash(&mbytes) != current.manifest_crc32 {
         return Err(corrupt(&mpath, "manifest checksum mismatch"));
@@ -341,8 +363,17 @@ pub(crate) fn open_verified(dir: &Path) -> Result<Generation> {
         {
             return Err(corrupt(&mpath, format!("bad file name {:?}", f.name)));
         }
-        let p = gen_dir.join(&f.name);
-        let len = fs::metadata(&p).map_err(io_err(&p))?.len();
+        let mut p = gen_dir.clone();
+        for part in f.name.split('/') {
+            p.push(part);
+            refuse_link(&p)?;
+        }
+        let meta = fs::metadata(&p).map_err(io_err(&p))?;
+        // A FIFO or device would block or never end when read.
+        if !meta.is_file() {
+            return Err(corrupt(&p, "not a regular file"));
+        }
+        let len = meta.len();
         if len != f.len {
             return Err(corrupt(
                 &p,

@@ -273,9 +273,9 @@ fn cached_filter_selection_follows_mutations() {
 }
 
 /// Entries added in small batches, cluster after cluster (the data order
-/// that ruins an HNSW graph built in input order), are searched through
-/// the graph snapshot plus an exact scan of what was added since it: each
-/// new entry is its own nearest neighbour right after its `upsert`, and
+/// that ruins an HNSW graph built in input order), are linked into the
+/// graph by each `upsert`: each new entry is its own nearest neighbour
+/// right after its `upsert`, and
 /// recall@10 at the end is as high as for one bulk insert.
 #[test]
 fn small_batches_in_cluster_order_stay_searchable() {

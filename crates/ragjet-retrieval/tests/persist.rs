@@ -155,6 +155,44 @@ fn hnsw_round_trip_reloads_the_same_graph() {
     let edir = tmp.path().join("empty");
     empty.save(&edir).unwrap();
     assert!(HnswIndex::load(&edir).unwrap().is_empty());
+
+    // A save of an earlier version (hnsw_rs's dump) still loads: same
+    // entries, tombstones and config, a working graph, and the next save
+    // is in the current format.
+    let old = tmp.path().join("hnsw_rs");
+    idx.save_as_hnsw_rs(&old).unwrap();
+    assert!(generation(&old).join("graph.hnsw.graph").exists());
+    let migrated = HnswIndex::load(&old).unwrap();
+    assert_eq!(migrated.len(), idx.len());
+    assert_eq!(migrated.tombstones(), 2);
+    assert_eq!(migrated.config(), idx.config());
+    let exact = |q: &[f32]| {
+        data.iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 1 && *i != 2)
+            .map(|(i, v)| {
+                (
+                    v.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum::<f32>(),
+                    i,
+                )
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, i)| format!("h{i}"))
+            .unwrap()
+    };
+    let hits = queries
+        .iter()
+        .filter(|q| migrated.search(q, 1, None).unwrap()[0].id == exact(q))
+        .count();
+    assert!(hits >= 27, "{hits}/30 nearest found after migration");
+    let dir3 = tmp.path().join("migrated");
+    migrated.save(&dir3).unwrap();
+    assert!(!generation(&dir3).join("graph.hnsw.graph").exists());
+    let again = HnswIndex::load(&dir3).unwrap();
+    assert_eq!(
+        all_results(&again, &queries),
+        all_results(&migrated, &queries)
+    );
 }
 
 /// Simulated crashes: whatever a save left behind before switching CURRENT,
@@ -436,9 +474,14 @@ fn assert_damage_is_an_error(
 #[test]
 fn damaged_hnsw_dumps_are_errors_never_panics() {
     let data = common::clustered(40, 4, 4, 0.5, 31);
-    // Every header byte of both dump files; then a spread (L2 has the
-    // wider sweep, cosine differs only in the distance and the snapshot).
-    for (metric, every_byte_up_to) in [(Metric::L2, 300), (Metric::Cosine, 100)] {
+    // Every header byte of each file; then a spread (L2 has the wider
+    // sweep, cosine differs only in the distance). The crate's own graph
+    // files, and hnsw_rs's dump as earlier versions saved it.
+    for (metric, every_byte_up_to, hnsw_rs_format) in [
+        (Metric::L2, 300, false),
+        (Metric::Cosine, 100, false),
+        (Metric::L2, 300, true),
+    ] {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("hnsw");
         let mut cfg = HnswConfig::new(4, metric);
@@ -447,7 +490,11 @@ fn damaged_hnsw_dumps_are_errors_never_panics() {
         let mut idx = HnswIndex::new(cfg).unwrap();
         idx.upsert(entries(&data, "h")).unwrap();
         idx.delete(&["h3"]);
-        idx.save(&dir).unwrap();
+        if hnsw_rs_format {
+            idx.save_as_hnsw_rs(&dir).unwrap();
+        } else {
+            idx.save(&dir).unwrap();
+        }
         let q = data[0].clone();
         let (rejected, accepted) = assert_damage_is_an_error(&dir, every_byte_up_to, &|d| {
             let idx = HnswIndex::load(d)?;
@@ -459,7 +506,10 @@ fn damaged_hnsw_dumps_are_errors_never_panics() {
             idx.search(&q, 50, Some(&f)).unwrap();
             Ok(())
         });
-        eprintln!("{metric:?}: {rejected} damaged variants rejected, {accepted} loaded");
+        eprintln!(
+            "{metric:?} (hnsw_rs format: {hnsw_rs_format}): \
+             {rejected} damaged variants rejected, {accepted} loaded"
+        );
         assert!(rejected > 500 && accepted > 0, "{rejected} / {accepted}");
     }
 }
@@ -554,7 +604,8 @@ fn hostile_hnsw_dumps_are_rejected_with_a_reason() {
         cfg.m = 6;
         let mut idx = HnswIndex::new(cfg).unwrap();
         idx.upsert(entries(&data, "h")).unwrap();
-        idx.save(&dir).unwrap();
+        // The format of earlier versions: hnsw_rs's dump.
+        idx.save_as_hnsw_rs(&dir).unwrap();
         let gen = generation(&dir);
         (dir, gen)
     };
@@ -630,6 +681,69 @@ fn hostile_hnsw_dumps_are_rejected_with_a_reason() {
     });
     fs::write(dir.join("CURRENT"), current.to_string()).unwrap();
     expect_corrupt(&dir, "unlisted file", "not listed");
+}
+
+/// Targeted damage to the crate's own graph files: each is `Corrupt` with
+/// the reason (the walk indexes rows and lists by the links it reads).
+#[test]
+fn hostile_flat_graphs_are_rejected_with_a_reason() {
+    let data = common::clustered(60, 8, 4, 0.5, 34);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = HnswConfig::new(8, Metric::L2);
+    cfg.m = 6;
+    let mut idx = HnswIndex::new(cfg).unwrap();
+    idx.upsert(entries(&data, "h")).unwrap();
+    let word = |b: &[u8], i: usize| u32::from_le_bytes(b[i * 4..i * 4 + 4].try_into().unwrap());
+    let put =
+        |b: &mut Vec<u8>, i: usize, v: u32| b[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+    // Header: magic, version, slots, dim, M, entry, top level, upper words;
+    // then one level per slot; then layer 0 (stride 1 + 2M).
+    let n = data.len();
+    let layer0 = 8 + n;
+    type Damage<'a> = Box<dyn Fn(&mut Vec<u8>) + 'a>;
+    let cases: Vec<(&str, Damage<'_>, &str)> = vec![
+        ("version", Box::new(|b| put(b, 1, 99)), "version"),
+        ("slots", Box::new(|b| put(b, 2, 61)), "slots"),
+        (
+            "link",
+            Box::new(|b| {
+                put(b, layer0, 1);
+                put(b, layer0 + 1, 1_000_000)
+            }),
+            "not in the graph",
+        ),
+        ("count", Box::new(|b| put(b, layer0, 13)), "links on layer"),
+        ("level", Box::new(|b| put(b, 8, 40)), "on layer 40"),
+        (
+            "entry",
+            Box::new(|b| {
+                let top = word(b, 6);
+                put(b, 6, top + 1)
+            }),
+            "entry point",
+        ),
+    ];
+    for (name, damage, reason) in cases {
+        let dir = tmp.path().join(name);
+        idx.save(&dir).unwrap();
+        let gpath = generation(&dir).join("graph.bin");
+        let mut bytes = fs::read(&gpath).unwrap();
+        damage(&mut bytes);
+        write_with_valid_checksums(&dir, &gpath, &bytes);
+        match HnswIndex::load(&dir) {
+            Err(RetrievalError::Corrupt { reason: r, .. }) => {
+                assert!(r.contains(reason), "{name}: reason {r:?} lacks {reason:?}")
+            }
+            other => panic!("{name}: expected Corrupt, got {other:?}"),
+        }
+    }
+    let dir = tmp.path().join("nan");
+    idx.save(&dir).unwrap();
+    let vpath = generation(&dir).join("vectors.bin");
+    let mut bytes = fs::read(&vpath).unwrap();
+    bytes[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+    write_with_valid_checksums(&dir, &vpath, &bytes);
+    assert_rejected(HnswIndex::load(&dir), "NaN row");
 }
 
 /// Saved configs are validated like new ones: an `ef_construction` that

@@ -84,6 +84,39 @@ pub const GPU_MEMORY_USED_BYTES: &str = "ragjet_gpu_memory_used_bytes";
 #[cfg(feature = "cuda")]
 pub const GPU_MEMORY_TOTAL_BYTES: &str = "ragjet_gpu_memory_total_bytes";
 
+/// `ragjet_rate_limited_total{limiter}`: calls a rate limiter refused.
+pub const RATE_LIMITED_TOTAL: &str = "ragjet_rate_limited_total";
+/// `ragjet_circuit_state{breaker}`: 0 closed, 1 half-open, 2 open.
+pub const CIRCUIT_STATE: &str = "ragjet_circuit_state";
+/// `ragjet_circuit_rejected_total{breaker}`: calls an open breaker refused.
+pub const CIRCUIT_REJECTED_TOTAL: &str = "ragjet_circuit_rejected_total";
+/// `ragjet_retries_total{operation}`: attempts after the first.
+pub const RETRIES_TOTAL: &str = "ragjet_retries_total";
+/// `ragjet_dead_letters_total{store}`: items that failed every retry.
+pub const DEAD_LETTERS_TOTAL: &str = "ragjet_dead_letters_total";
+/// `ragjet_dead_letters_pending{store}`: dead letters not yet re-driven.
+pub const DEAD_LETTERS_PENDING: &str = "ragjet_dead_letters_pending";
+/// `ragjet_dead_letters_redriven_total{store}`: dead letters re-driven.
+pub const DEAD_LETTERS_REDRIVEN_TOTAL: &str = "ragjet_dead_letters_redriven_total";
+/// `ragjet_route_decisions_total{router,route,reason}`: routing decisions.
+pub const ROUTE_DECISIONS_TOTAL: &str = "ragjet_route_decisions_total";
+/// `ragjet_ab_assignments_total{experiment,variant}`: A/B assignments.
+pub const AB_ASSIGNMENTS_TOTAL: &str = "ragjet_ab_assignments_total";
+/// `ragjet_ab_latency_seconds{experiment,variant}`: latency per variant.
+pub const AB_LATENCY_SECONDS: &str = "ragjet_ab_latency_seconds";
+/// `ragjet_ab_cache_requests_total{experiment,variant,result}`.
+pub const AB_CACHE_REQUESTS_TOTAL: &str = "ragjet_ab_cache_requests_total";
+/// `ragjet_ab_feedback_score{experiment,variant}`: feedback per variant.
+pub const AB_FEEDBACK_SCORE: &str = "ragjet_ab_feedback_score";
+/// `ragjet_pool_active_requests{pool,model}`: callers using a pooled model.
+pub const POOL_ACTIVE_REQUESTS: &str = "ragjet_pool_active_requests";
+/// `ragjet_pool_queue_size{pool,model}`: callers waiting for a model to load.
+pub const POOL_QUEUE_SIZE: &str = "ragjet_pool_queue_size";
+/// `ragjet_pool_loaded_bytes{pool}`: declared memory of the loaded models.
+pub const POOL_LOADED_BYTES: &str = "ragjet_pool_loaded_bytes";
+/// `ragjet_pool_evictions_total{pool,reason}`: models unloaded.
+pub const POOL_EVICTIONS_TOTAL: &str = "ragjet_pool_evictions_total";
+
 /// Label keys used across the catalogue.
 pub mod labels {
     /// Query outcome: `ok` or `error`.
@@ -111,6 +144,24 @@ pub mod labels {
     pub const QUEUE: &str = "queue";
     /// Queue priority: `interactive|bulk`.
     pub const PRIORITY: &str = "priority";
+    /// Name of a rate limiter (production controls).
+    pub const LIMITER: &str = "limiter";
+    /// Name of a circuit breaker.
+    pub const BREAKER: &str = "breaker";
+    /// Operation a retry policy or dead-letter store guards.
+    pub const OPERATION: &str = "operation";
+    /// Name of a dead-letter store.
+    pub const STORE: &str = "store";
+    /// Name of a model router.
+    pub const ROUTER: &str = "router";
+    /// Route chosen by a model router.
+    pub const ROUTE: &str = "route";
+    /// Name of an A/B experiment.
+    pub const EXPERIMENT: &str = "experiment";
+    /// Variant of an A/B experiment.
+    pub const VARIANT: &str = "variant";
+    /// Name of a model pool.
+    pub const POOL: &str = "pool";
     /// GPU ordinal.
     pub const DEVICE: &str = "device";
 }
@@ -375,6 +426,120 @@ static BASE: &[MetricDef] = &[
         &[MODEL],
         "microdollars",
         "Estimated spend by model in millionths of a US dollar (divide by 1e6 for USD).",
+    ),
+    MetricDef::new(
+        RATE_LIMITED_TOTAL,
+        Counter,
+        &[LIMITER],
+        "1",
+        "Calls a token-bucket rate limiter refused (try_acquire, or acquire past its deadline).",
+    ),
+    MetricDef::new(
+        CIRCUIT_STATE,
+        Gauge,
+        &[BREAKER],
+        "1",
+        "State of a circuit breaker: 0 closed, 1 half-open, 2 open.",
+    ),
+    MetricDef::new(
+        CIRCUIT_REJECTED_TOTAL,
+        Counter,
+        &[BREAKER],
+        "1",
+        "Calls a circuit breaker failed fast (open, or half-open with every probe taken).",
+    ),
+    MetricDef::new(
+        RETRIES_TOTAL,
+        Counter,
+        &[OPERATION],
+        "1",
+        "Attempts after the first made by a retry policy.",
+    ),
+    MetricDef::new(
+        DEAD_LETTERS_TOTAL,
+        Counter,
+        &[STORE],
+        "1",
+        "Items written to a dead-letter store after failing every retry.",
+    ),
+    MetricDef::new(
+        DEAD_LETTERS_PENDING,
+        Gauge,
+        &[STORE],
+        "items",
+        "Dead letters stored and not yet re-driven or discarded.",
+    ),
+    MetricDef::new(
+        DEAD_LETTERS_REDRIVEN_TOTAL,
+        Counter,
+        &[STORE],
+        "1",
+        "Dead letters re-driven successfully and removed from their store.",
+    ),
+    MetricDef::new(
+        ROUTE_DECISIONS_TOTAL,
+        Counter,
+        &[ROUTER, ROUTE, REASON],
+        "1",
+        "Model routing decisions by route and reason (rule|complexity|latency|fallback).",
+    ),
+    MetricDef::new(
+        AB_ASSIGNMENTS_TOTAL,
+        Counter,
+        &[EXPERIMENT, VARIANT],
+        "1",
+        "Users assigned to an A/B variant (each user once per experiment and process).",
+    ),
+    MetricDef::new(
+        AB_LATENCY_SECONDS,
+        Histogram,
+        &[EXPERIMENT, VARIANT],
+        "seconds",
+        "Request latency per A/B variant.",
+    )
+    .buckets(QUERY_DURATION_BUCKETS),
+    MetricDef::new(
+        AB_CACHE_REQUESTS_TOTAL,
+        Counter,
+        &[EXPERIMENT, VARIANT, RESULT],
+        "1",
+        "Cache look-ups per A/B variant by result (hit|miss).",
+    ),
+    MetricDef::new(
+        AB_FEEDBACK_SCORE,
+        Histogram,
+        &[EXPERIMENT, VARIANT],
+        "1",
+        "User feedback (0..1) per A/B variant.",
+    )
+    .buckets(FEEDBACK_BUCKETS),
+    MetricDef::new(
+        POOL_ACTIVE_REQUESTS,
+        Gauge,
+        &[POOL, MODEL],
+        "1",
+        "Callers holding a model of a model pool.",
+    ),
+    MetricDef::new(
+        POOL_QUEUE_SIZE,
+        Gauge,
+        &[POOL, MODEL],
+        "1",
+        "Callers waiting for a pooled model to finish loading.",
+    ),
+    MetricDef::new(
+        POOL_LOADED_BYTES,
+        Gauge,
+        &[POOL],
+        "bytes",
+        "Memory declared by the models a pool holds loaded.",
+    ),
+    MetricDef::new(
+        POOL_EVICTIONS_TOTAL,
+        Counter,
+        &[POOL, REASON],
+        "1",
+        "Models a pool unloaded, by reason (count|memory|idle).",
     ),
     MetricDef::new(
         PROCESS_RESIDENT_MEMORY_BYTES,

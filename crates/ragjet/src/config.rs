@@ -10,7 +10,7 @@
 //! [model]
 //! # dir = "/models/all-MiniLM-L6-v2"  # default: ragjet_inference::locate_default_model()
 //! device = "auto"                      # auto | cpu | cuda | cuda:N
-//! # precision = "f32"                  # f32 | f16 | bf16; default: the device's
+//! # precision = "f32"                  # f32 | f16 | bf16 | int8 (opt-in, CPU); default: the device's
 //! max_batch_tokens = 16384
 //!
 //! [chunking]
@@ -41,6 +41,18 @@
 //! p50_ms = 200
 //! p95_ms = 500
 //! p99_ms = 1000
+//!
+//! [control.rate_limit]                 # per namespace (tenant); off by default
+//! enabled = false
+//! queries_per_second = 50.0
+//! query_burst = 100.0
+//!
+//! [control.breaker]                    # in front of the model; off by default
+//! enabled = false
+//! consecutive_failures = 5
+//!
+//! [control.retry]                      # ingest embedding on overload
+//! max_attempts = 3
 //! ```
 
 use std::collections::BTreeMap;
@@ -73,6 +85,8 @@ pub struct EngineConfig {
     pub queue: QueueConfig,
     /// SLO targets and budgets the engine reports against.
     pub telemetry: TelemetrySettings,
+    /// Rate limits, circuit breaker and retries in front of the engine.
+    pub control: ControlConfig,
 }
 
 /// `[model]`
@@ -497,6 +511,125 @@ pub struct PriceConfig {
     pub output_per_million: f64,
 }
 
+/// `[control]`: production controls in front of the engine
+/// ([`crate::control`], `docs/controls.md`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// `[control.rate_limit]`
+    pub rate_limit: RateLimitConfig,
+    /// `[control.breaker]`
+    pub breaker: BreakerSettings,
+    /// `[control.retry]`
+    pub retry: RetrySettings,
+}
+
+/// `[control.rate_limit]`: token buckets per namespace (the tenant), one
+/// token per call. A refused call is `Error::Control` (kind `Overloaded`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Limit calls.
+    pub enabled: bool,
+    /// Queries per second per namespace.
+    pub queries_per_second: f64,
+    /// Queries a namespace may send at once after idling.
+    pub query_burst: f64,
+    /// Ingest calls per second per namespace.
+    pub ingests_per_second: f64,
+    /// Ingest calls at once after idling.
+    pub ingest_burst: f64,
+    /// Longest a call waits for a token; 0: refused at once.
+    pub max_wait_ms: u64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            queries_per_second: 50.0,
+            query_burst: 100.0,
+            ingests_per_second: 5.0,
+            ingest_burst: 10.0,
+            max_wait_ms: 0,
+        }
+    }
+}
+
+/// `[control.breaker]`: one circuit breaker in front of the engine's model
+/// for queries and ingests. Failures are model, device, overload and
+/// storage errors; bad input says nothing of the model's health.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSettings {
+    /// Use the breaker.
+    pub enabled: bool,
+    /// Failures in a row that open it.
+    pub consecutive_failures: u32,
+    /// Failed share over the window that opens it.
+    pub failure_rate: f64,
+    /// Window of the failure rate.
+    pub window_seconds: u64,
+    /// Calls in the window before the rate is judged.
+    pub min_requests: u32,
+    /// Time open before probing.
+    pub open_seconds: u64,
+    /// Probes at once when half-open, and successes that close it.
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        let d = crate::control::BreakerConfig::default();
+        Self {
+            enabled: false,
+            consecutive_failures: d.consecutive_failures,
+            failure_rate: d.failure_rate,
+            window_seconds: d.window.as_secs(),
+            min_requests: d.min_requests,
+            open_seconds: d.open_for.as_secs(),
+            half_open_probes: d.half_open_probes,
+        }
+    }
+}
+
+impl BreakerSettings {
+    /// As the breaker's own settings.
+    pub fn breaker_config(&self) -> crate::control::BreakerConfig {
+        crate::control::BreakerConfig {
+            consecutive_failures: self.consecutive_failures,
+            failure_rate: self.failure_rate,
+            window: Duration::from_secs(self.window_seconds),
+            min_requests: self.min_requests,
+            open_for: Duration::from_secs(self.open_seconds),
+            half_open_probes: self.half_open_probes,
+        }
+    }
+}
+
+/// `[control.retry]`: retries of an ingest's embedding when the model's
+/// queue is full (the only transient failure there).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    /// Attempts in all; 1: no retry.
+    pub max_attempts: u32,
+    /// Back-off cap of the first retry.
+    pub base_delay_ms: u64,
+    /// Largest back-off cap.
+    pub max_delay_ms: u64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            base_delay_ms: 100,
+            max_delay_ms: 5000,
+        }
+    }
+}
+
 impl EngineConfig {
     /// Parses a TOML document. An unknown key, a value of the wrong type or
     /// out of range is [`Error::Config`] naming the key's dotted path.
@@ -694,6 +827,72 @@ impl EngineConfig {
                 ));
             }
         }
+        let c = &self.control;
+        if c.rate_limit.enabled {
+            for (key, v, min) in [
+                (
+                    "control.rate_limit.queries_per_second",
+                    c.rate_limit.queries_per_second,
+                    0.0,
+                ),
+                (
+                    "control.rate_limit.ingests_per_second",
+                    c.rate_limit.ingests_per_second,
+                    0.0,
+                ),
+            ] {
+                if !(v.is_finite() && v > min) {
+                    return Err(Error::config(key, "must be finite and > 0"));
+                }
+            }
+            for (key, v) in [
+                ("control.rate_limit.query_burst", c.rate_limit.query_burst),
+                ("control.rate_limit.ingest_burst", c.rate_limit.ingest_burst),
+            ] {
+                if !(v.is_finite() && v >= 1.0) {
+                    return Err(Error::config(key, "must be finite and >= 1"));
+                }
+            }
+        }
+        if c.breaker.enabled {
+            let b = &c.breaker;
+            if b.consecutive_failures == 0 {
+                return Err(Error::config(
+                    "control.breaker.consecutive_failures",
+                    "must be at least 1",
+                ));
+            }
+            if !(b.failure_rate > 0.0 && b.failure_rate <= 1.0) {
+                return Err(Error::config(
+                    "control.breaker.failure_rate",
+                    "must be within (0, 1]",
+                ));
+            }
+            for (key, v) in [
+                ("control.breaker.window_seconds", b.window_seconds),
+                ("control.breaker.min_requests", b.min_requests as u64),
+                (
+                    "control.breaker.half_open_probes",
+                    b.half_open_probes as u64,
+                ),
+            ] {
+                if v == 0 {
+                    return Err(Error::config(key, "must be at least 1"));
+                }
+            }
+        }
+        if c.retry.max_attempts == 0 {
+            return Err(Error::config(
+                "control.retry.max_attempts",
+                "must be at least 1",
+            ));
+        }
+        if c.retry.base_delay_ms > c.retry.max_delay_ms {
+            return Err(Error::config(
+                "control.retry.base_delay_ms",
+                "must not exceed control.retry.max_delay_ms",
+            ));
+        }
         Ok(())
     }
 }
@@ -788,6 +987,48 @@ mod tests {
         );
         let err = EngineConfig::from_toml_str("not toml [").unwrap_err();
         assert!(matches!(err, Error::Config { .. }), "{err}");
+    }
+
+    #[test]
+    fn control_keys_parse_and_are_checked() {
+        let c = EngineConfig::from_toml_str(
+            "[control.rate_limit]\nenabled = true\nqueries_per_second = 2.5\n\
+             [control.breaker]\nenabled = true\nopen_seconds = 5\n\
+             [control.retry]\nmax_attempts = 5\n",
+        )
+        .unwrap();
+        assert!(c.control.rate_limit.enabled);
+        assert_eq!(c.control.rate_limit.queries_per_second, 2.5);
+        assert_eq!(
+            c.control.breaker.breaker_config().open_for,
+            Duration::from_secs(5)
+        );
+        assert_eq!(c.control.retry.max_attempts, 5);
+        for (text, key) in [
+            (
+                "[control.breaker]\nconsecutive_failure = 3\n",
+                "control.breaker.consecutive_failure",
+            ),
+            ("[control]\nretries = 3\n", "control.retries"),
+            (
+                "[control.rate_limit]\nenabled = true\nquery_burst = 0.5\n",
+                "control.rate_limit.query_burst",
+            ),
+            (
+                "[control.breaker]\nenabled = true\nfailure_rate = 2.0\n",
+                "control.breaker.failure_rate",
+            ),
+            (
+                "[control.retry]\nmax_attempts = 0\n",
+                "control.retry.max_attempts",
+            ),
+        ] {
+            let err = EngineConfig::from_toml_str(text).unwrap_err();
+            assert!(
+                matches!(err, Error::Config { key: ref k, .. } if k == key),
+                "{text}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -67,6 +67,10 @@ pub enum Error {
     /// policy, a failing HyDE hook.
     #[error(transparent)]
     Query(#[from] crate::query::QueryError),
+    /// A production control refused the call: rate limited, circuit open
+    /// (kind `Overloaded`), or a control's setting or storage failed.
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
 }
 
 /// The class of an [`Error`]: what a caller can do about it.
@@ -145,6 +149,18 @@ impl Error {
                 _ => ErrorKind::Internal,
             },
             Error::Telemetry(_) => ErrorKind::Config,
+            Error::Control(e) => {
+                use crate::control::ControlError as C;
+                match e {
+                    C::RateLimited { .. } | C::CircuitOpen { .. } | C::PoolFull { .. } => {
+                        ErrorKind::Overloaded
+                    }
+                    C::InvalidConfig(_) => ErrorKind::Config,
+                    C::InvalidInput(_) => ErrorKind::InvalidInput,
+                    C::Storage { .. } => ErrorKind::Storage,
+                    C::Load { .. } => ErrorKind::ModelLoad,
+                }
+            }
         }
     }
 

@@ -38,6 +38,7 @@
 
 pub mod chunk;
 pub mod config;
+pub mod control;
 pub mod engine;
 mod error;
 pub mod query;

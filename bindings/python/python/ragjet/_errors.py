@@ -8,6 +8,7 @@ device), so code written against the built-ins keeps working.
 """
 
 __all__ = [
+    "CircuitOpenError",
     "DeviceError",
     "InvalidInput",
     "InvalidInputError",
@@ -15,6 +16,7 @@ __all__ = [
     "OutOfMemoryError",
     "Overloaded",
     "RagjetError",
+    "RateLimitedError",
     "StorageError",
 ]
 
@@ -67,6 +69,24 @@ class Overloaded(RagjetError):
     succeed; shedding load will."""
 
     __module__ = "ragjet"
+
+
+class RateLimitedError(Overloaded):
+    """A ``RateLimiter`` refused the call: the key's token bucket is empty
+    (or would not refill within the timeout). ``retry_after`` says in
+    seconds when the tokens are back."""
+
+    __module__ = "ragjet"
+    retry_after: float = 0.0
+
+
+class CircuitOpenError(Overloaded):
+    """A ``CircuitBreaker`` is open: the guarded service failed too often
+    and is not called. ``retry_after`` says in seconds when a probe will be
+    let through."""
+
+    __module__ = "ragjet"
+    retry_after: float = 0.0
 
 
 class StorageError(RagjetError, OSError):

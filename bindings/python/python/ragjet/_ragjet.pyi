@@ -1,6 +1,6 @@
 """Type stubs of the compiled module; the classes are re-exported by ``ragjet``."""
 
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -70,7 +70,7 @@ class Embedder:
         max_seq_length: int | None = None,
         normalize: bool | None = None,
         device: str = "auto",
-        precision: Literal["f32", "f16", "bf16"] | None = None,
+        precision: Literal["f32", "f16", "bf16", "int8"] | None = None,
         prompts: Mapping[str, str] | None = None,
         default_prompt_name: str | None = None,
     ) -> None: ...
@@ -211,13 +211,14 @@ class FlatIndex:
         self,
         dim: int,
         metric: Literal["cosine", "ip", "l2"] = "cosine",
-        storage: Literal["f32", "f16"] = "f32",
+        storage: Literal["f32", "f16", "int8", "binary"] = "f32",
+        rescore: int = 0,
     ) -> None: ...
     @staticmethod
     def load(path: str | PathLike[str]) -> FlatIndex:
         """Loads an index saved with ``save``; damage raises ``StorageError``."""
     @property
-    def storage(self) -> Literal["f32", "f16"]:
+    def storage(self) -> Literal["f32", "f16", "int8", "binary"]:
         """Element type of the stored vectors."""
     def add(
         self,
@@ -354,7 +355,7 @@ class CrossEncoder:
         max_length: int | None = None,
         num_threads: int | None = None,
         device: str = "auto",
-        precision: Literal["f32", "f16", "bf16"] | None = None,
+        precision: Literal["f32", "f16", "bf16", "int8"] | None = None,
     ) -> None: ...
     def predict(self, pairs: Iterable[tuple[str, str]]) -> _F32:
         """One score per (query, passage) pair, shape (len(pairs),)."""
@@ -653,3 +654,149 @@ class Engine:
     def path(self) -> Path | None:
         """The engine's home directory."""
     def __len__(self) -> int: ...
+
+# -- production controls (bindings/python/src/control.rs) ---------------------
+
+def is_transient_status(status: int) -> bool:
+    """Whether an HTTP status is worth retrying: 408, 429 and every 5xx."""
+
+def advise_scale(signals: dict[str, Any], policy: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Autoscaling advice ``{"action", "desired_replicas", "reason"}`` for
+    ``signals`` (``replicas``, ``queue_depth``, ``p95_ms``, ``utilisation``,
+    ``error_rate``, optional ``seconds_since_last_scale``) under ``policy``
+    (overrides of the defaults: up above 0.85, down below 0.30, 300 s
+    cooldown, target 0.70–0.80)."""
+
+class ManualClock:
+    """A clock moved by hand, for tests of rate limits and breakers."""
+    def __init__(self, start: float = 0.0) -> None: ...
+    def advance(self, seconds: float) -> None: ...
+    def now(self) -> float: ...
+
+class RateLimiter:
+    """Token buckets per key: ``per_second`` tokens a second, ``burst`` at once."""
+    def __init__(
+        self,
+        per_second: float,
+        burst: float,
+        name: str = "default",
+        clock: ManualClock | None = None,
+    ) -> None: ...
+    def try_acquire(self, key: str, cost: float = 1.0) -> bool:
+        """Takes the tokens now, or False (counted). Never blocks."""
+    def acquire(self, key: str, cost: float = 1.0, timeout: float = 0.0) -> None:
+        """Waits (GIL released) up to ``timeout`` s; ``RateLimitedError`` otherwise."""
+    def available(self, key: str) -> float:
+        """Tokens ``key`` has now."""
+
+class BreakerPermit:
+    """Leave for one call; unreported, it counts as a failure."""
+    def success(self) -> None: ...
+    def failure(self) -> None: ...
+    def ignore(self) -> None: ...
+
+class CircuitBreaker:
+    """closed → open (``consecutive_failures`` in a row, or ``failure_rate``
+    over ``window`` s with ``min_requests``) → half-open after ``open_for`` s
+    → closed after ``half_open_probes`` successes."""
+    def __init__(
+        self,
+        name: str = "default",
+        consecutive_failures: int = 5,
+        failure_rate: float = 0.5,
+        window: float = 60.0,
+        min_requests: int = 20,
+        open_for: float = 30.0,
+        half_open_probes: int = 1,
+        clock: ManualClock | None = None,
+    ) -> None: ...
+    def acquire(self) -> BreakerPermit:
+        """A permit, or ``CircuitOpenError`` at once."""
+    @property
+    def state(self) -> Literal["closed", "half_open", "open"]: ...
+    @property
+    def name(self) -> str: ...
+
+class RetryPolicy:
+    """Exponential back-off with full jitter."""
+    def __init__(
+        self,
+        max_attempts: int = 3,
+        base_delay: float = 0.1,
+        max_delay: float = 10.0,
+        multiplier: float = 2.0,
+        operation: str = "default",
+        seed: int | None = None,
+    ) -> None: ...
+    @property
+    def max_attempts(self) -> int: ...
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt ``attempt`` (0-based)."""
+    def cap(self, attempt: int) -> float:
+        """The upper bound of that wait."""
+    def record_retry(self) -> None:
+        """Counts one retry in ``ragjet_retries_total``."""
+
+class DeadLetterStore:
+    """Failed requests kept crash-safe on disk until re-driven."""
+    def __init__(self, path: str | PathLike[str], name: str = "dead_letters") -> None: ...
+    def push(
+        self, operation: str, payload: str, error: str, attempts: int = 1
+    ) -> dict[str, Any]: ...
+    def list(self) -> list[dict[str, Any]]: ...
+    def get(self, id: str) -> dict[str, Any] | None: ...
+    def discard(self, id: str) -> bool: ...
+    def redrive(self, func: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+        """Replays each letter; those ``func`` returns from are removed."""
+    def __len__(self) -> int: ...
+
+class Router:
+    """A model per request from its complexity, cost and latency."""
+    def __init__(
+        self, routes: list[dict[str, Any]], name: str = "default", long_tokens: int = 512
+    ) -> None: ...
+    def route(
+        self,
+        text: str,
+        tokens: int | None = None,
+        latency_budget_ms: float | None = None,
+        user: str | None = None,
+    ) -> dict[str, Any]: ...
+
+class Experiment:
+    """An A/B test: deterministic assignment, per-variant figures, summary."""
+    def __init__(
+        self,
+        name: str,
+        variants: list[str] | dict[str, int],
+        log_path: str | PathLike[str] | None = None,
+    ) -> None: ...
+    def assign(self, user: str) -> str: ...
+    def record_latency(self, variant: str, seconds: float) -> None: ...
+    def record_cache(self, variant: str, hit: bool) -> None: ...
+    def record_feedback(self, variant: str, score: float) -> None: ...
+    def summary(self) -> dict[str, Any]: ...
+
+class PooledModel:
+    """A model borrowed from a ``ModelPool``; a context manager."""
+    @property
+    def model(self) -> Any: ...
+    def release(self) -> None: ...
+    def __enter__(self) -> PooledModel: ...
+    def __exit__(self, *args: object) -> bool: ...
+
+class ModelPool:
+    """Models loaded by name on demand, shared, bounded (LRU + idle TTL)."""
+    def __init__(
+        self,
+        loader: Callable[[str], tuple[Any, int]],
+        name: str = "default",
+        max_models: int = 4,
+        max_bytes: int = 8 << 30,
+        idle_ttl: float = 600.0,
+        cleanup_every: float | None = None,
+    ) -> None: ...
+    def get(self, name: str) -> PooledModel: ...
+    def cleanup(self) -> list[str]: ...
+    def loaded(self) -> list[str]: ...
+    def active(self, name: str) -> int: ...

@@ -95,12 +95,21 @@ impl Engine {
     /// 0..=1 or NaN, an invalid filter, an unknown namespace;
     /// [`Error::Config`] for a keyword/hybrid query without BM25, reranking
     /// without a reranker, HyDE without a hook; [`Error::Overloaded`] when
-    /// the model's queue refuses the query.
+    /// the model's queue refuses the query; [`Error::Control`] when
+    /// `[control]`'s rate limit or circuit breaker does.
     pub fn query(&self, text: &str, options: &QueryOptions) -> Result<Answer> {
         let start = Instant::now();
         let ns = options.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
         let span = spans::query(ns, options.top_k.unwrap_or(0));
-        let result = span.in_scope(|| self.answer(text, options, ns, start));
+        // Rate limit and breaker first: a refused query costs nothing.
+        let result = match self.controls.admit(super::controls::Call::Query, ns) {
+            Ok(permit) => {
+                let r = span.in_scope(|| self.answer(text, options, ns, start));
+                super::controls::settle(permit, r.as_ref().err());
+                r
+            }
+            Err(e) => Err(e),
+        };
         let elapsed = start.elapsed();
         match &result {
             Ok(a) => {
@@ -110,7 +119,7 @@ impl Engine {
             }
             Err(e) => {
                 m::record_query(QueryStatus::Error, elapsed);
-                let outcome = if matches!(e, Error::Overloaded(_)) {
+                let outcome = if e.kind() == crate::ErrorKind::Overloaded {
                     Outcome::Unavailable
                 } else {
                     Outcome::Error

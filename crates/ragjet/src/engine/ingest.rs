@@ -7,6 +7,7 @@ use std::time::Instant;
 use ragjet_cache::Scope;
 use ragjet_retrieval::{AnyIndex, Entry, HnswConfig, HnswIndex, Metric, VectorIndex};
 
+use super::controls::{is_service_failure, settle, Call};
 use super::persist::{self, DocEntry};
 use super::{
     check_namespace, ensure_namespace, Document, Engine, IngestOptions, IngestProgress,
@@ -14,6 +15,7 @@ use super::{
 };
 use crate::chunk::Chunk;
 use crate::config::IndexKind;
+use crate::control::RetryError;
 use crate::error::{Error, Result};
 use crate::queue::Priority;
 
@@ -30,7 +32,8 @@ impl Engine {
     /// embedding) is listed in [`IngestReport::failed`] with its error, and
     /// the rest go in. A document whose text and metadata are unchanged is
     /// skipped without embedding anything. The call itself fails only when
-    /// the namespace name is invalid.
+    /// the namespace name is invalid or `[control]` refuses it (the
+    /// namespace's rate limit, an open circuit breaker: [`Error::Control`]).
     pub fn ingest_with(
         &self,
         documents: Vec<Document>,
@@ -39,6 +42,29 @@ impl Engine {
         let start = Instant::now();
         let ns = options.namespace.unwrap_or(DEFAULT_NAMESPACE);
         check_namespace(ns)?;
+        // `[control]`: the namespace's rate limit and the model's breaker;
+        // a document failing for the model's sake counts against it.
+        let permit = self.controls.admit(Call::Ingest, ns)?;
+        let result = self.ingest_admitted(documents, options, ns, start);
+        let failure = match &result {
+            Err(e) => Some(e),
+            Ok(r) => r
+                .failed
+                .iter()
+                .map(|(_, e)| e)
+                .find(|e| is_service_failure(e)),
+        };
+        settle(permit, failure);
+        result
+    }
+
+    fn ingest_admitted(
+        &self,
+        documents: Vec<Document>,
+        options: &IngestOptions<'_>,
+        ns: &str,
+        start: Instant,
+    ) -> Result<IngestReport> {
         let span = ragjet_telemetry::spans::index_update(ns, "add", documents.len());
         let _entered = span.enter();
         let progress = |stage, done, total| {
@@ -234,13 +260,34 @@ impl Engine {
                     texts,
                     |missing: &[&str]| -> Result<Vec<Vec<f32>>> {
                         computed.set(missing.len());
-                        self.embed_raw(missing, priority, progress)
+                        self.embed_retrying(missing, priority, progress)
                     },
                 )?;
                 Ok((vectors, computed.get()))
             }
-            None => Ok((self.embed_raw(texts, priority, progress)?, texts.len())),
+            None => Ok((self.embed_retrying(texts, priority, progress)?, texts.len())),
         }
+    }
+
+    /// Embeds; bulk (ingest) work whose model queue is full is retried
+    /// with `[control.retry]`'s back-off. Queries are not: their deadline
+    /// already says how long they may wait.
+    fn embed_retrying(
+        &self,
+        texts: &[&str],
+        priority: Priority,
+        progress: &(dyn Fn(usize, usize) + Sync),
+    ) -> Result<Vec<Vec<f32>>> {
+        if priority != Priority::Bulk {
+            return self.embed_raw(texts, priority, progress);
+        }
+        self.controls
+            .retry
+            .run(
+                |e: &Error| matches!(e, Error::Overloaded(_)),
+                |_| self.embed_raw(texts, priority, progress),
+            )
+            .map_err(RetryError::into_inner)
     }
 
     /// Moves a namespace from exact search to HNSW when `index.kind` is

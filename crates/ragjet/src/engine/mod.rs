@@ -19,6 +19,7 @@
 //! without any lock and takes the write lock only to apply them.
 
 mod answer;
+mod controls;
 mod ingest;
 mod model;
 mod persist;
@@ -123,6 +124,7 @@ pub struct Engine {
     hyde: Option<Hyde>,
     latency: LatencyRecorder,
     cost: CostTracker,
+    controls: controls::EngineControls,
 }
 
 impl std::fmt::Debug for Engine {
@@ -424,6 +426,7 @@ impl Engine {
         };
         sync_bm25(&mut state, &config)?;
         ensure_namespace(&mut state, &config, model.dim, DEFAULT_NAMESPACE)?;
+        let controls = controls::EngineControls::new(&config.control)?;
         Ok(Engine {
             config,
             model,
@@ -444,7 +447,14 @@ impl Engine {
             hyde,
             latency,
             cost,
+            controls,
         })
+    }
+
+    /// The circuit breaker in front of the model (`[control.breaker]`),
+    /// for its state and for tests; `None` when it is off.
+    pub fn circuit_breaker(&self) -> Option<&crate::control::CircuitBreaker> {
+        self.controls.breaker.as_ref()
     }
 
     /// The configuration in force.
@@ -697,6 +707,7 @@ impl Engine {
             return Ok(());
         }
         let target = dir.join(EMBEDDING_CACHE_FILE);
+        persist::refuse_link(&target)?;
         if let Some(own) = &self.embedding_cache_file {
             if same_file(own, &target) {
                 return Ok(());
@@ -914,6 +925,7 @@ fn build_embedding_cache(
             .memory(memory.clone())
             .default_ttl(ttl);
         if let Some(f) = file {
+            persist::refuse_link(f)?;
             b = b.disk(disk_config(cfg, f));
         }
         b = with_redis(b, redis);

@@ -213,9 +213,26 @@ pub(crate) fn write(dir: &Path, view: &SaveView<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a symbolic link at `path`: an engine directory is read and
+/// written only inside itself, so a link planted in it (to a copy with the
+/// expected checksums, to a device, to another directory, to a file the
+/// embedding cache would then write) cannot make the engine touch anything
+/// elsewhere. `dir` itself may be a link: the operator's choice.
+pub(crate) fn refuse_link(path: &Path) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(Error::storage(
+            path,
+            "a symbolic link in a saved engine is not followed",
+        )),
+        // A missing part is reported by whoever reads it.
+        _ => Ok(()),
+    }
+}
+
 /// The current state directory of `dir` and its verified manifest.
 fn open_verified(dir: &Path) -> Result<(PathBuf, Manifest)> {
     let ppath = dir.join(POINTER);
+    refuse_link(&ppath)?;
     if !ppath.is_file() {
         return Err(Error::storage(dir, "no saved engine here (no ENGINE file)"));
     }
@@ -227,6 +244,8 @@ fn open_verified(dir: &Path) -> Result<(PathBuf, Manifest)> {
     }
     let state_dir = dir.join(&pointer.state);
     let mpath = state_dir.join(MANIFEST);
+    refuse_link(&state_dir)?;
+    refuse_link(&mpath)?;
     let mbytes = fs::read(&mpath).map_err(io(&mpath))?;
     if crc32fast::hash(&mbytes) != pointer.manifest_crc32 {
         return Err(Error::storage(&mpath, "manifest checksum mismatch"));
@@ -250,6 +269,7 @@ fn open_verified(dir: &Path) -> Result<(PathBuf, Manifest)> {
             ));
         }
         let p = state_dir.join(&f.name);
+        refuse_link(&p)?;
         let bytes = fs::read(&p).map_err(io(&p))?;
         if bytes.len() as u64 != f.len {
             return Err(Error::storage(
@@ -279,10 +299,17 @@ pub(crate) fn read(dir: &Path) -> Result<Saved> {
     let dbytes = fs::read(&dpath).map_err(io(&dpath))?;
     let docs: BTreeMap<String, BTreeMap<String, DocEntry>> = serde_json::from_slice(&dbytes)
         .map_err(|e| Error::storage(&dpath, format!("unreadable: {e}")))?;
-    let store = VectorStore::load(&state_dir.join("index"))?;
+    // The index and BM25 loaders refuse links inside the directory they
+    // are given; the directories themselves are checked here.
+    let index_dir = state_dir.join("index");
+    refuse_link(&index_dir)?;
+    let store = VectorStore::load(&index_dir)?;
     let mut bm25 = BTreeMap::new();
+    refuse_link(&state_dir.join("bm25"))?;
     for (i, ns) in manifest.bm25.iter().enumerate() {
-        let b = Bm25Index::load(&state_dir.join("bm25").join(format!("ns-{i}")))?;
+        let ns_dir = state_dir.join("bm25").join(format!("ns-{i}"));
+        refuse_link(&ns_dir)?;
+        let b = Bm25Index::load(&ns_dir)?;
         if bm25.insert(ns.clone(), b).is_some() {
             return Err(Error::storage(
                 &state_dir,

@@ -28,7 +28,7 @@ from llama_index.core.llms.llm import LLM
 
 import ragjet
 
-__all__ = ["ACCOUNTED_TAG", "CachedLLM", "PromptTooLongError"]
+__all__ = ["ACCOUNTED_TAG", "CachedLLM", "PromptTooLongError", "is_transient_error"]
 
 #: Instrumentation tag set on the wrapped LLM's events when ``CachedLLM``
 #: accounts the call itself, so that ``RagjetEventHandler`` does not count
@@ -51,6 +51,41 @@ class PromptTooLongError(ragjet.InvalidInputError):
     """A prompt exceeds ``max_prompt_tokens`` and ``on_overflow="error"``."""
 
     __module__ = "ragjet.llama_index"
+
+
+#: Exception class names of LLM clients (openai, anthropic, httpx...) that
+#: mean "try again later" without an HTTP status attribute to read.
+_TRANSIENT_NAMES = frozenset(
+    {
+        "APITimeoutError",
+        "APIConnectionError",
+        "RateLimitError",
+        "InternalServerError",
+        "ServiceUnavailableError",
+        "OverloadedError",
+        "ReadTimeout",
+        "ConnectTimeout",
+        "PoolTimeout",
+    }
+)
+
+
+def is_transient_error(exc: BaseException) -> bool:
+    """Whether retrying the call that raised ``exc`` may succeed: a timeout,
+    a connection failure, an overload (``ragjet.Overloaded``, which includes
+    an open circuit and a rate limit), or an HTTP 408, 429 or 5xx status
+    (read from ``status_code``, ``status`` or ``response.status_code``).
+    Anything else (a bad request, a refused key) fails the same way again."""
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError, ConnectionError, ragjet.Overloaded)):
+        return True
+    for status in (
+        getattr(exc, "status_code", None),
+        getattr(exc, "status", None),
+        getattr(getattr(exc, "response", None), "status_code", None),
+    ):
+        if isinstance(status, int) and not isinstance(status, bool):
+            return 0 <= status < 65536 and ragjet.is_transient_status(status)
+    return type(exc).__name__ in _TRANSIENT_NAMES
 
 
 class CachedLLM(LLM):
@@ -94,6 +129,19 @@ class CachedLLM(LLM):
     the response's ``raw`` carries one, else counted), seconds, and whether
     it was cached.
 
+    Production controls (all optional, keyword-only): ``retry`` (a
+    ``ragjet.RetryPolicy``) retries a call to the wrapped LLM that fails
+    transiently (``is_transient``, default :func:`is_transient_error`:
+    timeouts, overload, HTTP 429/5xx) after the policy's jittered back-off;
+    ``breaker`` (a ``ragjet.CircuitBreaker``) stops calling an LLM that keeps
+    failing (``CircuitOpenError``, itself transient, so retried after the
+    back-off); ``dead_letters`` (a ``ragjet.DeadLetterStore``) keeps every
+    request that failed all its attempts on disk before the error is
+    raised, and the raised exception carries the letter's id as
+    ``ragjet_dead_letter_id``, so no failed request is lost unnoticed.
+    :meth:`redrive_dead_letters` replays them later. A streaming call is
+    retried until its stream starts; a failure mid-stream is raised as is.
+
     Everything else (``metadata``, ``system_prompt``, ``predict``, structured
     prediction) behaves as the wrapped LLM does. Not a ``FunctionCallingLLM``:
     tool-calling agents need the wrapped LLM itself.
@@ -113,6 +161,11 @@ class CachedLLM(LLM):
     _telemetry: Any = PrivateAttr(default=None)
     _tokenizer: Any = PrivateAttr(default=None)
     _model_key: str = PrivateAttr(default="")
+    _retry: Any = PrivateAttr(default=None)
+    _breaker: Any = PrivateAttr(default=None)
+    _dead_letters: Any = PrivateAttr(default=None)
+    _is_transient: Any = PrivateAttr(default=None)
+    _sleep: Any = PrivateAttr(default=None)
 
     def __init__(
         self,
@@ -127,10 +180,17 @@ class CachedLLM(LLM):
         on_overflow: str = "truncate",
         embed_model: Optional[Any] = None,
         tokenizer: Optional[Callable[[str], list[Any]]] = None,
+        retry: Optional[Any] = None,
+        breaker: Optional[Any] = None,
+        dead_letters: Optional[Any] = None,
+        is_transient: Optional[Callable[[BaseException], bool]] = None,
+        sleep: Optional[Callable[[float], Any]] = None,
         **kwargs: Any,
     ) -> None:
         """``response_cache=None`` creates an in-memory ``ResponseCache``;
         pass ``False`` for none. ``semantic_cache=None`` means none.
+        ``sleep`` waits between retries (default ``time.sleep``, and
+        ``asyncio.sleep`` in the async methods); tests pass a recorder.
 
         Raises:
             TypeError: ``llm`` is not a LlamaIndex ``LLM``.
@@ -168,6 +228,11 @@ class CachedLLM(LLM):
         self._telemetry = telemetry
         self._tokenizer = tokenizer
         self._model_key = _model_key(llm)
+        self._retry = retry
+        self._breaker = breaker
+        self._dead_letters = dead_letters
+        self._is_transient = is_transient or is_transient_error
+        self._sleep = sleep
 
     @classmethod
     def class_name(cls) -> str:
@@ -389,6 +454,119 @@ class CachedLLM(LLM):
             self._record(prompt, last, time.perf_counter() - start, False)
             await asyncio.to_thread(self._store, key, sem, vector, kind, last)
 
+    # -- production controls -------------------------------------------------
+
+    def _attempts(self) -> int:
+        return self._retry.max_attempts if self._retry is not None else 1
+
+    def _admit(self) -> Any:
+        return self._breaker.acquire() if self._breaker is not None else None
+
+    def _settle(self, permit: Any, exc: Optional[BaseException]) -> None:
+        if permit is None:
+            return
+        if exc is None:
+            permit.success()
+        elif self._is_transient(exc):
+            permit.failure()
+        else:
+            permit.ignore()  # a bad request says nothing of the LLM's health
+
+    def _give_up(self, operation: str, payload: dict, exc: BaseException, attempts: int) -> None:
+        """Files the request as a dead letter (when a store is set) and tags
+        ``exc`` with the letter's id before it is raised."""
+        if self._dead_letters is None:
+            return
+        body = json.dumps(payload, sort_keys=True, default=repr)
+        letter = self._dead_letters.push(operation, body, f"{type(exc).__name__}: {exc}", attempts)
+        with contextlib.suppress(AttributeError, TypeError):
+            exc.ragjet_dead_letter_id = letter["id"]
+        logger.warning(
+            "CachedLLM: %s failed %d time(s); stored as dead letter %s",
+            operation,
+            attempts,
+            letter["id"],
+        )
+
+    def _guarded(self, operation: str, payload: dict, call: Callable[[], Any]) -> Any:
+        """Runs ``call`` through the breaker with retries; a request that
+        fails every attempt transiently becomes a dead letter."""
+        attempts = self._attempts()
+        for attempt in range(attempts):
+            permit = None
+            try:
+                permit = self._admit()
+                result = call()
+            except Exception as exc:
+                self._settle(permit, exc)
+                if not self._is_transient(exc):
+                    raise
+                if attempt + 1 >= attempts:
+                    self._give_up(operation, payload, exc, attempt + 1)
+                    raise
+                self._retry.record_retry()
+                (self._sleep or time.sleep)(self._retry.delay(attempt))
+                continue
+            self._settle(permit, None)
+            return result
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _aguarded(self, operation: str, payload: dict, call: Callable[[], Any]) -> Any:
+        """:meth:`_guarded` for a coroutine-returning ``call``."""
+        attempts = self._attempts()
+        for attempt in range(attempts):
+            permit = None
+            try:
+                permit = self._admit()
+                result = await call()
+            except Exception as exc:
+                self._settle(permit, exc)
+                if not self._is_transient(exc):
+                    raise
+                if attempt + 1 >= attempts:
+                    await asyncio.to_thread(self._give_up, operation, payload, exc, attempt + 1)
+                    raise
+                self._retry.record_retry()
+                delay = self._retry.delay(attempt)
+                if self._sleep is not None:
+                    self._sleep(delay)
+                else:
+                    await asyncio.sleep(delay)
+                continue
+            self._settle(permit, None)
+            return result
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def redrive_dead_letters(self) -> dict:
+        """Replays every stored dead letter through the wrapped LLM (through
+        this wrapper's breaker, without its retries) and caches the answers;
+        letters answered are removed. Returns the store's report,
+        ``{"redriven": [ids], "failed": [[id, error], ...]}``."""
+        if self._dead_letters is None:
+            raise ValueError("this CachedLLM has no dead_letters store")
+
+        def replay(letter: dict) -> None:
+            request = json.loads(letter["payload"])
+            kwargs = request.get("kwargs") or {}
+            permit = self._admit()
+            try:
+                if request["kind"] == "chat":
+                    messages = [ChatMessage.model_validate(m) for m in request["messages"]]
+                    _, key, sem, _ = self._chat_request(messages, kwargs)
+                    answer = self.llm.chat(messages, **kwargs)
+                else:
+                    prompt, formatted = request["prompt"], request.get("formatted", False)
+                    key, sem = self._complete_keys(prompt, formatted, kwargs)
+                    answer = self.llm.complete(prompt, formatted=formatted, **kwargs)
+            except Exception as exc:
+                self._settle(permit, exc)
+                raise
+            self._settle(permit, None)
+            _, vector = self._lookup(key, sem)
+            self._store(key, sem, vector, request["kind"], answer)
+
+        return self._dead_letters.redrive(replay)
+
     # -- completion ---------------------------------------------------------
 
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
@@ -401,7 +579,11 @@ class CachedLLM(LLM):
             self._record(prompt, response, time.perf_counter() - start, True)
             return response
         with self._accounting():
-            response = self.llm.complete(prompt, formatted=formatted, **kwargs)
+            response = self._guarded(
+                "llm.complete",
+                _complete_payload(prompt, formatted, kwargs),
+                lambda: self.llm.complete(prompt, formatted=formatted, **kwargs),
+            )
         self._record(prompt, response, time.perf_counter() - start, False)
         self._store(key, sem, vector, "complete", response)
         return response
@@ -418,7 +600,11 @@ class CachedLLM(LLM):
             self._record(prompt, response, time.perf_counter() - start, True)
             return response
         with self._accounting():
-            response = await self.llm.acomplete(prompt, formatted=formatted, **kwargs)
+            response = await self._aguarded(
+                "llm.complete",
+                _complete_payload(prompt, formatted, kwargs),
+                lambda: self.llm.acomplete(prompt, formatted=formatted, **kwargs),
+            )
         self._record(prompt, response, time.perf_counter() - start, False)
         await asyncio.to_thread(self._store, key, sem, vector, "complete", response)
         return response
@@ -436,7 +622,11 @@ class CachedLLM(LLM):
             response.delta = response.text
             return _once(response)
         with self._accounting():
-            stream = self.llm.stream_complete(prompt, formatted=formatted, **kwargs)
+            stream = self._guarded(
+                "llm.complete",
+                _complete_payload(prompt, formatted, kwargs),
+                lambda: self.llm.stream_complete(prompt, formatted=formatted, **kwargs),
+            )
         return self._cached_stream(stream, "complete", prompt, start, key, sem, vector)
 
     async def astream_complete(
@@ -452,7 +642,11 @@ class CachedLLM(LLM):
             response.delta = response.text
             return _aonce(response)
         with self._accounting():
-            stream = await self.llm.astream_complete(prompt, formatted=formatted, **kwargs)
+            stream = await self._aguarded(
+                "llm.complete",
+                _complete_payload(prompt, formatted, kwargs),
+                lambda: self.llm.astream_complete(prompt, formatted=formatted, **kwargs),
+            )
         return self._acached_stream(stream, "complete", prompt, start, key, sem, vector)
 
     # -- chat ---------------------------------------------------------------
@@ -476,7 +670,11 @@ class CachedLLM(LLM):
             self._record(prompt_text, response, time.perf_counter() - start, True)
             return response
         with self._accounting():
-            response = self.llm.chat(messages, **kwargs)
+            response = self._guarded(
+                "llm.chat",
+                _chat_payload(messages, kwargs),
+                lambda: self.llm.chat(messages, **kwargs),
+            )
         self._record(prompt_text, response, time.perf_counter() - start, False)
         self._store(key, sem, vector, "chat", response)
         return response
@@ -492,7 +690,11 @@ class CachedLLM(LLM):
             self._record(prompt_text, response, time.perf_counter() - start, True)
             return response
         with self._accounting():
-            response = await self.llm.achat(messages, **kwargs)
+            response = await self._aguarded(
+                "llm.chat",
+                _chat_payload(messages, kwargs),
+                lambda: self.llm.achat(messages, **kwargs),
+            )
         self._record(prompt_text, response, time.perf_counter() - start, False)
         await asyncio.to_thread(self._store, key, sem, vector, "chat", response)
         return response
@@ -507,7 +709,11 @@ class CachedLLM(LLM):
             response.delta = response.message.content
             return _once(response)
         with self._accounting():
-            stream = self.llm.stream_chat(messages, **kwargs)
+            stream = self._guarded(
+                "llm.chat",
+                _chat_payload(messages, kwargs),
+                lambda: self.llm.stream_chat(messages, **kwargs),
+            )
         return self._cached_stream(stream, "chat", prompt_text, start, key, sem, vector)
 
     async def astream_chat(
@@ -524,7 +730,11 @@ class CachedLLM(LLM):
             response.delta = response.message.content
             return _aonce(response)
         with self._accounting():
-            stream = await self.llm.astream_chat(messages, **kwargs)
+            stream = await self._aguarded(
+                "llm.chat",
+                _chat_payload(messages, kwargs),
+                lambda: self.llm.astream_chat(messages, **kwargs),
+            )
         return self._acached_stream(stream, "chat", prompt_text, start, key, sem, vector)
 
 
@@ -645,3 +855,17 @@ def _tail_for(embed_model: Any, text: str) -> str:
         else:
             lo = mid + 1
     return text[lo:]
+
+
+def _complete_payload(prompt: str, formatted: bool, kwargs: dict) -> dict:
+    """A completion request as a dead letter stores it (replayable)."""
+    return {"kind": "complete", "prompt": prompt, "formatted": formatted, "kwargs": kwargs}
+
+
+def _chat_payload(messages: Sequence[ChatMessage], kwargs: dict) -> dict:
+    """A chat request as a dead letter stores it (replayable)."""
+    return {
+        "kind": "chat",
+        "messages": [m.model_dump(mode="json") for m in messages],
+        "kwargs": kwargs,
+    }

@@ -171,7 +171,11 @@ class RagjetVectorStore(BasePydanticVectorStore):
     )
     persist_dir: Optional[str] = Field(default=None, description="Where persist() writes.")
     enable_hybrid: bool = Field(default=True, description="Keep a BM25 index for SPARSE/HYBRID.")
-    storage: str = Field(default="f32", description='Flat index element type: "f32" or "f16".')
+    storage: str = Field(
+        default="f32",
+        description='Flat index element type: "f32", "f16", "int8" or "binary" '
+        "(compressed scan, exact rescore of the best candidates from f32 rows).",
+    )
     m: int = Field(default=16, description="HNSW links per node.")
     ef_construction: int = Field(default=200, description="HNSW build beam width.")
     ef_search: int = Field(default=64, description="HNSW search beam width.")

@@ -1,0 +1,159 @@
+"""Quantized flat search: ragjet's int8 / binary FlatIndex against faiss.
+
+Same data as benches/compare_search.py (imported from it). Peers with the
+same rescoring: faiss IndexScalarQuantizer (QT_8bit, inner product) and
+IndexBinaryFlat (sign bits of the mean-centred vectors, as ragjet's binary
+codes) each return depth x 10 candidates that are rescored exactly from the
+f32 rows (numpy). Prints, per engine and storage: bytes per vector scanned,
+bytes per vector kept for the rescore (f32 rows, in RAM for both), recall@10
+and batch queries/s (all queries in one call, best of 3, --threads threads);
+ragjet also single-query queries/s (200 queries, one call each; 0 for faiss).
+The machine may be shared: compare ratios from one run.
+
+    pip install faiss-cpu numpy
+    cargo build --release -p ragjet-retrieval --example quantized_search
+    python3 benches/compare_quantized.py [--n 100000] [--data synthetic|real] \
+        [--int8-depth 4] [--binary-depth 64]
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from compare_search import exact_top10, make_data, make_real  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def recall(found, gt):
+    return float(np.mean([len(set(f) & set(g)) / 10.0 for f, g in zip(found, gt)]))
+
+
+def rescore(base, queries, cand):
+    """Exact inner products of each query's candidates, best 10 kept."""
+    out = np.empty((len(queries), 10), dtype=np.int64)
+    for i, (q, c) in enumerate(zip(queries, cand)):
+        c = c[c >= 0]
+        s = base[c] @ q
+        out[i] = c[np.argsort(-s, kind="stable")[:10]]
+    return out
+
+
+def best_of_3(f):
+    best, res = float("inf"), None
+    for _ in range(3):
+        t = time.perf_counter()
+        res = f()
+        best = min(best, time.perf_counter() - t)
+    return best, res
+
+
+def run_faiss(base, queries, gt, depth8, depthb):
+    import faiss
+
+    n, d = base.shape
+    rows = []
+    sq = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+    sq.train(base)
+    sq.add(base)
+
+    def search_sq():
+        _, cand = sq.search(queries, 10 * depth8)
+        return rescore(base, queries, cand)
+
+    t, found = best_of_3(search_sq)
+    rows.append(("faiss SQ8", depth8, sq.sa_code_size(), recall(found, gt), len(queries) / t))
+
+    mean = base.mean(axis=0)
+    pack = lambda x: np.packbits(x > mean, axis=1, bitorder="little")  # noqa: E731
+    bi = faiss.IndexBinaryFlat(d)
+    bi.add(pack(base))
+
+    def search_bin():
+        _, cand = bi.search(pack(queries), 10 * depthb)
+        return rescore(base, queries, cand)
+
+    t, found = best_of_3(search_bin)
+    rows.append(("faiss binary", depthb, d // 8, recall(found, gt), len(queries) / t))
+    return [
+        {
+            "engine": e,
+            "depth": dp,
+            "scan_bytes": float(b),
+            "rescore_bytes": 4.0 * d,
+            "recall": r,
+            "qps": q,
+        }
+        for e, dp, b, r, q in rows
+    ]
+
+
+def main():
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--n", type=int, default=100_000)
+    p.add_argument("--dim", type=int, default=384)
+    p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--data", choices=["synthetic", "real"], default="synthetic")
+    p.add_argument("--int8-depth", type=int, default=4)
+    p.add_argument("--binary-depth", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=20261125)
+    p.add_argument("--workdir", default="/tmp/ragjet_compare_quantized")
+    args = p.parse_args()
+    workdir = pathlib.Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if args.data == "real":
+        base, queries, source = make_real(workdir)
+        queries = np.tile(queries, (max(1, 1000 // len(queries)), 1))
+    else:
+        base, queries, source = make_data(args.n, args.queries, args.dim, args.seed)
+    n, d = base.shape
+    gt = exact_top10(base, queries)
+    base.tofile(workdir / "base.f32")
+    queries.tofile(workdir / "queries.f32")
+    gt.astype("<i4").tofile(workdir / "gt.i32")
+    print(f"data: {n} x {d} ({source}), {len(queries)} queries, {args.threads} threads")
+
+    import faiss
+
+    faiss.omp_set_num_threads(args.threads)
+    results = []
+    exe = ROOT / "target" / "release" / "examples" / "quantized_search"
+    env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
+    out = subprocess.run(
+        [str(exe), str(workdir), str(d), str(args.int8_depth), str(args.binary_depth)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout
+    for line in out.splitlines():
+        r = json.loads(line)
+        r["engine"] = f"ragjet {r['storage'].lower()}"
+        results.append(r)
+    results += run_faiss(base, queries, gt, args.int8_depth, args.binary_depth)
+    print()
+    print(
+        "| engine | rescore depth | scanned B/vector | rescore rows B/vector | recall@10 "
+        "| batch q/s | single q/s |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"| {r['engine']} | {r['depth']}·k | {r['scan_bytes']:,.1f} | "
+            f"{r['rescore_bytes']:,.0f} | {r['recall']:.4f} | {r['qps']:,.0f} | "
+            f"{r.get('qps_single', 0):,.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,457 @@
+//! Compressed rows for [`crate::FlatIndex`]'s `int8` and `binary` storage.
+//!
+//! A search scans the compressed codes (4× smaller for int8, 32× for
+//! binary), keeps the best `depth` rows by approximate score, then rescores
+//! those exactly from the full-precision rows, so every returned score is
+//! the one an f32 index would return for that row. Recall is what the
+//! approximate pass costs: a true top-k row missing from the `depth`
+//! candidates is missed.
+//!
+//! Training: int8 keeps a per-dimension range `[lo, hi]` (255 steps),
+//! binary a per-dimension threshold (the mean; a bit is `x > mean`, which
+//! centres the data so sign bits carry information on offset data too).
+//! Both are trained on the full rows present, and retrained — every code
+//! rewritten from the full rows — whenever the row count reaches twice the
+//! count of the last training (amortised O(1) re-encodes per added row).
+//! Rows added in between are encoded with the current parameters, int8
+//! values outside the range clamped: the rescore keeps scores exact, only
+//! recall can drop if later data drifts far from the first rows. A reload
+//! retrains on every saved row.
+//!
+//! The full-precision rows are held in RAM ([`FullRows`]), not yet
+//! memory-mapped from disk: the scan reads only the codes, the rescore
+//! touches `depth` full rows per query, and [`FullRows`] is the one place a
+//! file-backed store would replace.
+
+use serde::{Deserialize, Serialize};
+
+use crate::distance::{Fns, Metric};
+use crate::topk::TopK;
+
+/// Full-precision rows (`dim` f32 each, row-major) read by the exact
+/// rescore and by training. The seam where disk-backed rows would go.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FullRows {
+    data: Vec<f32>,
+}
+
+impl FullRows {
+    pub(crate) fn as_slice(&self) -> &[f32] {
+        &self.data
+    }
+}
+
+/// Which compression; the per-kind state lives in [`Codes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Kind {
+    Int8,
+    Binary,
+}
+
+#[derive(Debug, Clone)]
+enum Codes {
+    /// `x̂ᵢ = lo[i] + step[i]·c` for code `c` in 0..=255; `norms2` holds
+    /// ‖x̂‖² per row for L2.
+    Int8 {
+        lo: Vec<f32>,
+        step: Vec<f32>,
+        codes: Vec<u8>,
+        norms2: Vec<f32>,
+    },
+    /// One bit per dimension (`x > mid[i]`), `words` u64 per row.
+    Binary {
+        mid: Vec<f32>,
+        words: usize,
+        bits: Vec<u64>,
+    },
+}
+
+/// Compressed codes plus the full rows they were made from.
+#[derive(Debug, Clone)]
+pub(crate) struct Quantized {
+    dim: usize,
+    metric: Metric,
+    full: FullRows,
+    codes: Codes,
+    /// Rows present at the last training (0: never trained).
+    trained_on: usize,
+}
+
+impl Quantized {
+    pub(crate) fn new(kind: Kind, dim: usize, metric: Metric) -> Self {
+        let codes = match kind {
+            Kind::Int8 => Codes::Int8 {
+                lo: vec![0.0; dim],
+                step: vec![0.0; dim],
+                codes: Vec::new(),
+                norms2: Vec::new(),
+            },
+            Kind::Binary => Codes::Binary {
+                mid: vec![0.0; dim],
+                words: dim.div_ceil(64),
+                bits: Vec::new(),
+            },
+        };
+        Quantized {
+            dim,
+            metric,
+            full: FullRows::default(),
+            codes,
+            trained_on: 0,
+        }
+    }
+
+    /// Builds from saved full rows (already checked), training once on all.
+    pub(crate) fn from_rows(kind: Kind, dim: usize, metric: Metric, rows: Vec<f32>) -> Self {
+        let mut q = Quantized::new(kind, dim, metric);
+        q.full.data = rows;
+        q.retrain();
+        q
+    }
+
+    pub(crate) fn rows(&self) -> usize {
+        self.full.data.len() / self.dim
+    }
+
+    pub(crate) fn full(&self) -> &FullRows {
+        &self.full
+    }
+
+    pub(crate) fn row(&self, r: usize) -> &[f32] {
+        &self.full.data[r * self.dim..(r + 1) * self.dim]
+    }
+
+    /// Bytes of the compressed codes and their parameters: what a scan
+    /// reads, and what stays resident once the full rows are file-backed.
+    pub(crate) fn code_bytes(&self) -> usize {
+        match &self.codes {
+            Codes::Int8 {
+                lo,
+                step,
+                codes,
+                norms2,
+            } => codes.len() + 4 * (lo.len() + step.len() + norms2.len()),
+            Codes::Binary { mid, bits, .. } => 8 * bits.len() + 4 * mid.len(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, v: &[f32]) {
+        self.full.data.extend_from_slice(v);
+        self.append_code(v);
+    }
+
+    pub(crate) fn set(&mut self, slot: usize, v: &[f32]) {
+        let d = self.dim;
+        self.full.data[slot * d..(slot + 1) * d].copy_from_slice(v);
+        self.encode_into(slot, v);
+    }
+
+    /// Moves the last row into `slot` and drops the last, as the f32 rows do.
+    pub(crate) fn swap_remove(&mut self, slot: usize) {
+        let d = self.dim;
+        let last = self.rows() - 1;
+        fn mv<T: Copy>(v: &mut Vec<T>, s: usize, last: usize, w: usize) {
+            if s != last {
+                v.copy_within(last * w..(last + 1) * w, s * w);
+            }
+            v.truncate(last * w);
+        }
+        mv(&mut self.full.data, slot, last, d);
+        match &mut self.codes {
+            Codes::Int8 { codes, norms2, .. } => {
+                mv(codes, slot, last, d);
+                mv(norms2, slot, last, 1);
+            }
+            Codes::Binary { words, bits, .. } => mv(bits, slot, last, *words),
+        }
+    }
+
+    /// Retrains when the rows have doubled since the last training (or on
+    /// the first rows); called once per upsert batch.
+    pub(crate) fn maybe_retrain(&mut self) {
+        let n = self.rows();
+        if n > 0 && n >= 2 * self.trained_on {
+            self.retrain();
+        }
+    }
+
+    fn retrain(&mut self) {
+        let (d, n) = (self.dim, self.rows());
+        match &mut self.codes {
+            Codes::Int8 { lo, step, .. } => {
+                let mut hi = vec![f32::NEG_INFINITY; d];
+                lo.iter_mut().for_each(|x| *x = f32::INFINITY);
+                for row in self.full.data.chunks_exact(d) {
+                    for i in 0..d {
+                        lo[i] = lo[i].min(row[i]);
+                        hi[i] = hi[i].max(row[i]);
+                    }
+                }
+                for i in 0..d {
+                    if n == 0 {
+                        lo[i] = 0.0;
+                    }
+                    step[i] = if n == 0 { 0.0 } else { (hi[i] - lo[i]) / 255.0 };
+                }
+            }
+            Codes::Binary { mid, .. } => {
+                let mut sum = vec![0.0f64; d];
+                for row in self.full.data.chunks_exact(d) {
+                    sum.iter_mut().zip(row).for_each(|(s, x)| *s += *x as f64);
+                }
+                for i in 0..d {
+                    mid[i] = if n == 0 {
+                        0.0
+                    } else {
+                        (sum[i] / n as f64) as f32
+                    };
+                }
+            }
+        }
+        match &mut self.codes {
+            Codes::Int8 { codes, norms2, .. } => {
+                codes.clear();
+                norms2.clear();
+            }
+            Codes::Binary { bits, .. } => bits.clear(),
+        }
+        let full = std::mem::take(&mut self.full.data);
+        for row in full.chunks_exact(d) {
+            self.append_code(row);
+        }
+        self.full.data = full;
+        self.trained_on = n;
+    }
+
+    fn append_code(&mut self, v: &[f32]) {
+        let slot = match &mut self.codes {
+            Codes::Int8 { codes, norms2, .. } => {
+                codes.resize(codes.len() + self.dim, 0);
+                norms2.push(0.0);
+                norms2.len() - 1
+            }
+            Codes::Binary { words, bits, .. } => {
+                bits.resize(bits.len() + *words, 0);
+                bits.len() / *words - 1
+            }
+        };
+        self.encode_into(slot, v);
+    }
+
+    /// Writes the code of `v` at `slot` (and for int8 its ‖x̂‖²).
+    fn encode_into(&mut self, slot: usize, v: &[f32]) {
+        let d = self.dim;
+        match &mut self.codes {
+            Codes::Int8 {
+                lo,
+                step,
+                codes,
+                norms2,
+            } => {
+                let mut n2 = 0.0f32;
+                for (i, (c, x)) in codes[slot * d..(slot + 1) * d]
+                    .iter_mut()
+                    .zip(v)
+                    .enumerate()
+                {
+                    *c = if step[i] > 0.0 {
+                        ((x - lo[i]) / step[i]).round().clamp(0.0, 255.0) as u8
+                    } else {
+                        0
+                    };
+                    let xh = lo[i] + step[i] * *c as f32;
+                    n2 += xh * xh;
+                }
+                norms2[slot] = n2;
+            }
+            Codes::Binary { mid, words, bits } => {
+                let w = *words;
+                pack_bits(v, mid, &mut bits[slot * w..(slot + 1) * w]);
+            }
+        }
+    }
+
+    /// The best `depth` rows of `rows` (that `passes`) by approximate score.
+    pub(crate) fn candidates(
+        &self,
+        q: &[f32],
+        rows: std::ops::Range<usize>,
+        depth: usize,
+        passes: impl Fn(usize) -> bool,
+    ) -> TopK {
+        let f = Fns::get();
+        let d = self.dim;
+        let mut top = TopK::new(depth);
+        match &self.codes {
+            Codes::Int8 {
+                lo,
+                step,
+                codes,
+                norms2,
+            } => {
+                // q·x̂ = q·lo + Σ (q ⊙ step)ᵢ·cᵢ. The scaled query is
+                // rounded to i16 so the sum is an integer kernel (16-bit
+                // lanes, twice f32's per register); its rounding only
+                // moves approximate scores, which the rescore replaces.
+                let scaled: Vec<f32> = q.iter().zip(step).map(|(a, s)| a * s).collect();
+                let bias: f32 = q.iter().zip(lo).map(|(a, l)| a * l).sum();
+                let qmax = int8_query_max(d);
+                let m = scaled.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                let qs = if m > 0.0 { qmax / m } else { 0.0 };
+                let qi: Vec<i16> = scaled.iter().map(|x| (x * qs).round() as i16).collect();
+                let inv = if qs > 0.0 { 1.0 / qs } else { 0.0 };
+                let l2 = self.metric == Metric::L2;
+                for r in rows {
+                    let dp = bias + (f.dot_u8)(&qi, &codes[r * d..(r + 1) * d]) as f32 * inv;
+                    // −‖q − x̂‖² without the per-query constant ‖q‖².
+                    let s = if l2 { 2.0 * dp - norms2[r] } else { dp };
+                    if top.worst_score().is_none_or(|w| s > w) && passes(r) {
+                        top.push(s, r as u32);
+                    }
+                }
+            }
+            Codes::Binary { mid, words, bits } => {
+                let w = *words;
+                let mut qb = vec![0u64; w];
+                pack_bits(q, mid, &mut qb);
+                for r in rows {
+                    let s = -((f.hamming)(&qb, &bits[r * w..(r + 1) * w]) as f32);
+                    if top.worst_score().is_none_or(|wst| s > wst) && passes(r) {
+                        top.push(s, r as u32);
+                    }
+                }
+            }
+        }
+        top
+    }
+}
+
+/// Largest |component| of the i16 query: 2¹⁴ − 1, lowered so that
+/// `dim · 255 · max` fits an i32 and the integer sum cannot overflow
+/// (full scale up to 513 dimensions, coarser beyond; past 8.4M dimensions
+/// the sum may wrap, which costs recall, never exactness or safety).
+fn int8_query_max(dim: usize) -> f32 {
+    let limit = i32::MAX as usize / (255 * dim.max(1));
+    limit.clamp(1, 16_383) as f32
+}
+
+/// Bit `i` of `out` is `v[i] > mid[i]`, little-endian within each word.
+fn pack_bits(v: &[f32], mid: &[f32], out: &mut [u64]) {
+    out.iter_mut().for_each(|w| *w = 0);
+    for (i, (x, m)) in v.iter().zip(mid).enumerate() {
+        if x > m {
+            out[i / 64] |= 1 << (i % 64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Int8 codes decode to within half a step of the row, per dimension,
+    /// for rows inside the trained range; binary bits follow the means.
+    #[test]
+    fn codes_decode_close_to_the_rows() {
+        let d = 70;
+        let mut next = crate::testutil::uniform(3);
+        let rows: Vec<f32> = (0..50 * d).map(|_| next()).collect();
+        let q = Quantized::from_rows(Kind::Int8, d, Metric::Dot, rows.clone());
+        let Codes::Int8 {
+            lo, step, codes, ..
+        } = &q.codes
+        else {
+            panic!("int8 codes expected")
+        };
+        for (j, x) in rows.iter().enumerate() {
+            let i = j % d;
+            let xh = lo[i] + step[i] * codes[j] as f32;
+            assert!((xh - x).abs() <= step[i] * 0.5 + 1e-6, "dim {i}");
+        }
+        let b = Quantized::from_rows(Kind::Binary, d, Metric::Dot, rows.clone());
+        let Codes::Binary { mid, words, bits } = &b.codes else {
+            panic!("binary codes expected")
+        };
+        assert_eq!(*words, 2);
+        for (j, x) in rows.iter().enumerate() {
+            let (r, i) = (j / d, j % d);
+            let bit = bits[r * words + i / 64] >> (i % 64) & 1 == 1;
+            assert_eq!(bit, *x > mid[i]);
+        }
+    }
+
+    /// After pushes, in-place updates and swap deletes every row's code is
+    /// still the code of its full row under the current parameters (a
+    /// stale code would only lower recall, which the rescore hides).
+    #[test]
+    fn codes_follow_updates_and_swap_deletes() {
+        let d = 70;
+        let mut next = crate::testutil::uniform(5);
+        for kind in [Kind::Int8, Kind::Binary] {
+            let mut q = Quantized::new(kind, d, Metric::L2);
+            for _ in 0..40 {
+                let v: Vec<f32> = (0..d).map(|_| next()).collect();
+                q.push(&v);
+            }
+            q.maybe_retrain();
+            for step in 0..30 {
+                let v: Vec<f32> = (0..d).map(|_| next()).collect();
+                match step % 3 {
+                    0 => q.set(step % q.rows(), &v),
+                    1 => q.swap_remove((step * 7) % q.rows()),
+                    _ => q.push(&v),
+                }
+            }
+            let mut fresh = q.clone();
+            let full = fresh.full.data.clone();
+            for (r, row) in full.chunks_exact(d).enumerate() {
+                fresh.encode_into(r, row);
+            }
+            match (&q.codes, &fresh.codes) {
+                (
+                    Codes::Int8 {
+                        codes: a,
+                        norms2: na,
+                        ..
+                    },
+                    Codes::Int8 {
+                        codes: b,
+                        norms2: nb,
+                        ..
+                    },
+                ) => {
+                    assert_eq!(a, b);
+                    assert_eq!(na, nb);
+                    assert_eq!(a.len(), q.rows() * d);
+                }
+                (Codes::Binary { bits: a, .. }, Codes::Binary { bits: b, .. }) => {
+                    assert_eq!(a, b);
+                    assert_eq!(a.len(), q.rows() * 2);
+                }
+                _ => panic!("kinds differ"),
+            }
+        }
+    }
+
+    /// Retraining happens when the rows double, not on every batch.
+    #[test]
+    fn retrains_when_rows_double() {
+        let d = 8;
+        let mut q = Quantized::new(Kind::Int8, d, Metric::Dot);
+        q.push(&[1.0; 8]);
+        q.maybe_retrain();
+        assert_eq!(q.trained_on, 1);
+        q.push(&[2.0; 8]);
+        q.push(&[3.0; 8]);
+        q.maybe_retrain();
+        assert_eq!(q.trained_on, 3);
+        q.push(&[0.0; 8]);
+        q.maybe_retrain();
+        assert_eq!(q.trained_on, 3, "4 rows < 2 × 3");
+        // Out-of-range rows clamp to the trained range meanwhile.
+        let Codes::Int8 { codes, .. } = &q.codes else {
+            panic!()
+        };
+        assert_eq!(&codes[3 * d..], &[0u8; 8]);
+    }
+}
