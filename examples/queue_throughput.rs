@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release -p ragjet --example queue_throughput -- \
-//!     [--threads 16] [--per-thread 100] [--max-wait-ms 2] [--rounds 3] [--precision f32|bf16]
+//!     [--threads 16] [--per-thread 100] [--max-wait-ms 0] [--rounds 3] [--precision f32|bf16]
 //!     [--backend packed|padded] [--model DIR]
 //! ```
 //!
@@ -64,7 +64,7 @@ fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         threads: 16,
         per_thread: 100,
-        max_wait: Duration::from_millis(2),
+        max_wait: Duration::ZERO,
         rounds: 3,
         precision: None,
         backend: None,

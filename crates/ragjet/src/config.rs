@@ -410,7 +410,7 @@ impl Default for QueueConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            max_wait_ms: 2,
+            max_wait_ms: 0,
             max_batch_items: 64,
             max_batch_tokens: 16384,
             capacity: 4096,
