@@ -1,5 +1,7 @@
 mod common;
 
+use common::{crc32, generation, write_with_valid_checksums};
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -287,22 +289,6 @@ fn unknown_format_version_is_rejected() {
     assert!(err.contains("format version 99"), "{err}");
 }
 
-fn crc32(b: &[u8]) -> u32 {
-    // Bitwise CRC-32 (IEEE), independent of the crate under test.
-    let mut crc = !0u32;
-    for &x in b {
-        crc ^= x as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 #[test]
 fn namespaces_are_isolated_and_persist_together() {
     let mut store = VectorStore::new();
@@ -361,44 +347,6 @@ fn namespaces_are_isolated_and_persist_together() {
 // Damaged and hostile files: the checksums are recomputed after each change,
 // as an attacker (or a tool that "repairs" manifests) would do, so every
 // parser must check what it reads by itself.
-
-/// The current generation directory of `dir`.
-fn generation(dir: &Path) -> PathBuf {
-    fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.is_dir() && p.file_name().unwrap().to_string_lossy().starts_with("gen-"))
-        .unwrap()
-}
-
-/// Writes `bytes` to `file` (inside the current generation of `dir`) and
-/// updates the manifest and CURRENT so that every checksum matches again.
-fn write_with_valid_checksums(dir: &Path, file: &Path, bytes: &[u8]) {
-    fs::write(file, bytes).unwrap();
-    let gen = generation(dir);
-    let rel = file
-        .strip_prefix(&gen)
-        .unwrap()
-        .to_string_lossy()
-        .replace('\\', "/");
-    let mpath = gen.join("MANIFEST.json");
-    let mut manifest: serde_json::Value =
-        serde_json::from_slice(&fs::read(&mpath).unwrap()).unwrap();
-    for f in manifest["files"].as_array_mut().unwrap() {
-        if f["name"] == rel.as_str() {
-            f["len"] = bytes.len().into();
-            f["crc32"] = crc32(bytes).into();
-        }
-    }
-    let m = serde_json::to_vec(&manifest).unwrap();
-    fs::write(&mpath, &m).unwrap();
-    let current = serde_json::json!({
-        "generation": gen.file_name().unwrap().to_string_lossy(),
-        "manifest_crc32": crc32(&m),
-    });
-    fs::write(dir.join("CURRENT"), current.to_string()).unwrap();
-}
 
 /// Counts panics on any thread of this test binary (hnsw_rs's panics are
 /// caught inside `HnswIndex::load`, so only a hook sees them).

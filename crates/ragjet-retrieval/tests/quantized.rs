@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use common::{generation, write_with_valid_checksums};
 
 use ragjet_retrieval::distance::Metric;
 use ragjet_retrieval::{
@@ -270,60 +269,6 @@ fn saves_without_a_format_version_load_as_f32() {
     let back = FlatIndex::load(tmp.path()).unwrap();
     assert_eq!(back.config().storage, Storage::F32);
     assert_eq!(back.vector("e3"), idx.vector("e3"));
-}
-
-/// The current generation directory of a saved index.
-fn generation(dir: &Path) -> PathBuf {
-    fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.is_dir() && p.file_name().unwrap().to_string_lossy().starts_with("gen-"))
-        .unwrap()
-}
-
-/// Writes `bytes` to `file` (inside the current generation of `dir`) and
-/// updates the manifest and CURRENT so that every checksum matches again.
-fn write_with_valid_checksums(dir: &Path, file: &Path, bytes: &[u8]) {
-    fs::write(file, bytes).unwrap();
-    let gen = generation(dir);
-    let rel = file
-        .strip_prefix(&gen)
-        .unwrap()
-        .to_string_lossy()
-        .to_string();
-    let mpath = gen.join("MANIFEST.json");
-    let mut manifest: serde_json::Value =
-        serde_json::from_slice(&fs::read(&mpath).unwrap()).unwrap();
-    for f in manifest["files"].as_array_mut().unwrap() {
-        if f["name"] == rel.as_str() {
-            f["len"] = bytes.len().into();
-            f["crc32"] = crc32(bytes).into();
-        }
-    }
-    let m = serde_json::to_vec(&manifest).unwrap();
-    fs::write(&mpath, &m).unwrap();
-    let current = serde_json::json!({
-        "generation": gen.file_name().unwrap().to_string_lossy(),
-        "manifest_crc32": crc32(&m),
-    });
-    fs::write(dir.join("CURRENT"), current.to_string()).unwrap();
-}
-
-/// Bitwise CRC-32 (IEEE), independent of the crate under test.
-fn crc32(b: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &x in b {
-        crc ^= x as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 #[test]

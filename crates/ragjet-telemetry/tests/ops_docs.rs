@@ -14,11 +14,12 @@
 //! skips them with a notice (as in `promtool.rs`). `RAGJET_PROMTOOL` names
 //! the binary when it is not `promtool` on `PATH`.
 
+mod common;
+
 use ragjet_telemetry::metrics::{full_catalogue, MetricKind};
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 fn ops_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/ops")
@@ -27,37 +28,6 @@ fn ops_dir() -> PathBuf {
 fn read(name: &str) -> String {
     let path = ops_dir().join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// The promtool binary, or `None` when the caller opted out of this check.
-fn promtool() -> Option<String> {
-    let bin = std::env::var("RAGJET_PROMTOOL").unwrap_or_else(|_| "promtool".into());
-    let found = Command::new(&bin)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        return Some(bin);
-    }
-    if std::env::var("RAGJET_SKIP_PROMTOOL").is_ok_and(|v| v == "1") {
-        // Straight to the stderr handle: libtest captures `eprintln!` of
-        // passing tests, and this notice must be seen.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n**********************************************************************\n\
-             * SKIPPED: promtool checks of docs/ops ({bin} not found) because\n\
-             * RAGJET_SKIP_PROMTOOL=1. The alert rules are NOT checked.\n\
-             * Install it: apt-get install prometheus\n\
-             **********************************************************************"
-        );
-        return None;
-    }
-    panic!(
-        "{bin} not found: install it (apt-get install prometheus; scripts/test.sh does) \
-         or set RAGJET_SKIP_PROMTOOL=1 to skip this check knowingly"
-    );
 }
 
 fn run(promtool: &str, args: &[&str], dir: &Path) -> Output {
@@ -346,7 +316,11 @@ fn dashboard_is_a_grafana_dashboard() {
 
 #[test]
 fn alert_rules_pass_promtool_check_and_unit_tests() {
-    let Some(promtool) = promtool() else { return };
+    let Some(promtool) =
+        common::promtool("the alert rules, their unit tests and the dashboard's queries")
+    else {
+        return;
+    };
     let dir = ops_dir();
     for args in [
         &["check", "rules", "alerts.yml"][..],
@@ -399,7 +373,11 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
 
 #[test]
 fn dashboard_queries_parse_as_promql() {
-    let Some(promtool) = promtool() else { return };
+    let Some(promtool) =
+        common::promtool("the alert rules, their unit tests and the dashboard's queries")
+    else {
+        return;
+    };
     let mut queries = Vec::new();
     dashboard_exprs(&dashboard(), &mut queries);
     // Each query as a recording rule: `promtool check rules` parses it.

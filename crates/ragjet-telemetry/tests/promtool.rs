@@ -15,37 +15,6 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-/// The promtool binary, or `None` when the caller opted out of this check.
-fn promtool() -> Option<String> {
-    let bin = std::env::var("RAGJET_PROMTOOL").unwrap_or_else(|_| "promtool".into());
-    let found = Command::new(&bin)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if found {
-        return Some(bin);
-    }
-    if std::env::var("RAGJET_SKIP_PROMTOOL").is_ok_and(|v| v == "1") {
-        // Straight to the stderr handle: libtest captures `eprintln!` of
-        // passing tests, and this notice must be seen.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n**********************************************************************\n\
-             * SKIPPED: `promtool check metrics` ({bin} not found) because\n\
-             * RAGJET_SKIP_PROMTOOL=1. The /metrics output is NOT checked against\n\
-             * Prometheus's naming rules. Install it: apt-get install prometheus\n\
-             **********************************************************************"
-        );
-        return None;
-    }
-    panic!(
-        "{bin} not found: install it (apt-get install prometheus; scripts/test.sh does) \
-         or set RAGJET_SKIP_PROMTOOL=1 to skip this check knowingly"
-    );
-}
-
 fn check_metrics(promtool: &str, text: &str) -> Output {
     let mut child = Command::new(promtool)
         .args(["check", "metrics"])
@@ -65,7 +34,10 @@ fn check_metrics(promtool: &str, text: &str) -> Output {
 
 #[test]
 fn a_full_scrape_passes_promtool_check_metrics() {
-    let Some(promtool) = promtool() else { return };
+    let Some(promtool) = common::promtool("the /metrics output against Prometheus's naming rules")
+    else {
+        return;
+    };
 
     // The checker itself must be able to fail: the very slip this test was
     // written for (a gauge named like a counter) is refused.

@@ -1,4 +1,5 @@
-//! Shared test helpers: a plain HTTP GET and a Prometheus text parse.
+//! Shared test helpers: a plain HTTP GET, a Prometheus text parse, and
+//! finding promtool.
 #![allow(dead_code)]
 
 use prometheus_parse::{Sample, Scrape, Value};
@@ -94,4 +95,38 @@ pub fn otlp_receiver() -> (SocketAddr, std::sync::mpsc::Receiver<Received>) {
         }
     });
     (addr, rx)
+}
+
+/// The promtool binary (`$RAGJET_PROMTOOL`, else `promtool` on `PATH`), or
+/// `None` when it is missing and `RAGJET_SKIP_PROMTOOL=1` opts out of the
+/// check; `unchecked` says in the notice what then goes unchecked. Missing
+/// without the opt-out is a failure.
+pub fn promtool(unchecked: &str) -> Option<String> {
+    let bin = std::env::var("RAGJET_PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let found = std::process::Command::new(&bin)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return Some(bin);
+    }
+    if std::env::var("RAGJET_SKIP_PROMTOOL").is_ok_and(|v| v == "1") {
+        // Straight to the stderr handle: libtest captures `eprintln!` of
+        // passing tests, and this notice must be seen.
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n**********************************************************************\n\
+             * SKIPPED: promtool ({bin} not found) because RAGJET_SKIP_PROMTOOL=1.\n\
+             * NOT checked: {unchecked}.\n\
+             * Install it: apt-get install prometheus\n\
+             **********************************************************************"
+        );
+        return None;
+    }
+    panic!(
+        "{bin} not found: install it (apt-get install prometheus; scripts/test.sh does) \
+         or set RAGJET_SKIP_PROMTOOL=1 to skip this check knowingly"
+    );
 }
