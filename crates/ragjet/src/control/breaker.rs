@@ -12,6 +12,7 @@
 //! failure, so a panicking or abandoned call cannot leave a half-open
 //! breaker waiting for a probe that never answers.
 
+use std::borrow::Borrow;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -128,26 +129,30 @@ pub struct CircuitBreaker {
 
 /// Leave to make one call through a [`CircuitBreaker`]; report how it went
 /// with [`Permit::success`] or [`Permit::failure`] (dropping it unreported
-/// is a failure).
+/// is a failure). `B` is how the permit holds its breaker: borrowed
+/// ([`CircuitBreaker::acquire`]) or shared ([`OwnedPermit`]).
 #[derive(Debug)]
 #[must_use = "report the call's outcome on the permit"]
-pub struct Permit<'a> {
-    breaker: &'a CircuitBreaker,
+pub struct Permit<B: Borrow<CircuitBreaker>> {
+    breaker: B,
     probe: bool,
     done: bool,
 }
 
-impl Permit<'_> {
+/// A [`Permit`] holding its breaker by `Arc` ([`CircuitBreaker::acquire_owned`]).
+pub type OwnedPermit = Permit<Arc<CircuitBreaker>>;
+
+impl<B: Borrow<CircuitBreaker>> Permit<B> {
     /// The call succeeded.
     pub fn success(mut self) {
         self.done = true;
-        self.breaker.record(true, self.probe);
+        self.breaker.borrow().record(true, self.probe);
     }
 
     /// The call failed in a way that says the service is unhealthy.
     pub fn failure(mut self) {
         self.done = true;
-        self.breaker.record(false, self.probe);
+        self.breaker.borrow().record(false, self.probe);
     }
 
     /// The call failed for a reason that says nothing of the service's
@@ -155,54 +160,15 @@ impl Permit<'_> {
     pub fn ignore(mut self) {
         self.done = true;
         if self.probe {
-            self.breaker.release_probe();
+            self.breaker.borrow().release_probe();
         }
     }
 }
 
-/// A [`Permit`] holding its breaker by `Arc` ([`CircuitBreaker::acquire_owned`]).
-#[derive(Debug)]
-#[must_use = "report the call's outcome on the permit"]
-pub struct OwnedPermit {
-    breaker: Arc<CircuitBreaker>,
-    probe: bool,
-    done: bool,
-}
-
-impl OwnedPermit {
-    /// The call succeeded.
-    pub fn success(mut self) {
-        self.done = true;
-        self.breaker.record(true, self.probe);
-    }
-
-    /// The call failed for the service's sake.
-    pub fn failure(mut self) {
-        self.done = true;
-        self.breaker.record(false, self.probe);
-    }
-
-    /// The outcome says nothing of the service's health.
-    pub fn ignore(mut self) {
-        self.done = true;
-        if self.probe {
-            self.breaker.release_probe();
-        }
-    }
-}
-
-impl Drop for OwnedPermit {
+impl<B: Borrow<CircuitBreaker>> Drop for Permit<B> {
     fn drop(&mut self) {
         if !self.done {
-            self.breaker.record(false, self.probe);
-        }
-    }
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.breaker.record(false, self.probe);
+            self.breaker.borrow().record(false, self.probe);
         }
     }
 }
@@ -273,23 +239,38 @@ impl CircuitBreaker {
     }
 
     /// Leave to call the service, or [`ControlError::CircuitOpen`] at once.
-    pub fn acquire(&self) -> Result<Permit<'_>> {
+    pub fn acquire(&self) -> Result<Permit<&CircuitBreaker>> {
+        let probe = self.admit()?;
+        Ok(Permit {
+            breaker: self,
+            probe,
+            done: false,
+        })
+    }
+
+    /// As [`CircuitBreaker::acquire`], for a breaker shared behind an
+    /// `Arc`: the permit owns a handle on it, so it can outlive the borrow
+    /// (kept by another thread, or by a binding's object).
+    pub fn acquire_owned(self: &Arc<Self>) -> Result<OwnedPermit> {
+        let probe = self.admit()?;
+        Ok(Permit {
+            breaker: Arc::clone(self),
+            probe,
+            done: false,
+        })
+    }
+
+    /// Admits one call: `Ok(true)` for a half-open probe (counted in
+    /// flight until its permit reports), `Ok(false)` while closed.
+    fn admit(&self) -> Result<bool> {
         let now = self.clock.now();
         let mut inner = self.lock();
         self.tick(&mut inner, now);
         match inner.state {
-            BreakerState::Closed => Ok(Permit {
-                breaker: self,
-                probe: false,
-                done: false,
-            }),
+            BreakerState::Closed => Ok(false),
             BreakerState::HalfOpen if inner.probes_in_flight < self.config.half_open_probes => {
                 inner.probes_in_flight += 1;
-                Ok(Permit {
-                    breaker: self,
-                    probe: true,
-                    done: false,
-                })
+                Ok(true)
             }
             state => {
                 let retry_after = if state == BreakerState::Open {
@@ -307,20 +288,6 @@ impl CircuitBreaker {
                 })
             }
         }
-    }
-
-    /// As [`CircuitBreaker::acquire`], for a breaker shared behind an
-    /// `Arc`: the permit owns a handle on it, so it can outlive the borrow
-    /// (kept by another thread, or by a binding's object).
-    pub fn acquire_owned(self: &Arc<Self>) -> Result<OwnedPermit> {
-        let permit = self.acquire()?;
-        let probe = permit.probe;
-        std::mem::forget(permit);
-        Ok(OwnedPermit {
-            breaker: self.clone(),
-            probe,
-            done: false,
-        })
     }
 
     fn release_probe(&self) {

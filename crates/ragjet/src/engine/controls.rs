@@ -83,7 +83,11 @@ impl EngineControls {
 
     /// Admits one call for `namespace`: its rate limit, then the breaker.
     /// The permit (when a breaker is on) must get the call's outcome.
-    pub(super) fn admit(&self, call: Call, namespace: &str) -> Result<Option<Permit<'_>>> {
+    pub(super) fn admit(
+        &self,
+        call: Call,
+        namespace: &str,
+    ) -> Result<Option<Permit<&CircuitBreaker>>> {
         if let Some(l) = self.limiter(call) {
             if self.max_wait.is_zero() {
                 l.try_acquire(namespace, 1.0)?;
@@ -99,7 +103,7 @@ impl EngineControls {
 }
 
 /// Reports a call's outcome on its permit.
-pub(super) fn settle(permit: Option<Permit<'_>>, failed: Option<&Error>) {
+pub(super) fn settle(permit: Option<Permit<&CircuitBreaker>>, failed: Option<&Error>) {
     let Some(p) = permit else { return };
     match failed {
         None => p.success(),
