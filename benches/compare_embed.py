@@ -9,7 +9,7 @@ and thread count for every engine, on two corpora:
     apt-get install jargon-text               # the prose corpus (public domain)
     HF_HUB_OFFLINE=1 python3 benches/compare_embed.py [--corpus fixture|prose|both] \
         [--limit 800] [--engines st,ort,ort-int8,ragjet,ragjet-f32,ragjet-int8] [--threads 2] \
-        [--batch-size 32] \
+        [--batch-size 32 | --batch-sizes 1,32,256] \
         [--latency-queries 200] [--repeat 1] [--json OUT.json]
 
 Corpora:
@@ -20,7 +20,7 @@ Corpora:
   `benches/prose_corpus.py` (real prose, about one passage in six longer than
   the 256-token window, so truncation is exercised).
 
-Engines, all at `--batch-size` and `--threads`:
+Engines, all at the same batch size and `--threads`:
 - `st`: sentence-transformers `encode` (PyTorch CPU; it sorts by length,
   batches, pads to the longest in the batch, mean-pools, normalises).
 - `ort`: onnxruntime on an ONNX export of the transformer
@@ -44,7 +44,8 @@ against `PARITY_MIN_INT8` instead of `PARITY_MIN`, onnxruntime's int8 is
 reported only, and the mean cosine against the reference is printed beside
 the minimum.
 
-For each corpus a Markdown table: passages/s, tokens/s (real tokens after
+For each corpus and batch size (`--batch-sizes`, a comma list; default the
+one `--batch-size`) a Markdown table: passages/s, tokens/s (real tokens after
 truncation, padding excluded), single short text latency p50/p95, ratios to
 sentence-transformers, and parity as the minimum cosine against
 sentence-transformers and, on the fixture corpus, against the reference.
@@ -105,9 +106,12 @@ class SentenceTransformersEngine:
         self.model = SentenceTransformer(str(model_dir), device="cpu")
         self.batch_size = batch_size
 
-    def embed(self, texts):
+    def embed(self, texts, batch_size=None):
         return self.model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+            texts,
+            batch_size=batch_size or self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
         )
 
     def embed_one(self, text):
@@ -154,12 +158,13 @@ class OnnxRuntimeEngine:
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return pooled / np.clip(norms, 1e-12, None)
 
-    def embed(self, texts):
+    def embed(self, texts, batch_size=None):
         # sentence-transformers: longest first (by characters), batch, pad to the longest.
+        batch_size = batch_size or self.batch_size
         order = np.argsort([-len(t) for t in texts], kind="stable")
         out = None
-        for s in range(0, len(texts), self.batch_size):
-            idx = order[s : s + self.batch_size]
+        for s in range(0, len(texts), batch_size):
+            idx = order[s : s + batch_size]
             vecs = self._batch([texts[i] for i in idx])
             if out is None:
                 out = np.empty((len(texts), vecs.shape[1]), np.float32)
@@ -193,8 +198,8 @@ class RagjetEngine:
         if precision is None:
             ENGINE_NAMES["ragjet"] = f"ragjet, default precision ({self.model.precision})"
 
-    def embed(self, texts):
-        return self.model.embed(texts)
+    def embed(self, texts, batch_size=None):
+        return self.model.embed(texts, batch_size=batch_size)
 
     def embed_one(self, text):
         return self.model.embed_one(text)
@@ -248,16 +253,21 @@ def measure_latency(engine, queries):
         samples.append((time.perf_counter() - start) * 1e3)
         vectors.append(np.asarray(v, np.float32))
     samples.sort()
-    return percentile(samples, 50), percentile(samples, 95), np.stack(vectors)
+    return (
+        percentile(samples, 50),
+        percentile(samples, 95),
+        percentile(samples, 99),
+        np.stack(vectors),
+    )
 
 
 def measure_throughput(engine, texts, batch_size, repeat):
     """Best of `repeat` timed runs (the least disturbed one on a shared machine)."""
-    engine.embed(texts[:batch_size])  # warm-up: one batch
+    engine.embed(texts[:batch_size], batch_size)  # warm-up: one batch
     best = None
     for _ in range(repeat):
         start = time.perf_counter()
-        out = np.asarray(engine.embed(texts), dtype=np.float32)
+        out = np.asarray(engine.embed(texts, batch_size), dtype=np.float32)
         secs = time.perf_counter() - start
         best = secs if best is None else min(best, secs)
     return best, out
@@ -309,10 +319,10 @@ def fmt_ratio(value, base):
     return "—" if base is None else f"{value / base:.2f}×"
 
 
-def print_table(corpus, results, latency, max_len):
+def print_table(corpus, results, latency, max_len, batch_size):
     lengths = corpus["lengths"]
     truncated = int((lengths > max_len).sum())
-    print(f"### {corpus['name']}: {corpus['source']}")
+    print(f"### {corpus['name']}: {corpus['source']}, batch {batch_size}")
     print()
     print(
         f"{len(lengths)} passages, {corpus['tokens']} tokens after truncation at {max_len}; "
@@ -328,7 +338,7 @@ def print_table(corpus, results, latency, max_len):
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     base = results.get("st")
     for key, r in results.items():
-        p50, p95, _ = latency[key]
+        p50, p95, _, _ = latency[key]
         bp = None if base is None else base["pps"]
         b50 = None if "st" not in latency else latency["st"][0]
         b95 = None if "st" not in latency else latency["st"][1]
@@ -353,6 +363,11 @@ def main():
     )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument(
+        "--batch-sizes",
+        default=None,
+        help="comma list of batch sizes for the throughput runs (default: --batch-size)",
+    )
     ap.add_argument("--latency-queries", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=1, help="timed runs per engine; best is kept")
     ap.add_argument("--fixture-corpus", default=str(FIXTURES / "corpus.jsonl"))
@@ -373,6 +388,12 @@ def main():
             ap.error(f"--{flag.replace('_', '-')} must be at least 1")
     if args.limit < 0:
         ap.error("--limit must be 0 (all) or positive")
+    try:
+        batch_sizes = [int(b) for b in (args.batch_sizes or str(args.batch_size)).split(",")]
+    except ValueError:
+        ap.error("--batch-sizes: expected a comma list of integers")
+    if any(b < 1 for b in batch_sizes):
+        ap.error("--batch-sizes: each must be at least 1")
 
     model_dir = pathlib.Path(args.model_dir) if args.model_dir else export_onnx.default_model_dir()
     max_len = int(
@@ -409,9 +430,10 @@ def main():
     for key, engine in engines.items():
         latency[key] = measure_latency(engine, queries)
         for c in cs:
-            secs[(c["name"], key)], outputs[(c["name"], key)] = measure_throughput(
-                engine, c["texts"], args.batch_size, args.repeat
-            )
+            for bs in batch_sizes:
+                secs[(c["name"], key, bs)], outputs[(c["name"], key, bs)] = measure_throughput(
+                    engine, c["texts"], bs, args.repeat
+                )
 
     versions = {"python": platform.python_version(), "numpy": np.__version__}
     for mod in ("torch", "sentence_transformers", "onnxruntime", "ragjet"):
@@ -420,7 +442,8 @@ def main():
         except ImportError:
             pass
     print(
-        f"## compare_embed: {model_dir.name} ({model_dir}), batch {args.batch_size}, "
+        f"## compare_embed: {model_dir.name} ({model_dir}), "
+        f"batch {', '.join(map(str, batch_sizes))}, "
         f"{args.threads} threads, {os.cpu_count()} CPUs ({cpu_model()}), "
         f"throughput best of {args.repeat}"
     )
@@ -433,43 +456,59 @@ def main():
     )
     print()
 
-    report = {"args": vars(args), "versions": versions, "corpora": {}, "latency": {}}
+    report = {
+        "args": vars(args),
+        "versions": versions,
+        "engine_names": {k: ENGINE_NAMES[k] for k in keys},
+        "batch_sizes": batch_sizes,
+        "corpora": {},
+        "latency": {},
+    }
     failed = False
     for key in keys:
-        p50, p95, vecs = latency[key]
+        p50, p95, p99, vecs = latency[key]
         cos_q = None if query_ref is None else min_cosine(vecs, query_ref)
-        report["latency"][key] = {"p50_ms": p50, "p95_ms": p95, "min_cos_vs_reference": cos_q}
+        report["latency"][key] = {
+            "p50_ms": p50,
+            "p95_ms": p95,
+            "p99_ms": p99,
+            "min_cos_vs_reference": cos_q,
+        }
         failed |= cos_q is not None and cos_q < parity_floor(key)
 
     for c in cs:
-        results = {}
-        for key in keys:
-            s = secs[(c["name"], key)]
-            out = outputs[(c["name"], key)]
-            cos_st = (
-                None
-                if key == "st" or "st" not in keys
-                else min_cosine(out, outputs[(c["name"], "st")])
-            )
-            cos_ref = None if c["ref"] is None else min_cosine(out, c["ref"])
-            mean_ref = None if c["ref"] is None else float(row_cosines(out, c["ref"]).mean())
-            failed |= any(v is not None and v < parity_floor(key) for v in (cos_st, cos_ref))
-            results[key] = {
-                "secs": s,
-                "pps": len(c["texts"]) / s,
-                "tps": c["tokens"] / s,
-                "cos_st": cos_st,
-                "cos_ref": cos_ref,
-                "mean_cos_ref": mean_ref,
-            }
-        print_table(c, results, latency, max_len)
+        by_batch = {}
+        for bs in batch_sizes:
+            results = {}
+            for key in keys:
+                s = secs[(c["name"], key, bs)]
+                out = outputs[(c["name"], key, bs)]
+                cos_st = (
+                    None
+                    if key == "st" or "st" not in keys
+                    else min_cosine(out, outputs[(c["name"], "st", bs)])
+                )
+                cos_ref = None if c["ref"] is None else min_cosine(out, c["ref"])
+                mean_ref = None if c["ref"] is None else float(row_cosines(out, c["ref"]).mean())
+                failed |= any(v is not None and v < parity_floor(key) for v in (cos_st, cos_ref))
+                results[key] = {
+                    "secs": s,
+                    "pps": len(c["texts"]) / s,
+                    "tps": c["tokens"] / s,
+                    "cos_st": cos_st,
+                    "cos_ref": cos_ref,
+                    "mean_cos_ref": mean_ref,
+                }
+            print_table(c, results, latency, max_len, bs)
+            by_batch[str(bs)] = results
         lengths = c["lengths"]
         report["corpora"][c["name"]] = {
             "source": c["source"],
             "passages": len(lengths),
             "tokens": c["tokens"],
             "longer_than_max": int((lengths > max_len).sum()),
-            "engines": results,
+            "engines": by_batch[str(batch_sizes[0])],
+            "by_batch": by_batch,
         }
 
     print(

@@ -5,15 +5,16 @@ same rescoring: faiss IndexScalarQuantizer (QT_8bit, inner product) and
 IndexBinaryFlat (sign bits of the mean-centred vectors, as ragjet's binary
 codes) each return depth x 10 candidates that are rescored exactly from the
 f32 rows (numpy). Prints, per engine and storage: bytes per vector scanned,
-bytes per vector kept for the rescore (f32 rows, in RAM for both), recall@10
-and batch queries/s (all queries in one call, best of 3, --threads threads);
+bytes per vector kept for the rescore (f32 rows: for ragjet int8 / binary in
+a mapped file, for faiss in RAM), resident memory per vector (RSS growth over
+the build), recall@10 and batch queries/s (all queries in one call, best of 3, --threads threads);
 ragjet also single-query queries/s (200 queries, one call each; 0 for faiss).
 The machine may be shared: compare ratios from one run.
 
     pip install faiss-cpu numpy
     cargo build --release -p ragjet-retrieval --example quantized_search
     python3 benches/compare_quantized.py [--n 100000] [--data synthetic|real] \
-        [--int8-depth 4] [--binary-depth 64]
+        [--int8-depth 4] [--binary-depth 64] [--json OUT.json]
 """
 
 import argparse
@@ -27,7 +28,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from compare_search import exact_top10, make_data, make_real  # noqa: E402
+from compare_search import exact_top10, make_data, make_real, rss_bytes  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -60,9 +61,12 @@ def run_faiss(base, queries, gt, depth8, depthb):
 
     n, d = base.shape
     rows = []
+    rss0 = rss_bytes()
     sq = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
     sq.train(base)
     sq.add(base)
+    # The index's growth; the f32 rows it rescores from (`base`) stay in RAM.
+    mem = {"faiss SQ8": (rss_bytes() - rss0) / n}
 
     def search_sq():
         _, cand = sq.search(queries, 10 * depth8)
@@ -73,8 +77,10 @@ def run_faiss(base, queries, gt, depth8, depthb):
 
     mean = base.mean(axis=0)
     pack = lambda x: np.packbits(x > mean, axis=1, bitorder="little")  # noqa: E731
+    rss0 = rss_bytes()
     bi = faiss.IndexBinaryFlat(d)
     bi.add(pack(base))
+    mem["faiss binary"] = (rss_bytes() - rss0) / n
 
     def search_bin():
         _, cand = bi.search(pack(queries), 10 * depthb)
@@ -90,6 +96,7 @@ def run_faiss(base, queries, gt, depth8, depthb):
             "rescore_bytes": 4.0 * d,
             "recall": r,
             "qps": q,
+            "rss_bytes": mem[e],
         }
         for e, dp, b, r, q in rows
     ]
@@ -108,6 +115,8 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=20261125)
     p.add_argument("--workdir", default="/tmp/ragjet_compare_quantized")
+    p.add_argument("--json", default=None, help="also write the figures to this file")
+    p.add_argument("--exe", default=None, help="prebuilt quantized_search example")
     args = p.parse_args()
     workdir = pathlib.Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +136,7 @@ def main():
 
     faiss.omp_set_num_threads(args.threads)
     results = []
-    exe = ROOT / "target" / "release" / "examples" / "quantized_search"
+    exe = args.exe or ROOT / "target" / "release" / "examples" / "quantized_search"
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
     out = subprocess.run(
         [str(exe), str(workdir), str(d), str(args.int8_depth), str(args.binary_depth)],
@@ -141,18 +150,33 @@ def main():
         r["engine"] = f"ragjet {r['storage'].lower()}"
         results.append(r)
     results += run_faiss(base, queries, gt, args.int8_depth, args.binary_depth)
+    if args.json:
+        report = {
+            "args": vars(args),
+            "data": {"n": int(n), "dim": int(d), "source": source},
+            "queries": int(len(queries)),
+            "engines": results,
+        }
+        pathlib.Path(args.json).write_text(json.dumps(report, indent=2))
     print()
     print(
         "| engine | rescore depth | scanned B/vector | rescore rows B/vector | recall@10 "
-        "| batch q/s | single q/s |"
+        "| batch q/s | single q/s | resident B/vector |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r['engine']} | {r['depth']}·k | {r['scan_bytes']:,.1f} | "
             f"{r['rescore_bytes']:,.0f} | {r['recall']:.4f} | {r['qps']:,.0f} | "
-            f"{r.get('qps_single', 0):,.0f} |"
+            f"{r.get('qps_single', 0):,.0f} | {r.get('rss_bytes', 0):,.0f} |"
         )
+    print(
+        "resident: RSS growth per vector over the build (ragjet: from before its entries "
+        "exist; int8 / binary rows in a mapped file, `FlatConfig::with_rows_dir`); faiss: the "
+        "index alone, its rescore rows (numpy, 4·dim B) stay in RAM on top. ragjet private "
+        "memory (RssAnon) after the queries: "
+        + ", ".join(f"{r['engine']} {r['anon_bytes']:,.0f}" for r in results if "anon_bytes" in r)
+    )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ and the share of it ragjet's flat scan reaches.
 
     pip install hnswlib faiss-cpu numpy
     python3 benches/compare_search.py [--data synthetic|real] [--n 100000] \
-        [--queries 1000] [--m 16] [--ef-construction 200] [--ef 16,32,...] [--threads 2]
+        [--queries 1000] [--m 16] [--ef-construction 200] [--ef 16,32,...] [--threads 2] \
+        [--json OUT.json]
 
 Data sets:
 - synthetic (default): with --dim 384 and the fixture embeddings present,
@@ -273,6 +274,7 @@ def main():
     p.add_argument("--workdir", default="/tmp/ragjet_compare_search")
     p.add_argument("--ragjet-bin", default=None, help="prebuilt compare_search example")
     p.add_argument("--only", default="ragjet,hnswlib,faiss")
+    p.add_argument("--json", default=None, help="also write the figures to this file")
     args = p.parse_args()
     efs = [int(x) for x in args.ef.split(",")]
     engines = args.only.split(",")
@@ -335,6 +337,15 @@ def main():
         print(line)
 
     sum_bw, gemv_bw = bandwidth(base)
+    if args.json:
+        report = {
+            "args": vars(args),
+            "data": {"n": int(len(base)), "dim": int(base.shape[1]), "source": source},
+            "queries": int(len(queries)),
+            "bandwidth": {"numpy_sum_Bps": sum_bw, "gemv_Bps": gemv_bw},
+            "engines": results,
+        }
+        pathlib.Path(args.json).write_text(json.dumps(report, indent=2))
     print()
     print(
         f"memory bandwidth: numpy sum of 512 MiB (1 thread) {sum_bw / 1e9:.1f} GB/s; "

@@ -59,6 +59,9 @@ cargo clippy -p ragjet-retrieval --all-targets --features device -- -D warnings
 cargo test -p ragjet-retrieval --features device
 # The facade forwards the lower crates' features (`cargo add ragjet --features redis`).
 cargo clippy -p ragjet --all-targets --features redis,otlp -- -D warnings
+# The Engine's 8-thread load with redis-server killed and restarted mid-run
+# (starts its own server; docs/reliability.md).
+cargo test -p ragjet --features redis --test load_outage
 
 step "kill -9 crash trials, short (the 100-trial runs: docs/reliability.md)"
 cargo run -q -p ragjet --example crash_trials -- engine --trials 5

@@ -134,6 +134,21 @@ pub fn disk_value(dir: &Path, data: &[u8]) {
     let _ = cache.purge_expired();
 }
 
+/// The harness's own Redis calls, retried: libFuzzer's `-timeout` timer
+/// (SIGALRM) can interrupt a blocking connect or read (EINTR), which is not
+/// a finding. (The tier under test just counts such a failure as an error.)
+#[cfg(feature = "redis")]
+fn retry<T>(what: &str, mut call: impl FnMut() -> redis::RedisResult<T>) -> T {
+    let mut last = None;
+    for _ in 0..5 {
+        match call() {
+            Ok(v) => return v,
+            Err(e) => last = Some(e),
+        }
+    }
+    panic!("{what}: {}", last.expect("tried"))
+}
+
 /// L3: `stored_bytes(data)` stored under the tier's Redis key, once as is
 /// (a value planted without the MAC key) and once behind a correct MAC (a
 /// writer holding the key: the bytes then reach the envelope checks and
@@ -152,9 +167,9 @@ pub fn redis_value(url: &str, prefix: &str, data: &[u8]) {
         .build()
         .expect("a redis tier builds");
     let redis_key = format!("{prefix}{}", key().to_hex());
-    let mut con = redis::Client::open(url)
-        .and_then(|c| c.get_connection())
-        .expect("the fuzzing redis server is reachable");
+    let mut con = retry("the fuzzing redis server is reachable", || {
+        redis::Client::open(url).and_then(|c| c.get_connection())
+    });
     let envelope = stored_bytes(data);
     let mut mac = blake3::Hasher::new_keyed(&mac_key);
     mac.update(b"ragjet-cache/redis-value/v1");
@@ -164,11 +179,12 @@ pub fn redis_value(url: &str, prefix: &str, data: &[u8]) {
     let mut signed = mac.finalize().as_bytes().to_vec();
     signed.extend_from_slice(&envelope);
     for value in [envelope, signed] {
-        redis::cmd("SET")
-            .arg(&redis_key)
-            .arg(&value)
-            .query::<()>(&mut con)
-            .expect("SET on the fuzzing server");
+        retry("SET on the fuzzing server", || {
+            redis::cmd("SET")
+                .arg(&redis_key)
+                .arg(&value)
+                .query::<()>(&mut con)
+        });
         read_all_types(&cache);
     }
     let _ = redis::cmd("DEL").arg(&redis_key).query::<()>(&mut con);

@@ -17,30 +17,20 @@ use ragjet::control::{
     ScalePolicy, ScaleSignals,
 };
 
-use crate::convert::errors::{InvalidInputError, ModelLoadError, Overloaded, StorageError};
-use crate::convert::{guard, invalid};
+use crate::convert::errors::{InvalidInputError, ModelLoadError, StorageError};
+use crate::convert::{engine_err, guard, invalid};
 
-mod errors {
-    pyo3::import_exception!(ragjet._errors, RateLimitedError);
-    pyo3::import_exception!(ragjet._errors, CircuitOpenError);
-}
-
-fn control_err(py: Python<'_>, err: ControlError) -> PyErr {
+/// A control's error: a refusal (rate limited, circuit open, pool full)
+/// through the facade's mapping, so a standalone control and an engine
+/// raise the same `OverloadedError` subclass with `retry_after`.
+fn control_err(_py: Python<'_>, err: ControlError) -> PyErr {
     let msg = err.to_string();
-    let with_retry_after = |e: PyErr, d: Duration| {
-        let _ = e.value(py).setattr("retry_after", d.as_secs_f64());
-        e
-    };
     match err {
-        ControlError::RateLimited { retry_after, .. } => {
-            with_retry_after(errors::RateLimitedError::new_err(msg), retry_after)
-        }
-        ControlError::CircuitOpen { retry_after, .. } => {
-            with_retry_after(errors::CircuitOpenError::new_err(msg), retry_after)
-        }
-        ControlError::PoolFull { .. } => Overloaded::new_err(msg),
         ControlError::Storage { .. } => StorageError::new_err(msg),
         ControlError::Load { .. } => ModelLoadError::new_err(msg),
+        ControlError::RateLimited { .. }
+        | ControlError::CircuitOpen { .. }
+        | ControlError::PoolFull { .. } => engine_err(err.into()),
         _ => InvalidInputError::new_err(msg),
     }
 }
@@ -440,7 +430,7 @@ impl DeadLetterStore {
 /// `p95_latency_ms`.
 #[pyclass(frozen, module = "ragjet")]
 pub struct Router {
-    inner: c::Router,
+    pub(crate) inner: c::Router,
 }
 
 #[derive(serde::Deserialize)]
@@ -515,7 +505,7 @@ impl Router {
 /// cache hit and feedback figures, and a summary with 95 % intervals.
 #[pyclass(frozen, module = "ragjet")]
 pub struct Experiment {
-    inner: c::Experiment,
+    pub(crate) inner: Arc<c::Experiment>,
 }
 
 #[pymethods]
@@ -542,7 +532,9 @@ impl Experiment {
             if let Some(p) = log_path {
                 inner = inner.with_log(p).map_err(|e| control_err(py, e))?;
             }
-            Ok(Self { inner })
+            Ok(Self {
+                inner: Arc::new(inner),
+            })
         })
     }
 
@@ -733,7 +725,129 @@ fn advise_scale(
     })
 }
 
+/// The autoscaling advice over HTTP/JSON, beside `/metrics`, for an
+/// autoscaler (KEDA's metrics-api scaler, an HPA through an adapter) or an
+/// operator: `GET /scale` answers the advice for `source`'s signals under
+/// `policy`; `POST /scale` with `{"signals": {...}, "policy": {...}}`
+/// answers for those; `GET /healthz` says `ok`. `source` is an `Engine`
+/// (its own signals: `Engine.scale_signals()`) or a callable returning a
+/// signals dict, or None while there are none (503). `address` defaults to
+/// loopback; port 0 picks a free one (see `address`). Stops on `close()`,
+/// at the end of a `with` block, or when collected.
+#[pyclass(module = "ragjet")]
+pub struct AdviceServer {
+    inner: Option<c::AdviceServer>,
+    address: (String, u16),
+}
+
+#[pymethods]
+impl AdviceServer {
+    #[new]
+    #[pyo3(signature = (source, address="127.0.0.1:9465", policy=None))]
+    fn new(
+        py: Python<'_>,
+        source: Bound<'_, PyAny>,
+        address: &str,
+        policy: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        guard(|| {
+            let addr: std::net::SocketAddr = address.parse().map_err(|_| {
+                invalid(format!(
+                    "address must be host:port such as 127.0.0.1:9465, not {address:?}"
+                ))
+            })?;
+            let policy: ScalePolicy = match &policy {
+                Some(p) => from_py(py, "policy", p)?,
+                None => ScalePolicy::default(),
+            };
+            let server = if let Ok(engine) = source.cast::<crate::engine::Engine>() {
+                let engine = Arc::downgrade(&engine.get().inner);
+                c::AdviceServer::start(addr, policy, move || {
+                    engine.upgrade().map(|e| e.scale_signals())
+                })
+            } else {
+                if !source.is_callable() {
+                    return Err(invalid(
+                        "source must be an Engine or a callable returning a signals dict or None",
+                    ));
+                }
+                let source = source.unbind();
+                c::AdviceServer::start(addr, policy, move || {
+                    Python::attach(|py| {
+                        let value = match source.call0(py) {
+                            Ok(v) => v,
+                            Err(e) => {
+                                // Reported as Python reports errors in
+                                // callbacks; the request gets a 503.
+                                e.write_unraisable(py, Some(source.bind(py)));
+                                return None;
+                            }
+                        };
+                        let value = value.bind(py);
+                        if value.is_none() {
+                            return None;
+                        }
+                        match from_py::<ScaleSignals>(py, "signals", value) {
+                            Ok(s) => Some(s),
+                            Err(e) => {
+                                e.write_unraisable(py, Some(source.bind(py)));
+                                None
+                            }
+                        }
+                    })
+                })
+            }
+            .map_err(|e| control_err(py, e))?;
+            let bound = server.local_addr();
+            Ok(Self {
+                inner: Some(server),
+                address: (bound.ip().to_string(), bound.port()),
+            })
+        })
+    }
+
+    /// `(host, port)` bound.
+    #[getter]
+    fn address(&self) -> (String, u16) {
+        self.address.clone()
+    }
+
+    /// `http://host:port/scale`.
+    #[getter]
+    fn url(&self) -> String {
+        format!("http://{}:{}/scale", self.address.0, self.address.1)
+    }
+
+    /// Stops serving (waits for the server thread; the GIL is released).
+    fn close(&mut self, py: Python<'_>) {
+        if let Some(server) = self.inner.take() {
+            py.detach(move || drop(server));
+        }
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&mut self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.close(py);
+        false
+    }
+}
+
+impl Drop for AdviceServer {
+    fn drop(&mut self) {
+        // The server thread may be waiting for the GIL in a Python source:
+        // let it finish before joining.
+        if let Some(server) = self.inner.take() {
+            Python::attach(|py| py.detach(move || drop(server)));
+        }
+    }
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<AdviceServer>()?;
     m.add_class::<ManualClock>()?;
     m.add_class::<RateLimiter>()?;
     m.add_class::<CircuitBreaker>()?;

@@ -29,11 +29,15 @@ pub(crate) mod errors {
     pyo3::import_exception!(ragjet._errors, ModelLoadError);
     pyo3::import_exception!(ragjet._errors, DeviceError);
     pyo3::import_exception!(ragjet._errors, OutOfMemoryError);
-    pyo3::import_exception!(ragjet._errors, Overloaded);
+    pyo3::import_exception!(ragjet._errors, OverloadedError);
+    pyo3::import_exception!(ragjet._errors, RateLimitedError);
+    pyo3::import_exception!(ragjet._errors, CircuitOpenError);
+    pyo3::import_exception!(ragjet._errors, QueueFullError);
+    pyo3::import_exception!(ragjet._errors, DeadlineExceededError);
     pyo3::import_exception!(ragjet._errors, StorageError);
 }
 use errors::{
-    DeviceError, InvalidInputError, ModelLoadError, OutOfMemoryError, Overloaded, RagjetError,
+    DeviceError, InvalidInputError, ModelLoadError, OutOfMemoryError, OverloadedError, RagjetError,
     StorageError,
 };
 
@@ -45,15 +49,36 @@ pub(crate) fn engine_err(err: ragjet::Error) -> PyErr {
     if let ragjet::Error::Inference(InferenceError::OutOfMemory { .. }) = err {
         return OutOfMemoryError::new_err(msg);
     }
+    if let Some(refusal) = err.refusal() {
+        return refusal_err(refusal, msg);
+    }
     match err.kind() {
         // A configuration mistake is a bad argument from Python's side.
         ErrorKind::InvalidInput | ErrorKind::Config => InvalidInputError::new_err(msg),
         ErrorKind::ModelLoad => ModelLoadError::new_err(msg),
-        ErrorKind::Overloaded => Overloaded::new_err(msg),
+        ErrorKind::Overloaded => OverloadedError::new_err(msg),
         ErrorKind::Storage => StorageError::new_err(msg),
         ErrorKind::Device => DeviceError::new_err(msg),
         _ => RagjetError::new_err(msg),
     }
+}
+
+/// A refused call as the `OverloadedError` subclass naming why, with
+/// `retry_after` in seconds where the refuser knows it (else `None`).
+fn refusal_err(refusal: &ragjet::Refusal, msg: String) -> PyErr {
+    use ragjet::Refusal as R;
+    let e = match refusal {
+        R::RateLimited { .. } => errors::RateLimitedError::new_err(msg),
+        R::CircuitOpen { .. } => errors::CircuitOpenError::new_err(msg),
+        R::QueueFull { .. } => errors::QueueFullError::new_err(msg),
+        R::DeadlineExceeded { .. } => errors::DeadlineExceededError::new_err(msg),
+        _ => OverloadedError::new_err(msg),
+    };
+    let retry_after = refusal.retry_after().map(|d| d.as_secs_f64());
+    Python::attach(|py| {
+        let _ = e.value(py).setattr("retry_after", retry_after);
+    });
+    e
 }
 
 /// An error of the model crate.

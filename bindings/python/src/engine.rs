@@ -195,15 +195,52 @@ fn stage_name(stage: IngestStage) -> &'static str {
 /// dict in the layout of the TOML file, a TOML file path, or TOML text
 /// (see `ragjet::config`); unknown keys are errors. `reranker` is a
 /// cross-encoder folder for queries with `rerank_top_n`.
+///
+/// The production controls come from `config`'s `[control]` tables (rate
+/// limits, breaker, retries, routing, an A/B experiment, a shared reranker
+/// pool, the `/scale` endpoint; see docs/controls.md) or, for routing and
+/// A/B tests, from objects: `router` (a `Router`) routes every query and
+/// the answer's `route` names the model for your LLM; `experiment` (an
+/// `Experiment`) assigns each query's `user` a variant whose options in
+/// `variants` (`{name: {"top_k", "mode", "alpha", "rerank_top_n", "mmr"}}`,
+/// `rerank_top_n=0` for no reranking) replace the query's, and records
+/// its latency and cache outcome into that experiment.
 #[pyclass(frozen, module = "ragjet")]
 pub(crate) struct Engine {
-    inner: Arc<ragjet::Engine>,
+    pub(crate) inner: Arc<ragjet::Engine>,
+}
+
+/// A variant's options from a dict with the keys of
+/// `[[control.experiment.variants]]` (`top_k`, `mode`, `alpha`,
+/// `rerank_top_n`, `mmr`; `rerank_top_n=0` turns reranking off).
+fn variant_options(
+    py: Python<'_>,
+    name: &str,
+    options: &Bound<'_, PyAny>,
+) -> PyResult<ragjet::VariantOptions> {
+    let mut value: serde_json::Value = {
+        let text: String = py
+            .import("json")?
+            .call_method1("dumps", (options,))
+            .map_err(|e| invalid(format!("variants[{name:?}] is not a dict of options: {e}")))?
+            .extract()?;
+        serde_json::from_str(&text).map_err(|e| invalid(e.to_string()))?
+    };
+    match value.as_object_mut() {
+        Some(o) => {
+            o.insert("name".into(), name.into());
+        }
+        None => return Err(invalid(format!("variants[{name:?}] must be a dict"))),
+    }
+    let settings: ragjet::config::VariantSettings =
+        serde_json::from_value(value).map_err(|e| invalid(format!("variants[{name:?}]: {e}")))?;
+    ragjet::VariantOptions::from_settings(&settings).map_err(engine_err)
 }
 
 #[pymethods]
 impl Engine {
     #[new]
-    #[pyo3(signature = (model_dir=None, path=None, index=None, hybrid=None, config=None, *, reranker=None, device=None, num_threads=None))]
+    #[pyo3(signature = (model_dir=None, path=None, index=None, hybrid=None, config=None, *, reranker=None, device=None, num_threads=None, router=None, experiment=None, variants=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -215,6 +252,9 @@ impl Engine {
         reranker: Option<PathBuf>,
         device: Option<&str>,
         num_threads: Option<i64>,
+        router: Option<&Bound<'_, crate::control::Router>>,
+        experiment: Option<&Bound<'_, crate::control::Experiment>>,
+        variants: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
         guard(|| {
             let mut cfg = read_config(config)?;
@@ -255,6 +295,29 @@ impl Engine {
             let mut builder = ragjet::Engine::builder().config(cfg);
             if let Some(path) = path {
                 builder = builder.store_dir(path);
+            }
+            if let Some(r) = router {
+                builder = builder.router(r.get().inner.clone());
+            }
+            match (experiment, variants) {
+                (Some(x), variants) => {
+                    let x = x.get().inner.clone();
+                    let mut options = std::collections::HashMap::new();
+                    if let Some(v) = variants {
+                        for (k, o) in v.iter() {
+                            let k: String = k.extract()?;
+                            let parsed = variant_options(py, &k, &o)?;
+                            options.insert(k, parsed);
+                        }
+                    }
+                    // A variant left out changes nothing.
+                    for v in x.summary().variants {
+                        options.entry(v.variant).or_default();
+                    }
+                    builder = builder.experiment(x, options);
+                }
+                (None, Some(_)) => return Err(invalid("variants need an experiment")),
+                (None, None) => {}
             }
             let inner = py.detach(|| builder.build()).map_err(engine_err)?;
             Ok(Self {
@@ -393,8 +456,15 @@ impl Engine {
     /// chunk's byte range in it), `context` (packed passages with
     /// `context_tokens`, else None), `query` (as searched, after
     /// cleaning), `top_k`, `mode`, `cache` ("miss" | "retrieval_hit" |
-    /// "semantic_hit" | "bypassed"), and `timings` (seconds per stage:
-    /// clean, cache, embed, search, postprocess, rerank, total).
+    /// "semantic_hit" | "bypassed"), `timings` (seconds per stage:
+    /// clean, cache, embed, search, postprocess, rerank, total), `route`
+    /// (with `[control.routing]` or a `router`: a dict with the `model` to
+    /// answer with, `route`, `reason`, `complexity`; else None) and
+    /// `variant` (the A/B variant the query ran with, else None).
+    ///
+    /// `user` names who asks: with an experiment, their variant's options
+    /// replace these (and the figures are recorded for it); routing rules
+    /// see it.
     ///
     /// `mode`: "vector", "keyword" (BM25) or "hybrid" (`alpha * vector +
     /// (1 - alpha) * keyword`); `filters` as for the indexes; `mmr`: lambda
@@ -402,7 +472,7 @@ impl Engine {
     /// cross-encoder and keep n; `similarity_cutoff`, `required_keywords`,
     /// `excluded_keywords`; `no_cache` skips the result caches. The GIL is
     /// released while answering.
-    #[pyo3(signature = (text, top_k=10, filters=None, mode="vector", alpha=0.5, rerank_top_n=None, *, namespace=None, mmr=None, similarity_cutoff=None, required_keywords=None, excluded_keywords=None, context_tokens=None, no_cache=false))]
+    #[pyo3(signature = (text, top_k=10, filters=None, mode="vector", alpha=0.5, rerank_top_n=None, *, namespace=None, mmr=None, similarity_cutoff=None, required_keywords=None, excluded_keywords=None, context_tokens=None, no_cache=false, user=None))]
     #[allow(clippy::too_many_arguments)]
     fn query(
         &self,
@@ -420,6 +490,7 @@ impl Engine {
         excluded_keywords: Option<&Bound<'_, PyAny>>,
         context_tokens: Option<i64>,
         no_cache: bool,
+        user: Option<String>,
     ) -> PyResult<Py<PyDict>> {
         guard(|| {
             let text = text
@@ -444,6 +515,7 @@ impl Engine {
                 context_tokens: positive("context_tokens", context_tokens)?,
                 hyde: None,
                 no_cache,
+                user,
             };
             let inner = &*self.inner;
             let answer = py
@@ -492,6 +564,12 @@ impl Engine {
                 timings.set_item(name, v.as_secs_f64())?;
             }
             d.set_item("timings", timings)?;
+            let route = match &answer.route {
+                Some(r) => Some(json_value(py, r)?),
+                None => None,
+            };
+            d.set_item("route", route)?;
+            d.set_item("variant", answer.variant)?;
             Ok(d.unbind())
         })
     }
@@ -555,6 +633,54 @@ impl Engine {
         })
     }
 
+    /// Records a feedback score in 0..1 (a thumbs-up as 1.0) from `user`
+    /// for their A/B variant; returns the variant. Needs an experiment.
+    fn record_feedback(&self, py: Python<'_>, user: &str, score: f64) -> PyResult<String> {
+        guard(|| {
+            py.detach(|| self.inner.record_feedback(user, score))
+                .map_err(engine_err)
+        })
+    }
+
+    /// The A/B experiment's summary (figures per variant, differences with
+    /// 95 % intervals, as `Experiment.summary()`), or None without one.
+    fn experiment_summary(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        guard(|| match self.inner.experiment() {
+            Some(x) => Ok(Some(json_value(py, &x.summary())?)),
+            None => Ok(None),
+        })
+    }
+
+    /// Routing decisions so far, per route name.
+    fn route_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        self.inner.route_counts()
+    }
+
+    /// This replica's signals for the autoscaling advice: `replicas`,
+    /// `queue_depth`, `p95_ms`, `utilisation` and `error_rate` over the
+    /// latency window (see docs/controls.md).
+    fn scale_signals(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        guard(|| json_value(py, &self.inner.scale_signals()))
+    }
+
+    /// The advice for `scale_signals()` under `control.autoscale.policy`:
+    /// `{"action", "desired_replicas", "reason"}`.
+    fn scale_advice(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        guard(|| {
+            let d = self.inner.scale_advice().map_err(engine_err)?;
+            json_value(py, &d)
+        })
+    }
+
+    /// `(host, port)` of the advice endpoint `[control.autoscale]` runs,
+    /// or None.
+    #[getter]
+    fn advice_address(&self) -> Option<(String, u16)> {
+        self.inner
+            .advice_addr()
+            .map(|a| (a.ip().to_string(), a.port()))
+    }
+
     /// Width of the embeddings.
     #[getter]
     fn dim(&self) -> usize {
@@ -593,6 +719,12 @@ impl Engine {
             self.inner.store_dir()
         )
     }
+}
+
+/// A serialisable value as Python objects (through JSON).
+fn json_value(py: Python<'_>, value: &impl serde::Serialize) -> PyResult<Py<PyAny>> {
+    let text = serde_json::to_string(value).map_err(|e| invalid(e.to_string()))?;
+    Ok(py.import("json")?.call_method1("loads", (text,))?.unbind())
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -8,12 +8,44 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// epoch, so they stay meaningful after a restart (L2) and across replicas
 /// (L3). Injecting a [`ManualClock`] lets tests move time forward instead of
 /// sleeping.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_cache::{Clock, ManualClock, MemoryConfig, Scope, TieredCache};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new(1_000_000);
+/// let cache = TieredCache::builder()
+///     .memory(MemoryConfig::default())
+///     .clock(Arc::new(clock.clone()))
+///     .default_ttl(Some(Duration::from_secs(60)))
+///     .build()?;
+/// let key = Scope::tenant("t").key("k").str("q").finish();
+/// cache.put(&key, &"v".to_string())?;
+/// clock.advance(Duration::from_secs(59));
+/// assert_eq!(cache.get::<String>(&key).as_deref(), Some("v"));
+/// clock.advance(Duration::from_secs(2)); // past the TTL: no sleeping in tests
+/// assert_eq!(cache.get::<String>(&key), None);
+/// assert_eq!(clock.now_ms(), 1_061_000);
+/// # Ok(()) }
+/// ```
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
 }
 
 /// The wall clock.
+///
+/// # Examples
+///
+/// ```
+/// use ragjet_cache::{Clock, SystemClock};
+/// // After 2020-01-01 on any machine whose clock is set.
+/// assert!(SystemClock.now_ms() > 1_577_836_800_000);
+/// ```
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
@@ -27,6 +59,20 @@ impl Clock for SystemClock {
 }
 
 /// A clock that only moves when told to; clones share the same time.
+///
+/// # Examples
+///
+/// ```
+/// use ragjet_cache::{Clock, ManualClock};
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new(0);
+/// let shared = clock.clone();
+/// clock.advance(Duration::from_millis(1500));
+/// assert_eq!(shared.now_ms(), 1500);
+/// shared.set_ms(42);
+/// assert_eq!(clock.now_ms(), 42);
+/// ```
 #[derive(Debug, Clone)]
 pub struct ManualClock(Arc<AtomicU64>);
 

@@ -48,6 +48,20 @@ pub trait CacheValue: Serialize + DeserializeOwned {
 
 /// FNV-1a over the kind's bytes then the version's little-endian bytes.
 /// `const` so the tag costs nothing at run time.
+///
+/// # Examples
+///
+/// ```
+/// use ragjet_cache::{type_tag, CacheValue};
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Answer { text: String }
+/// impl CacheValue for Answer { const KIND: &'static str = "myapp.answer"; const VERSION: u32 = 2; }
+///
+/// assert_eq!(Answer::TAG, type_tag("myapp.answer", 2));
+/// // A schema change (new VERSION) gives a new tag, so old entries read as misses.
+/// assert_ne!(type_tag("myapp.answer", 1), type_tag("myapp.answer", 2));
+/// ```
 pub const fn type_tag(kind: &str, version: u32) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let b = kind.as_bytes();

@@ -23,6 +23,16 @@
 //! failing either check, or larger than `max_value_bytes` (checked on the
 //! stored length and on the lz4 size prefix, before copying or
 //! decompressing), is a miss, counted as rejected, and is deleted.
+//!
+//! # Damaged files
+//!
+//! redb checks its file but does not promise to survive arbitrary damage:
+//! on some damaged files it panics, and on a few it aborts the process (a
+//! panic while unwinding, an allocation of a size read from the damage),
+//! which no `catch_unwind` can stop. The file is only a cache, so an
+//! existing one is first opened and walked whole in a forked child
+//! ([`crate::probe`]); one that takes the child down is moved aside and
+//! the tier starts empty, instead of the process going down with it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -48,6 +58,29 @@ const META_SEQ: &str = "next_seq";
 const ENTRY_OVERHEAD: u64 = 64;
 
 /// Settings of the disk tier.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_cache::{DiskConfig, Scope, TieredCache};
+///
+/// let dir = std::env::temp_dir().join(format!("ragjet-doc-disk-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// // A bounded, compressed store that may lose its last writes on a crash
+/// // (never its consistency) in exchange for cheaper commits.
+/// let config = DiskConfig { max_bytes: 64 << 20, durable: false, ..DiskConfig::new(dir.join("l2.redb")) };
+/// let key = Scope::tenant("t").key("doc").str("summary").finish();
+/// {
+///     let cache = TieredCache::builder().disk(config.clone()).build()?;
+///     cache.put(&key, &"kept across restarts".to_string())?;
+/// }
+/// let reopened = TieredCache::builder().disk(config).build()?;
+/// assert_eq!(reopened.get::<String>(&key).as_deref(), Some("kept across restarts"));
+/// drop(reopened);
+/// std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct DiskConfig {
     /// The database file (created when absent).
@@ -109,7 +142,8 @@ fn meta(
 }
 
 /// redb's magic number, which it writes last when it creates a file.
-const REDB_MAGIC_LEN: usize = 9;
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+const REDB_MAGIC_LEN: usize = REDB_MAGIC.len();
 
 /// A process killed while redb was creating the file leaves it without the
 /// magic number (redb writes it only once the rest is on disk): such a file
@@ -137,6 +171,117 @@ fn set_aside_unfinished(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Exit statuses of the child that checks a file (see [`check_file`]).
+const CHECK_SOUND: i32 = 0;
+/// redb refused the file with an error that is not damage (not a database
+/// of ours, locked, unreadable): opened here, it fails the same way and the
+/// file is left alone.
+const CHECK_REFUSED: i32 = 1;
+/// redb reported the file corrupted.
+const CHECK_CORRUPT: i32 = 2;
+
+/// The work the open below does on a file, plus a walk of every page and
+/// entry, run in a child: redb aborts the process on some damaged files
+/// (a panic while unwinding), and then only the child dies.
+fn check_file(path: &Path, cache_bytes: usize) -> i32 {
+    fn walk(path: &Path, cache_bytes: usize) -> std::result::Result<(), redb::Error> {
+        let mut db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)?;
+        // Verifies every page's checksum and the allocator state; the
+        // reads and writes below would otherwise meet damage only when a
+        // lookup reached it, in this process.
+        db.check_integrity()?;
+        let tx = db.begin_write()?;
+        {
+            let e = tx.open_table(ENTRIES)?;
+            for row in e.iter()? {
+                let (k, v) = row?;
+                let _ = (k.value(), v.value());
+            }
+            let o = tx.open_table(ORDER)?;
+            for row in o.iter()? {
+                let (k, v) = row?;
+                let _ = (k.value(), v.value());
+            }
+            let m = tx.open_table(META)?;
+            meta(&m, META_BYTES)?;
+            meta(&m, META_SEQ)?;
+            e.len()?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+    match walk(path, cache_bytes) {
+        Ok(()) => CHECK_SOUND,
+        Err(redb::Error::Corrupted(_)) => CHECK_CORRUPT,
+        Err(_) => CHECK_REFUSED,
+    }
+}
+
+/// How long the check may take: generous, since a hang is read as damage
+/// and costs the cache's contents.
+fn check_deadline(file_len: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(30 + file_len / (16 << 20))
+}
+
+/// Checks an existing cache file in a child process (see [`crate::probe`])
+/// and renames it to `<file>.damaged` when redb panicked, aborted, hung or
+/// reported it corrupted, so that an empty cache is created in its place:
+/// the file is a cache, its loss costs recomputation, and opening it here
+/// could take the process down. Counted in
+/// [`CACHE_DAMAGED_FILES_TOTAL`](crate::metrics::CACHE_DAMAGED_FILES_TOTAL).
+/// A file that does not start with redb's magic number is not checked: it
+/// is not a cache file of ours, and the open below refuses it untouched.
+fn set_aside_if_damaged(cfg: &DiskConfig, label: &'static str) -> Result<()> {
+    use crate::probe::{in_child, Outcome};
+    use std::io::Read;
+    let path = &cfg.path;
+    let Ok(file) = std::fs::File::open(path) else {
+        return Ok(());
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut head = Vec::with_capacity(REDB_MAGIC_LEN);
+    file.take(REDB_MAGIC_LEN as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| open_err(path, e))?;
+    if head != REDB_MAGIC {
+        return Ok(());
+    }
+    // What a sound file needs: the page cache, a copy of the file's
+    // worth of pages at most, and room for redb's own state.
+    let max_alloc = (cfg.page_cache_bytes as u64)
+        .saturating_add(len)
+        .saturating_add(256 << 20);
+    let why = match in_child(check_deadline(len), max_alloc, || {
+        check_file(path, cfg.page_cache_bytes)
+    }) {
+        Outcome::Exited(CHECK_SOUND | CHECK_REFUSED, _) => return Ok(()),
+        Outcome::NotRun(reason) => {
+            tracing::warn!(
+                path = %path.display(),
+                %reason,
+                "disk cache file not checked before opening; a damaged file may abort the process"
+            );
+            return Ok(());
+        }
+        Outcome::Exited(CHECK_CORRUPT, _) => "redb reports it corrupted".to_string(),
+        Outcome::Exited(code, msg) => format!("redb panicked (exit {code}): {msg}"),
+        Outcome::Signalled(sig, msg) => format!("redb aborted (signal {sig}): {msg}"),
+        Outcome::TimedOut => format!("checking it took longer than {:?}", check_deadline(len)),
+    };
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".damaged");
+    tracing::warn!(
+        path = %path.display(),
+        reason = %why,
+        "disk cache file damaged; moved aside and starting empty"
+    );
+    crate::metrics::damaged_file(label, "l2");
+    std::fs::rename(path, &aside).map_err(|e| open_err(path, e))?;
+    Ok(())
+}
+
 impl DiskTier {
     pub fn open(cfg: &DiskConfig, label: &'static str) -> Result<Self> {
         if cfg.max_bytes == 0 {
@@ -156,8 +301,10 @@ impl DiskTier {
             }
         }
         set_aside_unfinished(&cfg.path)?;
+        set_aside_if_damaged(cfg, label)?;
         // redb asserts (panics) on some damaged files, e.g. one cut short;
-        // a damaged cache file must be an error, not a crash.
+        // the check above keeps those out, and this catches what it could
+        // not run on (no fork, a platform without it).
         let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             Database::builder()
                 .set_cache_size(cfg.page_cache_bytes)

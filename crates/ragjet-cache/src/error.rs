@@ -7,6 +7,19 @@ use std::path::PathBuf;
 /// an error in its statistics, because a cache must never fail the request it
 /// is meant to speed up. What remains are configuration mistakes, values that
 /// cannot be serialised, and stores that cannot be opened.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_cache::{CacheError, ResponseCache, SamplingParams, Scope};
+///
+/// let cache = ResponseCache::new()?;
+/// // Answers may draw on what one user may see, so a tenant-wide scope is refused.
+/// let err = cache.get(&Scope::tenant("acme"), "hi", "m", &SamplingParams::default()).unwrap_err();
+/// assert!(matches!(err, CacheError::UserRequired));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CacheError {

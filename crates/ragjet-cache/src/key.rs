@@ -37,6 +37,24 @@ const DOMAIN: &[u8] = b"ragjet-cache/key/v1";
 /// visible to another; a `user` narrows further (for per-user answers); bumping
 /// `data_version` (after re-ingesting documents, say) makes every older entry
 /// of that scope unreachable.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_cache::Scope;
+///
+/// let acme = Scope::tenant("acme");
+/// let alice = acme.clone().with_user("alice");
+/// let reingested = acme.clone().with_data_version(2);
+/// let key = |s: &Scope| s.key("answers").str("what is rust?").finish();
+/// // Same question, three scopes, three keys: tenants, users and data versions never share entries.
+/// assert_ne!(key(&acme), key(&alice));
+/// assert_ne!(key(&acme), key(&reingested));
+/// assert_eq!(key(&acme), key(&Scope::tenant("acme")));
+/// assert_ne!(acme.digest(), alice.digest());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Scope {
     /// The tenant (customer, workspace) that owns the entry.
@@ -108,6 +126,21 @@ fn write_field(h: &mut blake3::Hasher, bytes: &[u8]) {
 }
 
 /// Builds a [`CacheKey`] part by part; made by [`Scope::key`].
+///
+/// # Examples
+///
+/// ```
+/// use ragjet_cache::Scope;
+///
+/// let scope = Scope::tenant("acme");
+/// let key = scope.key("search").str("rust").u64(10).f32(0.7).bool(true).finish();
+/// // Fields are length-prefixed and typed: "ab"+"c" and "a"+"bc" are different keys.
+/// let a = scope.key("n").str("ab").str("c").finish();
+/// let b = scope.key("n").str("a").str("bc").finish();
+/// assert_ne!(a, b);
+/// assert_ne!(key, scope.key("search").str("rust").u64(10).f32(0.7).bool(false).finish());
+/// # let _ = scope.key("x").bytes(b"raw").i64(-1).f64(1.0).finish();
+/// ```
 #[derive(Debug, Clone)]
 pub struct KeyBuilder {
     hasher: blake3::Hasher,
@@ -164,6 +197,18 @@ impl KeyBuilder {
 
 /// A scoped, deterministic cache key (see the module docs for its
 /// derivation). It can only be built from a [`Scope`].
+///
+/// # Examples
+///
+/// ```
+/// use ragjet_cache::Scope;
+///
+/// let key = Scope::tenant("acme").key("answers").str("hello").finish();
+/// assert_eq!(key.as_bytes().len(), 32);
+/// let hex = key.to_hex();
+/// assert_eq!(hex.len(), 64);
+/// assert!(hex.chars().all(|c| c.is_ascii_hexdigit()));
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CacheKey([u8; 32]);
 

@@ -53,6 +53,7 @@ mod error;
 mod key;
 mod memory;
 pub mod metrics;
+mod probe;
 #[cfg(feature = "redis")]
 mod redis_tier;
 mod semantic;

@@ -41,6 +41,23 @@ impl Lifecycle<CacheKey, L1Entry> for CountEvictions {
 }
 
 /// Settings of the in-memory tier.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_cache::{MemoryConfig, Scope, TieredCache};
+///
+/// // A small hot set: 16 MiB, and no single value over 64 KiB may take it over.
+/// let cache = TieredCache::builder()
+///     .memory(MemoryConfig { max_bytes: 16 << 20, estimated_entries: 10_000, max_value_bytes: 64 << 10 })
+///     .build()?;
+/// let key = Scope::tenant("t").key("big").finish();
+/// cache.put(&key, &"x".repeat(100_000))?; // larger than max_value_bytes: L1 skips it
+/// assert_eq!(cache.get::<String>(&key), None);
+/// assert_eq!(MemoryConfig::default().max_bytes, 256 << 20);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct MemoryConfig {
     /// Upper bound on bytes held (values plus a fixed per-entry overhead).

@@ -3,6 +3,24 @@
 //! Everything goes through the [`metrics`](https://docs.rs/metrics) facade;
 //! this crate never installs a recorder, so with none installed the calls
 //! cost an atomic load.
+//!
+//! # Examples
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use ragjet_cache::{metrics, MemoryConfig, Scope, TieredCache};
+//!
+//! let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+//! let handle = recorder.handle();
+//! let cache = TieredCache::builder().memory(MemoryConfig::default()).build()?;
+//! ::metrics::with_local_recorder(&recorder, || {
+//!     let _ = cache.get::<String>(&Scope::tenant("t").key("k").finish());
+//! });
+//! let text = handle.render();
+//! assert!(text.contains(metrics::CACHE_REQUESTS_TOTAL));
+//! assert!(text.contains(&format!("{}=\"{}\"", metrics::LABEL_RESULT, metrics::RESULT_MISS)));
+//! # Ok(()) }
+//! ```
 
 /// Counter: cache lookups, labels `cache`, `tier` and `result` (hit|miss|error).
 pub const CACHE_REQUESTS_TOTAL: &str = "ragjet_cache_requests_total";
@@ -13,6 +31,9 @@ pub const CACHE_BYTES: &str = "ragjet_cache_bytes";
 /// Counter: stored entries refused on read (each also a miss), labels
 /// `cache`, `tier` and `reason` (auth|oversize|corrupt).
 pub const CACHE_REJECTED_TOTAL: &str = "ragjet_cache_rejected_total";
+/// Counter: cache files found damaged when opened, moved aside to
+/// `<file>.damaged` and replaced by an empty one, labels `cache` and `tier`.
+pub const CACHE_DAMAGED_FILES_TOTAL: &str = "ragjet_cache_damaged_files_total";
 
 /// Label key for the cache type.
 pub const LABEL_CACHE: &str = "cache";
@@ -58,6 +79,11 @@ pub(crate) fn evictions(cache: &'static str, tier: &'static str, n: u64) {
 
 pub(crate) fn rejected(cache: &'static str, tier: &'static str, reason: &'static str) {
     metrics::counter!(CACHE_REJECTED_TOTAL, LABEL_CACHE => cache, LABEL_TIER => tier, LABEL_REASON => reason)
+        .increment(1);
+}
+
+pub(crate) fn damaged_file(cache: &'static str, tier: &'static str) {
+    metrics::counter!(CACHE_DAMAGED_FILES_TOTAL, LABEL_CACHE => cache, LABEL_TIER => tier)
         .increment(1);
 }
 

@@ -61,6 +61,26 @@ const MIN_SECRET_BYTES: usize = 16;
 /// [`RedisConfig::mac_key_from_secret`] (for example a random
 /// `openssl rand -hex 32` kept in your secret store), or generate 32 random
 /// bytes.
+///
+/// # Examples
+///
+/// Marked `no_run`: building the cache needs a reachable Redis server.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_cache::{MemoryConfig, RedisConfig, Scope, TieredCache};
+/// use std::time::Duration;
+///
+/// // Every replica derives the same MAC key from the deployment's secret.
+/// let mac_key = RedisConfig::mac_key_from_secret("a-random-secret-from-the-vault-0123")?;
+/// let redis = RedisConfig { timeout: Duration::from_millis(20), ..RedisConfig::new("redis://127.0.0.1:6379/0", mac_key) };
+/// let cache = TieredCache::builder().memory(MemoryConfig::default()).redis(redis).build()?;
+/// let key = Scope::tenant("acme").key("answers").str("q").finish();
+/// cache.put(&key, &"shared by every replica".to_string())?;
+/// // With Redis down, lookups degrade to misses (counted as errors), never failures.
+/// assert!(cache.get::<String>(&key).is_some());
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct RedisConfig {
     /// Server URL, e.g. `redis://127.0.0.1:6379/0`.

@@ -41,6 +41,13 @@ use crate::metrics as m;
 /// hide a live one just below it.
 const CANDIDATES: usize = 8;
 /// The `namespace` label the HNSW partitions put on `ragjet_index_*` metrics.
+///
+/// # Examples
+///
+/// ```
+/// // The namespace label its HNSW partitions report index metrics under.
+/// assert_eq!(ragjet_cache::SEMANTIC_INDEX_NAMESPACE, "semantic_cache");
+/// ```
 pub const SEMANTIC_INDEX_NAMESPACE: &str = "semantic_cache";
 /// Tombstones below this count never trigger a compaction.
 const MIN_TOMBSTONES_TO_COMPACT: usize = 64;
@@ -218,6 +225,28 @@ impl VectorIndex for ExactIndex {
 }
 
 /// Settings of a [`SemanticCache`].
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_cache::{ManualClock, Scope, SemanticCache, SemanticConfig};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// let config = SemanticConfig { ttl: Some(Duration::from_secs(60)), max_entries_per_scope: 2, ..SemanticConfig::new(2) };
+/// assert_eq!(config.threshold, 0.95);
+/// let clock = ManualClock::new(0);
+/// let cache = SemanticCache::with_clock(config, Arc::new(clock.clone()))?;
+/// let scope = Scope::tenant("t");
+/// cache.insert_many(&scope, vec![(vec![1.0, 0.0], 1u32), (vec![0.0, 1.0], 2), (vec![-1.0, 0.0], 3)])?;
+/// // Only the last two fit in the scope.
+/// assert!(cache.lookup(&scope, &[1.0, 0.0])?.is_none());
+/// assert_eq!(cache.lookup(&scope, &[-1.0, 0.0])?.map(|h| h.value), Some(3));
+/// clock.advance(Duration::from_secs(61));
+/// assert_eq!(cache.cleanup(), 2); // both expired
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct SemanticConfig {
     /// Embedding dimension.
@@ -350,6 +379,36 @@ impl<V> Partition<V> {
 
 /// A cache of values keyed by query embeddings, searched by cosine
 /// similarity, partitioned by [`Scope`]. In memory only.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_cache::{Scope, SemanticCache, SemanticConfig};
+///
+/// let mut config = SemanticConfig::new(3);
+/// config.threshold = 0.9;
+/// let cache: SemanticCache<String> = SemanticCache::new(config)?;
+/// let acme = Scope::tenant("acme");
+/// // In real use these are the embeddings of the query texts.
+/// cache.insert(&acme, &[1.0, 0.0, 0.0], "Paris".to_string())?;
+///
+/// // A paraphrase lands close to the stored query: a hit, with its similarity.
+/// let hit = cache.lookup(&acme, &[0.98, 0.1, 0.0])?.expect("similar enough");
+/// assert_eq!(hit.value, "Paris");
+/// assert!(hit.similarity > 0.99);
+/// // An unrelated query, or the same one from another tenant, misses.
+/// assert!(cache.lookup(&acme, &[0.0, 1.0, 0.0])?.is_none());
+/// assert!(cache.lookup(&Scope::tenant("globex"), &[1.0, 0.0, 0.0])?.is_none());
+/// // Wrong dimensions are an error, not a silent miss.
+/// assert!(cache.lookup(&acme, &[1.0, 0.0]).is_err());
+///
+/// let stats = cache.stats();
+/// assert_eq!((stats.hits, stats.misses, stats.entries), (1, 2, 1));
+/// cache.clear_scope(&acme);
+/// assert!(cache.lookup(&acme, &[1.0, 0.0, 0.0])?.is_none());
+/// # Ok(()) }
+/// ```
 pub struct SemanticCache<V = String> {
     cfg: SemanticConfig,
     clock: Arc<dyn Clock>,

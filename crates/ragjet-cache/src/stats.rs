@@ -1,6 +1,14 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Which tier of a [`crate::TieredCache`].
+///
+/// # Examples
+///
+/// ```
+/// use ragjet_cache::{CacheKind, TierKind};
+/// assert_eq!(TierKind::L2.label(), "l2");
+/// assert_eq!(CacheKind::Embedding.label(), "embedding");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TierKind {
     /// In-memory tier.
@@ -104,6 +112,23 @@ pub struct TierStats {
 }
 
 /// Statistics of every configured tier.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_cache::{MemoryConfig, Scope, TieredCache};
+///
+/// let cache = TieredCache::builder().memory(MemoryConfig::default()).build()?;
+/// let key = Scope::tenant("t").key("k").finish();
+/// assert_eq!(cache.get::<u64>(&key), None);
+/// cache.put(&key, &7u64)?;
+/// assert_eq!(cache.get::<u64>(&key), Some(7));
+/// let l1 = cache.stats().l1.unwrap();
+/// assert_eq!((l1.hits, l1.misses, l1.writes, l1.entries), (1, 1, 1, 1));
+/// assert!(cache.stats().l2.is_none()); // not configured
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
     /// In-memory tier, when configured.

@@ -17,6 +17,27 @@ use crate::stats::{CacheKind, CacheStats, Counters, TierKind};
 use crate::redis_tier::{Fetched, RedisConfig, RedisTier};
 
 /// Configures and opens a [`TieredCache`].
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_cache::{CacheKind, DiskConfig, MemoryConfig, TieredCacheBuilder};
+/// use std::time::Duration;
+///
+/// let dir = std::env::temp_dir().join(format!("ragjet-doc-builder-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// let cache = TieredCacheBuilder::new(CacheKind::Retrieval) // labels its metrics `retrieval`
+///     .memory(MemoryConfig::default())
+///     .disk(DiskConfig::new(dir.join("l2.redb")))
+///     .default_ttl(Some(Duration::from_secs(600)))
+///     .build()?;
+/// assert_eq!(cache.default_ttl(), Some(Duration::from_secs(600)));
+/// assert!(cache.stats().l1.is_some() && cache.stats().l2.is_some() && cache.stats().l3.is_none());
+/// drop(cache);
+/// std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct TieredCacheBuilder {
     kind: CacheKind,
@@ -164,6 +185,46 @@ impl Drop for FlightGuard<'_> {
 /// The API is synchronous: every call is short and bounded (Redis calls
 /// have timeouts), and a synchronous API is directly usable from plain Rust
 /// and from Python with the GIL released.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_cache::{DiskConfig, MemoryConfig, Scope, TierKind, TieredCache};
+/// use std::time::Duration;
+///
+/// let dir = std::env::temp_dir().join(format!("ragjet-doc-tiered-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// let path = dir.join("cache.redb");
+/// let scope = Scope::tenant("acme");
+/// let key = scope.key("summaries").str("doc-1").finish();
+/// {
+///     let cache = TieredCache::builder()
+///         .memory(MemoryConfig::default())
+///         .disk(DiskConfig::new(&path))
+///         .build()?;
+///     let mut calls = 0;
+///     for _ in 0..3 {
+///         let v: Result<String, std::convert::Infallible> =
+///             cache.get_or_compute(&key, || { calls += 1; Ok("a summary".into()) });
+///         assert_eq!(v.unwrap(), "a summary");
+///     }
+///     assert_eq!(calls, 1); // computed once, then served from L1
+///     cache.put_with_ttl(&scope.key("tmp").finish(), &1u64, Some(Duration::from_secs(5)))?;
+///     assert_eq!(cache.stats().l1.unwrap().hits, 2);
+///     assert!(cache.contains::<String>(&key));
+/// }
+/// // The disk tier outlives the process; a fresh cache promotes the entry back to L1.
+/// let cache = TieredCache::builder().memory(MemoryConfig::default()).disk(DiskConfig::new(&path)).build()?;
+/// assert_eq!(cache.get::<String>(&key).as_deref(), Some("a summary"));
+/// cache.clear(TierKind::L2)?;
+/// cache.remove(&key);
+/// assert_eq!(cache.get::<String>(&key), None);
+/// assert_eq!(cache.warm(vec![(key, "warm".to_string())])?, 1);
+/// drop(cache);
+/// std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
 pub struct TieredCache {
     kind: CacheKind,
     l1: Option<MemoryTier>,

@@ -28,6 +28,37 @@ const HOUR: Duration = Duration::from_secs(3600);
 /// The revision should name everything that changes the vectors, the
 /// embedder's precision included (bf16 and f32 vectors of one model differ
 /// in the fifth decimal), so that replicas on different CPUs do not mix them.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_cache::{EmbeddingCache, Scope};
+///
+/// let dir = std::env::temp_dir().join(format!("ragjet-doc-embcache-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// let cache = EmbeddingCache::open(dir.join("embeddings.redb"), "all-MiniLM-L6-v2", "rev-1")?;
+/// let scope = Scope::tenant("acme");
+/// let fake_embed = |texts: &[&str]| -> Result<Vec<Vec<f32>>, ragjet_cache::CacheError> {
+///     Ok(texts.iter().map(|t| vec![t.len() as f32, 1.0]).collect())
+/// };
+/// let first = cache.get_or_compute_many(&scope, &["a", "bb", "a"], fake_embed)?;
+/// assert_eq!(first, vec![vec![1.0, 1.0], vec![2.0, 1.0], vec![1.0, 1.0]]);
+/// // Everything is cached now: the compute function must not run again.
+/// let again = cache.get_or_compute_many(&scope, &["bb"], |_: &[&str]| -> Result<Vec<Vec<f32>>, ragjet_cache::CacheError> {
+///     unreachable!("served from the cache")
+/// })?;
+/// assert_eq!(again, vec![vec![2.0, 1.0]]);
+/// cache.put(&scope, "ccc", &[3.0, 1.0])?;
+/// assert_eq!(cache.get(&scope, "ccc"), Some(vec![3.0, 1.0]));
+/// // Another model revision keys the same text differently, so never reads these vectors.
+/// let memory = ragjet_cache::TieredCache::builder().memory(Default::default()).build()?;
+/// let other = EmbeddingCache::with_cache(memory, "all-MiniLM-L6-v2", "rev-2");
+/// assert_ne!(other.key(&scope, "ccc"), cache.key(&scope, "ccc"));
+/// drop(cache);
+/// std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct EmbeddingCache {
     cache: TieredCache,
@@ -182,6 +213,18 @@ pub struct RetrievalQuery<'a> {
 }
 
 /// TTL policy of the retrieval cache.
+///
+/// # Examples
+///
+/// ```
+/// use ragjet_cache::AdaptiveTtl;
+/// use std::time::Duration;
+///
+/// let ttl = AdaptiveTtl::default();
+/// assert_eq!(ttl.ttl_after(0), Duration::from_secs(3600));
+/// assert_eq!(ttl.ttl_after(2), Duration::from_secs(3 * 3600));
+/// assert_eq!(ttl.ttl_after(100), Duration::from_secs(6 * 3600)); // capped at `max`
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct AdaptiveTtl {
     /// TTL of a fresh entry.
@@ -218,6 +261,31 @@ impl AdaptiveTtl {
 /// [`RetrievalQuery::index_version`], bumped by the index's owner on every
 /// mutation, makes that index's older results unreachable;
 /// [`RetrievalCache::bump_index_version`] does so for every index at once.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_cache::{RetrievalCache, RetrievalQuery, Scope};
+///
+/// let cache = RetrievalCache::new()?;
+/// let scope = Scope::tenant("acme");
+/// let q = RetrievalQuery { query: "rust", namespace: "docs", filters: None, top_k: 5, mode: "dense", index_version: 7 };
+/// let mut searches = 0;
+/// for _ in 0..2 {
+///     let hits: Result<Vec<String>, ragjet_cache::CacheError> =
+///         cache.get_or_compute(&scope, &q, || { searches += 1; Ok(vec!["chunk-1".into()]) });
+///     assert_eq!(hits?, vec!["chunk-1".to_string()]);
+/// }
+/// assert_eq!(searches, 1);
+/// // The index changed (its owner bumps its version): the old result is unreachable.
+/// let after_upsert = RetrievalQuery { index_version: 8, ..q };
+/// assert_eq!(cache.get::<Vec<String>>(&scope, &after_upsert), None);
+/// // Or drop every cached result at once.
+/// cache.bump_index_version();
+/// assert_eq!(cache.get::<Vec<String>>(&scope, &q), None);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct RetrievalCache {
     cache: TieredCache,
@@ -363,6 +431,28 @@ impl Default for SamplingParams {
 /// user is allowed to see.
 ///
 /// Default policy ([`ResponseCache::new`]): memory tier, TTL 30 min.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_cache::{ResponseCache, SamplingParams, Scope};
+///
+/// let cache = ResponseCache::new()?;
+/// let alice = Scope::tenant("acme").with_user("alice");
+/// let greedy = SamplingParams::default();
+/// cache.put(&alice, "Summarise doc 1", "llm-7b", &greedy, "Doc 1 is about caches.")?;
+/// assert_eq!(cache.get(&alice, "Summarise doc 1", "llm-7b", &greedy)?.as_deref(), Some("Doc 1 is about caches."));
+/// // Different sampling, different model or a different user: a different answer.
+/// let creative = SamplingParams { temperature: 0.9, ..SamplingParams::default() };
+/// assert_eq!(cache.get(&alice, "Summarise doc 1", "llm-7b", &creative)?, None);
+/// let bob = Scope::tenant("acme").with_user("bob");
+/// assert_eq!(cache.get(&bob, "Summarise doc 1", "llm-7b", &greedy)?, None);
+/// let answer: Result<String, ragjet_cache::CacheError> =
+///     cache.get_or_compute(&bob, "Summarise doc 1", "llm-7b", &greedy, || Ok("generated".into()));
+/// assert_eq!(answer?, "generated");
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct ResponseCache {
     cache: TieredCache,

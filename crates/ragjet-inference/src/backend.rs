@@ -20,6 +20,32 @@ use crate::error::{InferenceError, Result};
 use crate::pooling::{pool_into, PoolingMode};
 
 /// Which forward-pass implementation an [`Embedder`](crate::Embedder) uses.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_inference::{BackendKind, Device, Embedder, EmbedderOptions, Precision};
+///
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-cross-encoder");
+/// let load = |backend| {
+///     Embedder::load_with(dir, EmbedderOptions {
+///         device: Device::Cpu,
+///         precision: Some(Precision::F32),
+///         backend: Some(backend),
+///         ..Default::default()
+///     })
+/// };
+/// let packed = load(BackendKind::Packed)?;
+/// let padded = load(BackendKind::Padded)?;
+/// assert_eq!(packed.backend().to_string(), "packed");
+/// // Two implementations, one answer.
+/// let (a, b) = (packed.embed_one("same text")?, padded.embed_one("same text")?);
+/// let dot: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+/// let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+/// assert!(dot / (norm(&a) * norm(&b)) > 0.9999);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BackendKind {
     /// The packed CPU encoder (f32 or bf16 products, CPU only): the fastest

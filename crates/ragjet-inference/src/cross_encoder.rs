@@ -111,6 +111,38 @@ impl Default for CrossEncoderOptions {
 /// runs.)
 ///
 /// `CrossEncoder` is `Send + Sync`; share it behind an `Arc`.
+///
+/// # Examples
+///
+/// The tiny random cross-encoder of the test fixtures runs in milliseconds;
+/// its scores are those transformers computed for the same pairs (in
+/// `reference.json` next to it). A real reranker such as
+/// `cross-encoder/ms-marco-MiniLM-L-6-v2` loads the same way from its folder.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_inference::{CrossEncoder, CrossEncoderOptions, Device, Precision, ScoreActivation};
+///
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-cross-encoder");
+/// let options = CrossEncoderOptions { device: Device::Cpu, precision: Some(Precision::F32), ..Default::default() };
+/// let reranker = CrossEncoder::load_with(dir, options)?;
+/// assert_eq!(reranker.num_labels(), 1);
+/// assert_eq!(reranker.activation(), ScoreActivation::Sigmoid); // one label: scores in 0..=1
+///
+/// let scores = reranker.predict(&[("what is the capital of france", "paris is the capital of france")])?;
+/// assert!((scores[0] - 0.300_755_6).abs() < 1e-4); // transformers' score for this pair
+///
+/// let passages = ["paris is the capital of france", "bananas are yellow", "the louvre is in paris"];
+/// let ranked = reranker.rerank("what is the capital of france", &passages, 2)?;
+/// // The best two of `predict`'s scores, highest first, as (passage index, score).
+/// let pairs: Vec<_> = passages.iter().map(|p| ("what is the capital of france", *p)).collect();
+/// let all = reranker.predict(&pairs)?;
+/// let mut order: Vec<usize> = (0..passages.len()).collect();
+/// order.sort_by(|&a, &b| all[b].total_cmp(&all[a]));
+/// assert_eq!(ranked, vec![(order[0], all[order[0]]), (order[1], all[order[1]])]);
+/// assert!(reranker.rerank("q", &[] as &[&str], 5)?.is_empty());
+/// # Ok(()) }
+/// ```
 pub struct CrossEncoder {
     /// CLS pooling, no normalisation: the last hidden state of `[CLS]`.
     encoder: Embedder,

@@ -11,6 +11,21 @@ use crate::error::{InferenceError, Result};
 /// The device an [`Embedder`](crate::Embedder) runs on.
 ///
 /// Parsed from `"auto"`, `"cpu"`, `"cuda"` (= `cuda:0`) or `"cuda:N"`.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_inference::Device;
+///
+/// // Devices come from configuration files and command lines as strings.
+/// assert_eq!("cpu".parse::<Device>()?, Device::Cpu);
+/// assert_eq!("cuda".parse::<Device>()?, Device::Cuda(0));
+/// assert_eq!("cuda:1".parse::<Device>()?.to_string(), "cuda:1");
+/// assert_eq!(Device::default(), Device::Auto);
+/// assert!("tpu".parse::<Device>().is_err());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Device {
     /// The CPU (the packed f32 encoder unless another precision is asked).
@@ -63,6 +78,19 @@ impl FromStr for Device {
 /// Pooling and normalisation always run in f32, whatever this is.
 /// Parsed from `"f32"`, `"f16"`, `"bf16"` or `"int8"` (also `"float32"`,
 /// `"fp16"`, `"float16"`, `"bfloat16"`).
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_inference::Precision;
+///
+/// assert_eq!("bfloat16".parse::<Precision>()?, Precision::Bf16);
+/// assert_eq!("fp16".parse::<Precision>()?, Precision::F16);
+/// // Never int8 by default: it trades accuracy for speed, so it is asked for.
+/// assert!(matches!(Precision::cpu_default(), Precision::F32 | Precision::Bf16));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Precision {
     /// 32-bit floats.
@@ -216,6 +244,14 @@ fn driver_present() -> std::result::Result<(), String> {
 /// still fail with [`InferenceError::DeviceUnavailable`]. On non-Unix
 /// targets there is no such probe and this returns `true`, leaving the
 /// answer to the first driver call.
+///
+/// # Examples
+///
+/// ```
+/// // Safe to call anywhere: the library is loaded, never called into.
+/// let has_driver = ragjet_inference::cuda_driver_available();
+/// assert_eq!(has_driver, ragjet_inference::cuda_driver_available());
+/// ```
 pub fn cuda_driver_available() -> bool {
     #[cfg(unix)]
     {
@@ -240,6 +276,18 @@ pub fn cuda_driver_available() -> bool {
 /// Whether this build can run models on an NVIDIA GPU: it has the `cuda`
 /// feature and [`cuda_driver_available`]. What [`Device::Auto`] checks
 /// before it tries GPU 0; opening the GPU can still fail (see there).
+///
+/// # Examples
+///
+/// ```
+/// use ragjet_inference::{cuda_available, cuda_driver_available, Device};
+///
+/// // Pick the device up front, e.g. to size batches, instead of relying on `Auto`.
+/// let device = if cuda_available() { Device::Cuda(0) } else { Device::Cpu };
+/// // A usable GPU needs a driver; a driver alone is not enough (the build needs `cuda`).
+/// assert!(!cuda_available() || cuda_driver_available());
+/// assert!(cfg!(feature = "cuda") || device == Device::Cpu);
+/// ```
 pub fn cuda_available() -> bool {
     cfg!(feature = "cuda") && cuda_driver_available()
 }

@@ -26,6 +26,33 @@ const CHUNK_TEXTS: usize = 8192;
 /// Settings that override what the model folder says.
 ///
 /// `None` means "as the folder says" (or the documented default).
+///
+/// # Examples
+///
+/// Adaptive batching can be watched on the CPU: a simulated out-of-memory
+/// limit makes the embedder halve its token budget and retry, with the same
+/// vectors as a run that never failed.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_inference::{Device, Embedder, EmbedderOptions, Precision};
+///
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-cross-encoder");
+/// let texts: Vec<String> = (0..16).map(|i| format!("passage number {i} about retrieval")).collect();
+/// let plain = Embedder::load_with(dir, EmbedderOptions { device: Device::Cpu, precision: Some(Precision::F32), ..Default::default() })?;
+/// let squeezed = Embedder::load_with(dir, EmbedderOptions {
+///     device: Device::Cpu,
+///     precision: Some(Precision::F32),
+///     max_batch_tokens: 1024,
+///     simulate_oom_above_tokens: Some(40), // "out of memory" above 40 real tokens
+///     ..Default::default()
+/// })?;
+/// let a = plain.embed(&texts)?;
+/// let b = squeezed.embed(&texts)?;
+/// assert!(squeezed.batch_token_limit() < 1024); // the budget came down and stays down
+/// assert!(a.as_slice().iter().zip(b.as_slice()).all(|(x, y)| (x - y).abs() < 1e-4));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct EmbedderOptions {
     /// Threads used for tokenisation and the forward pass; `None` = all cores.
@@ -98,6 +125,32 @@ impl Default for EmbedderOptions {
 /// against `max_seq_length` and are pooled with the text's (the Pooling
 /// module's `include_prompt: true`, the default; a folder that sets it to
 /// false is refused for prompted calls).
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_inference::{Device, Embedder, EmbedderOptions, Prompt};
+/// use std::collections::BTreeMap;
+///
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-cross-encoder");
+/// // E5-style models want "query: " / "passage: " and ship no prompts: give them here.
+/// let embedder = Embedder::load_with(dir, EmbedderOptions {
+///     device: Device::Cpu,
+///     prompts: Some(BTreeMap::from([
+///         ("query".to_string(), "query: ".to_string()),
+///         ("passage".to_string(), "passage: ".to_string()),
+///     ])),
+///     default_prompt_name: Some("passage".to_string()),
+///     ..Default::default()
+/// })?;
+/// assert_eq!(embedder.default_prompt_name(), Some("passage"));
+/// assert_eq!(embedder.resolve_prompt(Prompt::Default)?, Some("passage: "));
+/// assert_eq!(embedder.resolve_prompt(Prompt::Named("query"))?, Some("query: "));
+/// assert_eq!(embedder.resolve_prompt(Prompt::None)?, None);
+/// assert!(embedder.resolve_prompt(Prompt::Named("summary")).is_err());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Prompt<'a> {
     /// The model's default prompt, if it names one; none otherwise. What
@@ -140,6 +193,27 @@ impl<'a> EmbedCall<'a> {
 }
 
 /// Progress of a long `embed` call, reported after each batch.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_inference::{Device, EmbedCall, Embedder, EmbedderOptions};
+/// use std::sync::Mutex;
+///
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-cross-encoder");
+/// let embedder = Embedder::load_with(dir, EmbedderOptions { device: Device::Cpu, max_batch_size: 4, ..Default::default() })?;
+/// let texts: Vec<String> = (0..10).map(|i| format!("text {i}")).collect();
+/// let seen = Mutex::new(Vec::new());
+/// embedder.embed_with_progress(&texts, |p| seen.lock().unwrap().push((p.done, p.total)))?;
+/// let seen = seen.into_inner().unwrap();
+/// assert_eq!(seen.last(), Some(&(10, 10))); // reported after every batch of at most 4
+/// assert!(seen.len() >= 3);
+/// // A per-call batch size overrides the option for that call only.
+/// let call = EmbedCall::default().max_batch_size(2);
+/// assert_eq!(embedder.embed_with(&texts, &call)?.rows(), 10);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     /// Texts embedded so far.
@@ -150,6 +224,24 @@ pub struct Progress {
 
 /// Sentence vectors for `rows()` texts, in input order, row-major in one
 /// contiguous buffer (ready for an index or a numpy array without a copy).
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_inference::{Device, Embedder, EmbedderOptions};
+///
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-cross-encoder");
+/// let embedder = Embedder::load_with(dir, EmbedderOptions { device: Device::Cpu, ..Default::default() })?;
+/// let vectors = embedder.embed(&["first", "second"])?;
+/// let dim = vectors.dim();
+/// assert_eq!(vectors.iter().count(), 2);
+/// assert_eq!(vectors.row(1), &vectors.as_slice()[dim..2 * dim]);
+/// // One contiguous row-major buffer, handed over without copying.
+/// let flat: Vec<f32> = vectors.into_vec();
+/// assert_eq!(flat.len(), 2 * dim);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Embeddings {
     data: Vec<f32>,
@@ -208,6 +300,48 @@ impl Embeddings {
 /// `ragjet_embedding_batch_token_limit{device}`, and on CUDA the device memory
 /// as `ragjet_gpu_memory_{used,total}_bytes{device}` after every batch (see
 /// [`crate::metrics`]).
+///
+/// # Examples
+///
+/// A tiny 32-dimensional BERT from the test fixtures stands in for a real
+/// model so the example runs in milliseconds; a real program passes
+/// [`locate_default_model`](crate::locate_default_model)`()?` or its own folder.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_inference::{Device, EmbedCall, Embedder, EmbedderOptions, Prompt};
+/// use std::collections::BTreeMap;
+///
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-cross-encoder");
+/// let options = EmbedderOptions {
+///     device: Device::Cpu,
+///     normalize: Some(true),
+///     prompts: Some(BTreeMap::from([("query".to_string(), "query: ".to_string())])),
+///     ..EmbedderOptions::default()
+/// };
+/// let embedder = Embedder::load_with(dir, options)?;
+/// let texts = ["a short passage", "a somewhat longer passage about caching", ""];
+/// let vectors = embedder.embed(&texts)?;
+/// assert_eq!((vectors.rows(), vectors.dim()), (3, embedder.dim()));
+/// // Normalised rows: unit length, so a dot product is the cosine.
+/// let norm: f32 = vectors.row(1).iter().map(|x| x * x).sum::<f32>().sqrt();
+/// assert!((norm - 1.0).abs() < 1e-4);
+/// // Batching never changes a vector: one text alone gives the same row.
+/// let alone = embedder.embed_one(texts[1])?;
+/// assert!(alone.iter().zip(vectors.row(1)).all(|(a, b)| (a - b).abs() < 1e-4));
+///
+/// // A named prompt for this call only: the vector of "query: " + text.
+/// let q = embedder.embed_with(&["caching"], &EmbedCall::default().prompt(Prompt::Named("query")))?;
+/// let same = embedder.embed_with(&["query: caching"], &EmbedCall::default().prompt(Prompt::None))?;
+/// assert!(q.row(0).iter().zip(same.row(0)).all(|(a, b)| (a - b).abs() < 1e-4));
+///
+/// // Token counting and cutting for chunkers and prompt budgets.
+/// let text = "one two three four five";
+/// assert_eq!(embedder.count_tokens(text)?, embedder.token_spans(text)?.len());
+/// let cut = embedder.truncate_to_tokens(text, 2)?;
+/// assert!(embedder.count_tokens(cut)? <= 2 && text.starts_with(cut));
+/// # Ok(()) }
+/// ```
 pub struct Embedder {
     dir: PathBuf,
     backend: Box<dyn Backend>,

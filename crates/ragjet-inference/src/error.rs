@@ -4,6 +4,24 @@ use std::path::PathBuf;
 ///
 /// Bad user input (an empty list, a corrupt model folder, a bad option) is
 /// reported here; nothing in this crate panics on it.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_inference::{Embedder, InferenceError};
+///
+/// let dir = std::env::temp_dir().join(format!("ragjet-doc-empty-model-{}", std::process::id()));
+/// assert!(matches!(Embedder::load(&dir), Err(InferenceError::ModelNotFound(_))));
+/// // A folder that exists but lacks a file names the file, so the fix is obvious.
+/// std::fs::create_dir_all(&dir)?;
+/// match Embedder::load(&dir) {
+///     Err(InferenceError::MissingFile { path }) => assert!(path.ends_with("config.json")),
+///     other => panic!("expected MissingFile, got {other:?}"),
+/// }
+/// std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum InferenceError {

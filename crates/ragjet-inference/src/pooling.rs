@@ -7,6 +7,26 @@ use serde::Deserialize;
 ///
 /// Several modes may be active at once (sentence-transformers concatenates
 /// them, in the order of this enum's variants).
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_inference::{Device, Embedder, EmbedderOptions, PoolingMode};
+///
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny-cross-encoder");
+/// let load = |pooling: Vec<PoolingMode>| {
+///     Embedder::load_with(dir, EmbedderOptions { device: Device::Cpu, pooling: Some(pooling), ..Default::default() })
+/// };
+/// let mean = load(vec![PoolingMode::Mean])?;
+/// let both = load(vec![PoolingMode::Cls, PoolingMode::Mean])?;
+/// assert_eq!(mean.pooling(), [PoolingMode::Mean]);
+/// // Several modes are concatenated, as sentence-transformers does.
+/// assert_eq!(both.dim(), 2 * mean.dim());
+/// let v = both.embed_one("pooled twice")?;
+/// assert_eq!(v.len(), both.dim());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PoolingMode {
     /// The first token's state (`[CLS]`); BGE models use it.

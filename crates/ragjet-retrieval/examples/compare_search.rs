@@ -7,7 +7,9 @@
 //!     DIR DIM M EF_CONSTRUCTION EF1,EF2,...
 //! ```
 //! `DIR` holds `base.f32`, `queries.f32` (raw little-endian f32, row-major)
-//! and `gt.i32` (10 exact neighbour rows per query).
+//! and `gt.i32` (10 exact neighbour rows per query). With
+//! `RAGJET_BENCH_MEMORY=1` it only measures the HNSW index's resident
+//! memory per vector, with and without the one metadata key per entry.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -88,14 +90,51 @@ fn main() {
     let n = base.len() / dim;
     let nq = queries.len() / dim;
     let qs: Vec<Vec<f32>> = queries.chunks_exact(dim).map(|q| q.to_vec()).collect();
-    let entries = || -> Vec<Entry> {
+    let entries_with = |meta: bool| -> Vec<Entry> {
         base.chunks_exact(dim)
             .enumerate()
             .map(|(i, v)| {
-                Entry::new(i.to_string(), v.to_vec()).with_meta("bucket", (i % 10) as i64)
+                let e = Entry::new(i.to_string(), v.to_vec());
+                if meta {
+                    e.with_meta("bucket", (i % 10) as i64)
+                } else {
+                    e
+                }
             })
             .collect()
     };
+    let entries = || entries_with(true);
+    let hnsw_cfg = || {
+        let mut cfg = HnswConfig::new(dim, Metric::Cosine);
+        cfg.m = m;
+        cfg.ef_construction = efc;
+        cfg.capacity_hint = n;
+        cfg
+    };
+
+    // RAGJET_BENCH_MEMORY=1: only the HNSW index's resident memory per
+    // vector, with the benchmark's one metadata key per entry and without
+    // metadata (the peers store none), then exit.
+    if std::env::var_os("RAGJET_BENCH_MEMORY").is_some() {
+        let mut per = Vec::new();
+        for meta in [true, false] {
+            // SAFETY: as at the HNSW build below.
+            unsafe { mi_collect(true) };
+            let rss0 = rss_bytes();
+            let mut h = HnswIndex::new(hnsw_cfg()).expect("hnsw");
+            h.upsert(entries_with(meta)).expect("hnsw upsert");
+            // SAFETY: as above.
+            unsafe { mi_collect(true) };
+            per.push(rss_bytes().saturating_sub(rss0) as f64 / n as f64);
+            drop(h);
+        }
+        println!(
+            "{{\"n\": {n}, \"dim\": {dim}, \"hnsw_rss_per_vector\": {:.1}, \
+             \"hnsw_rss_per_vector_no_metadata\": {:.1}}}",
+            per[0], per[1]
+        );
+        return;
+    }
 
     // Exact search (vectors are unit length; dot = cosine).
     let t = Instant::now();
@@ -138,10 +177,7 @@ fn main() {
     drop(flat16);
 
     // HNSW.
-    let mut cfg = HnswConfig::new(dim, Metric::Cosine);
-    cfg.m = m;
-    cfg.ef_construction = efc;
-    cfg.capacity_hint = n;
+    let cfg = hnsw_cfg();
     // Measured from before the entries exist: the index's memory per
     // vector includes the vectors (as the peers' figures do), the records
     // and their metadata.

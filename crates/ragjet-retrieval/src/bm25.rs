@@ -12,6 +12,20 @@ use crate::topk::TopK;
 use crate::types::Hit;
 
 /// BM25 parameters.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_retrieval::{Bm25Index, Bm25Params};
+///
+/// // Less length normalisation for corpora of very uneven passages.
+/// let params = Bm25Params { b: 0.3, ..Bm25Params::default() };
+/// let index = Bm25Index::new(params)?;
+/// assert_eq!(index.params().b, 0.3);
+/// assert!(Bm25Index::new(Bm25Params { k1: -1.0, ..Bm25Params::default() }).is_err());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Bm25Params {
     /// Term-frequency saturation (usual range 1.2–2.0).
@@ -28,6 +42,12 @@ impl Default for Bm25Params {
 
 /// Splits text on Unicode word boundaries (UAX #29) and lowercases; the
 /// same tokeniser is used for documents and queries.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(ragjet_retrieval::bm25::tokenize("Hello, World! It's 2024"), ["hello", "world", "it's", "2024"]);
+/// ```
 pub fn tokenize(text: &str) -> Vec<String> {
     text.unicode_words().map(|w| w.to_lowercase()).collect()
 }
@@ -47,6 +67,30 @@ struct Bm25File {
 }
 
 /// Okapi BM25 with the non-negative IDF `ln(1 + (N − df + 0.5)/(df + 0.5))`.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_retrieval::{Bm25Index, Bm25Params};
+///
+/// let mut index = Bm25Index::new(Bm25Params::default())?;
+/// index.upsert("rust", "Rust is a systems programming language")?;
+/// index.upsert("python", "Python is a dynamic programming language")?;
+/// index.upsert("cat", "The cat sat on the mat")?;
+/// let hits = index.search("systems language", 2);
+/// assert_eq!(hits[0].id, "rust"); // rarer term "systems" decides
+/// assert_eq!(hits.len(), 2);
+/// assert!(index.search("zebra", 5).is_empty());
+///
+/// assert!(index.delete("cat"));
+/// assert_eq!(index.len(), 2);
+/// let dir = tempfile::tempdir()?;
+/// index.save(dir.path())?;
+/// let loaded = Bm25Index::load(dir.path())?;
+/// assert_eq!(loaded.search("dynamic", 1)[0].id, "python");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Bm25Index {
     params: Bm25Params,

@@ -59,6 +59,31 @@ const POOL_EXTRA: usize = 16;
 /// [`crate::FlatIndex`] for the same metric: dot product of normalised
 /// vectors for cosine, raw dot product, or `-‖q − r‖²` for L2, computed in
 /// f32 from the stored (f32 or f16) rows.
+///
+/// # Examples
+///
+/// On the CPU here; with the `cuda` feature the same code takes a CUDA device
+/// the caller opened after checking for a driver.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_retrieval::{CandleDevice, DeviceFlatIndex, Entry, FlatConfig, FlatIndex, Metric, Storage, VectorIndex};
+///
+/// let mut flat = FlatIndex::new(FlatConfig::new(3, Metric::Cosine))?;
+/// flat.upsert(vec![
+///     Entry::new("x", vec![1.0, 0.0, 0.0]),
+///     Entry::new("y", vec![0.0, 1.0, 0.0]),
+///     Entry::new("xy", vec![1.0, 1.0, 0.0]),
+/// ])?;
+/// let device = DeviceFlatIndex::from_flat(&flat, Storage::F32, &CandleDevice::Cpu)?;
+/// assert_eq!((device.len(), device.dim()), (3, 3));
+/// // Two queries, row-major, in one call; the same hits as the host index.
+/// let hits = device.search_batch(&[1.0, 0.1, 0.0, 0.0, 1.0, 0.1], 2)?;
+/// assert_eq!(hits[0][0].id, "x");
+/// assert_eq!(hits[1][0].id, "y");
+/// assert_eq!(hits[0], flat.search(&[1.0, 0.1, 0.0], 2, None)?);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct DeviceFlatIndex {
     device: Device,

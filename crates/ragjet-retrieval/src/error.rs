@@ -5,6 +5,21 @@ use std::path::PathBuf;
 ///
 /// Bad user input (a wrong dimension, a NaN component, a malformed filter, a
 /// corrupt file) is reported here; nothing in this crate panics on it.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_retrieval::{Entry, FlatConfig, FlatIndex, Metric, RetrievalError, VectorIndex};
+///
+/// let mut index = FlatIndex::new(FlatConfig::new(3, Metric::Cosine))?;
+/// let err = index.upsert(vec![Entry::new("a", vec![1.0, 2.0])]).unwrap_err();
+/// assert!(matches!(err, RetrievalError::DimensionMismatch { .. }));
+/// let err = index.upsert(vec![Entry::new("z", vec![0.0; 3])]).unwrap_err();
+/// assert!(matches!(err, RetrievalError::ZeroVector));
+/// assert!(index.is_empty()); // a refused batch leaves nothing behind
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RetrievalError {

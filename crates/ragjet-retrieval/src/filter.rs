@@ -54,6 +54,31 @@ use crate::error::{Result, RetrievalError};
 use crate::types::{Metadata, MetadataValue};
 
 /// A comparison operator (the strings are LlamaIndex's `FilterOperator` values).
+///
+/// # Examples
+///
+/// ```
+/// use ragjet_retrieval::{FilterCondition, FilterOperator as Op, Metadata, MetadataFilter, MetadataFilters};
+///
+/// let meta: Metadata = [
+///     ("tags".to_string(), vec!["rust", "db"].into()),
+///     ("title".to_string(), "Intro to Rust".into()),
+///     ("year".to_string(), 2024.into()),
+/// ]
+/// .into_iter()
+/// .collect();
+/// let test = |key: &str, op, value: ragjet_retrieval::MetadataValue| {
+///     MetadataFilters::new(vec![MetadataFilter::new(key, op, value)], FilterCondition::And).matches(&meta)
+/// };
+/// // Python's semantics, operator by operator, as llama-index evaluates them.
+/// assert!(test("tags", Op::Contains, "rust".into())); // "rust" in tags
+/// assert!(test("tags", Op::Any, vec!["go", "db"].into())); // any(x in tags for x in v)
+/// assert!(!test("tags", Op::All, vec!["go", "db"].into()));
+/// assert!(test("year", Op::In, vec![2023, 2024].into()));
+/// assert!(test("title", Op::TextMatchInsensitive, "rust".into()));
+/// assert!(test("missing", Op::Ne, 1.into())); // a missing key matches != and nin only
+/// assert!(!test("title", Op::Gt, 3.into())); // str > int raises in Python: no match here
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub enum FilterOperator {
     /// `==`
@@ -155,6 +180,48 @@ pub enum FilterNode {
 }
 
 /// A group of filters combined by a condition; groups nest.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_retrieval::{Entry, FilterCondition, FilterOperator, FlatConfig, FlatIndex, MetadataFilter,
+///     MetadataFilters, Metric, VectorIndex};
+///
+/// let mut index = FlatIndex::new(FlatConfig::new(2, Metric::Cosine))?;
+/// index.upsert(vec![
+///     Entry::new("old", vec![1.0, 0.0]).with_meta("year", 2019).with_meta("lang", "en"),
+///     Entry::new("new", vec![0.9, 0.1]).with_meta("year", 2024).with_meta("lang", "en"),
+///     Entry::new("fr", vec![0.8, 0.2]).with_meta("year", 2024).with_meta("lang", "fr"),
+/// ])?;
+/// // year >= 2020 AND lang == "en", built in code...
+/// let recent_en = MetadataFilters::new(
+///     vec![
+///         MetadataFilter::new("year", FilterOperator::Gte, 2020),
+///         MetadataFilter::new("lang", FilterOperator::Eq, "en"),
+///     ],
+///     FilterCondition::And,
+/// );
+/// let hits = index.search(&[1.0, 0.0], 10, Some(&recent_en))?;
+/// assert_eq!(hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), ["new"]);
+///
+/// // ...or read from the JSON LlamaIndex's `MetadataFilters.model_dump()` gives.
+/// let json = r#"{"filters": [{"key": "year", "value": 2024, "operator": "=="},
+///                            {"key": "lang", "value": ["fr", "de"], "operator": "in"}],
+///                "condition": "or"}"#;
+/// let either = MetadataFilters::from_json(json)?;
+/// assert_eq!(index.ids_matching(Some(&either))?.len(), 2);
+/// // The canonical key ignores member order, so caches keyed on it agree.
+/// let swapped = MetadataFilters::new(
+///     vec![
+///         MetadataFilter::new("lang", FilterOperator::Eq, "en"),
+///         MetadataFilter::new("year", FilterOperator::Gte, 2020),
+///     ],
+///     FilterCondition::And,
+/// );
+/// assert_eq!(recent_en.canonical_key(), swapped.canonical_key());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct MetadataFilters {
     /// The members.

@@ -1,7 +1,7 @@
 //! Exact (brute-force) search over contiguous vector storage.
 
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use half::f16;
 use rayon::prelude::*;
@@ -9,17 +9,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::bf16_gemm;
 use crate::distance::{self, Fns, Metric};
-use crate::error::{corrupt, Result};
+use crate::error::{corrupt, io_err, Result, RetrievalError};
 use crate::filter::MetadataFilters;
 use crate::index::{check_dim, check_filter, prepare_entries, prepare_query, VectorIndex};
 use crate::metrics::{record_op, record_size, DEFAULT_NAMESPACE};
 use crate::persist;
-use crate::quantized::{Kind, Quantized};
-use crate::records::Records;
+use crate::quantized::{FullRows, Kind, Quantized};
+use crate::records::{grow, Records};
 use crate::topk::TopK;
 use crate::types::{Entry, Hit, Record};
 
 /// Element type of the stored vectors.
+///
+/// # Examples
+///
+/// ```
+/// use ragjet_retrieval::Storage;
+///
+/// assert_eq!(Storage::default(), Storage::F32);
+/// // Quantised storages rescore more candidates the coarser their codes are.
+/// assert!(Storage::Binary.default_rescore() > Storage::Int8.default_rescore());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Storage {
@@ -54,6 +64,35 @@ impl Storage {
     }
 }
 
+/// The compression of a quantized storage kind.
+fn kind_of(storage: Storage) -> Kind {
+    if storage == Storage::Binary {
+        Kind::Binary
+    } else {
+        Kind::Int8
+    }
+}
+
+/// A rows directory only means something to the storages that rescore
+/// from full rows; elsewhere it would be silently ignored.
+fn check_rows_dir(cfg: &FlatConfig) -> Result<()> {
+    if cfg.rows_dir.is_some() && matches!(cfg.storage, Storage::F32 | Storage::F16) {
+        return Err(RetrievalError::InvalidOption(
+            "rows_dir applies to int8 and binary storage (f32 / f16 rows are the index)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// An I/O error of a rows file, named by its directory (the file itself
+/// has no name: it is unlinked).
+fn rows_io_err(cfg: &FlatConfig, e: std::io::Error) -> RetrievalError {
+    RetrievalError::Io {
+        path: cfg.rows_dir.clone().unwrap_or_default(),
+        source: e,
+    }
+}
+
 /// Default int8 rescoring depth, per requested result.
 const INT8_RESCORE: usize = 4;
 /// Default binary rescoring depth, per requested result.
@@ -63,6 +102,31 @@ const BINARY_RESCORE: usize = 64;
 const FORMAT_VERSION: u32 = 2;
 
 /// Options of a [`FlatIndex`].
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_retrieval::{Entry, FlatConfig, FlatIndex, Metric, Storage, VectorIndex};
+///
+/// // Int8 codes are scanned, then the best 8·k rows are rescored exactly.
+/// let cfg = FlatConfig::new(4, Metric::Dot).with_storage(Storage::Int8).with_rescore(8);
+/// let mut index = FlatIndex::new(cfg)?;
+/// let entries: Vec<Entry> = (0..100)
+///     .map(|i| {
+///         let x = i as f32 / 100.0;
+///         Entry::new(format!("e{i}"), vec![x, 1.0 - x, x * x, 0.5])
+///     })
+///     .collect();
+/// index.upsert(entries)?;
+/// let hits = index.search(&[1.0, 0.0, 1.0, 0.0], 3, None)?;
+/// assert_eq!(hits[0].id, "e99");
+/// // Scores are exact even though the scan ran on one byte per component.
+/// assert!((hits[0].score - (0.99 + 0.99 * 0.99)).abs() < 1e-5);
+/// let (scanned, rescore) = index.vector_bytes();
+/// assert!(scanned < rescore);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlatConfig {
     /// Vector dimension.
@@ -81,6 +145,15 @@ pub struct FlatConfig {
     /// [`Storage::default_rescore`]. Ignored by f32 and f16.
     #[serde(default)]
     pub rescore: usize,
+    /// Int8 and binary storage: a directory for the full-precision rows.
+    /// `None` (the default) keeps them in RAM; with a directory they live
+    /// in an unlinked file there, memory-mapped, so the resident memory
+    /// is the codes and the records (the rescore reads its rows through
+    /// the page cache). Saved with the config: a loaded index maps its
+    /// rows in the same directory, which must then exist. f32 and f16
+    /// storage refuse it (`InvalidOption`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_dir: Option<PathBuf>,
 }
 
 fn default_parallel_rows() -> usize {
@@ -96,6 +169,7 @@ impl FlatConfig {
             storage: Storage::F32,
             parallel_rows: default_parallel_rows(),
             rescore: 0,
+            rows_dir: None,
         }
     }
 
@@ -103,6 +177,22 @@ impl FlatConfig {
     pub fn with_storage(mut self, storage: Storage) -> Self {
         self.storage = storage;
         self
+    }
+
+    /// Keeps the full-precision rows of int8 / binary storage in a mapped
+    /// file in `dir` (see [`FlatConfig::rows_dir`]).
+    pub fn with_rows_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.rows_dir = Some(dir.into());
+        self
+    }
+
+    /// Where a quantized index keeps its full rows (RAM or a file in
+    /// [`FlatConfig::rows_dir`]).
+    fn full_rows(&self) -> Result<FullRows> {
+        match &self.rows_dir {
+            None => Ok(FullRows::default()),
+            Some(dir) => FullRows::in_file(dir, self.dim).map_err(io_err(dir)),
+        }
     }
 
     /// Sets the rescoring depth per requested result (int8 and binary).
@@ -162,6 +252,40 @@ struct RowStats<'a> {
 /// Exact search. Rows live in one contiguous array (row `i` at
 /// `i*dim..(i+1)*dim`); deletes move the last row into the hole so the
 /// array stays dense and a scan never skips tombstones.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_retrieval::{Entry, FlatConfig, FlatIndex, Metric, VectorIndex};
+///
+/// let mut index = FlatIndex::new(FlatConfig::new(3, Metric::Cosine))?;
+/// index.upsert(vec![
+///     Entry::new("north", vec![0.0, 1.0, 0.0]).with_text("up"),
+///     Entry::new("east", vec![1.0, 0.0, 0.0]).with_text("right"),
+///     Entry::new("north-east", vec![1.0, 1.0, 0.0]).with_text("diagonal"),
+/// ])?;
+/// let hits = index.search(&[0.1, 1.0, 0.0], 2, None)?;
+/// assert_eq!(hits[0].id, "north");
+/// assert_eq!(hits[1].id, "north-east");
+/// // Cosine vectors are stored normalised.
+/// let v = index.vector("north-east").unwrap();
+/// assert!((v[0] - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6);
+/// // Several queries at once take the blocked path; results match one-by-one search.
+/// let batch = index.search_batch(&[vec![1.0, 0.0, 0.0], vec![0.0, 1.0, 0.0]], 1, None)?;
+/// assert_eq!((batch[0][0].id.as_str(), batch[1][0].id.as_str()), ("east", "north"));
+/// // Upserting an existing id replaces it; deleting is by id or by source document.
+/// index.upsert(vec![Entry::new("east", vec![0.0, 0.0, 1.0])])?;
+/// assert_eq!(index.search(&[0.0, 0.0, 1.0], 1, None)?[0].id, "east");
+/// assert_eq!(index.delete(&["north", "nowhere"]), 1);
+/// assert_eq!(index.len(), 2);
+/// assert_eq!(index.vector_bytes(), (2 * 3 * 4, 0)); // f32 rows, nothing kept for rescoring
+///
+/// let dir = tempfile::tempdir()?;
+/// index.save(dir.path())?;
+/// assert_eq!(FlatIndex::load(dir.path())?.len(), 2);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct FlatIndex {
     cfg: FlatConfig,
@@ -174,15 +298,16 @@ impl FlatIndex {
     /// An empty index.
     pub fn new(cfg: FlatConfig) -> Result<Self> {
         check_dim(cfg.dim)?;
+        check_rows_dir(&cfg)?;
         let vectors = match cfg.storage {
             Storage::F32 => Vectors::F32(Vec::new()),
             Storage::F16 => Vectors::F16(Vec::new()),
-            Storage::Int8 => {
-                Vectors::Quantized(Box::new(Quantized::new(Kind::Int8, cfg.dim, cfg.metric)))
-            }
-            Storage::Binary => {
-                Vectors::Quantized(Box::new(Quantized::new(Kind::Binary, cfg.dim, cfg.metric)))
-            }
+            Storage::Int8 | Storage::Binary => Vectors::Quantized(Box::new(Quantized::new(
+                kind_of(cfg.storage),
+                cfg.dim,
+                cfg.metric,
+                cfg.full_rows()?,
+            ))),
         };
         Ok(FlatIndex {
             cfg,
@@ -238,12 +363,15 @@ impl FlatIndex {
         }
     }
 
-    fn push_row(&mut self, v: &[f32]) {
+    /// Appends a row; fails only when a rows file cannot grow, which the
+    /// batch's reserve rules out.
+    fn push_row(&mut self, v: &[f32]) -> Result<()> {
         match &mut self.vectors {
             Vectors::F32(s) => s.extend_from_slice(v),
             Vectors::F16(s) => s.extend(distance::narrow_f16(v)),
-            Vectors::Quantized(q) => q.push(v),
+            Vectors::Quantized(q) => q.push(v).map_err(|e| rows_io_err(&self.cfg, e))?,
         }
+        Ok(())
     }
 
     fn remove_slot(&mut self, slot: u32) {
@@ -612,6 +740,7 @@ impl FlatIndex {
             ));
         }
         check_dim(meta.config.dim).map_err(|e| corrupt(&mpath, e))?;
+        check_rows_dir(&meta.config).map_err(|e| corrupt(&mpath, e))?;
         let rpath = dir.path("records.json");
         let slots: Vec<Option<Record>> = dir.read_json("records.json")?;
         if slots.len() != meta.rows || slots.iter().any(|s| s.is_none()) {
@@ -629,12 +758,11 @@ impl FlatIndex {
             Storage::F16 => Vectors::F16(persist::bytes_to_f16s(&vpath, &bytes, expected)?),
             Storage::Int8 | Storage::Binary => {
                 let rows = persist::bytes_to_f32s(&vpath, &bytes, expected)?;
-                let kind = if meta.config.storage == Storage::Int8 {
-                    Kind::Int8
-                } else {
-                    Kind::Binary
-                };
-                let q = Quantized::from_rows(kind, meta.config.dim, meta.config.metric, rows);
+                drop(bytes);
+                let full = meta.config.full_rows()?;
+                let c = &meta.config;
+                let q = Quantized::from_rows(kind_of(c.storage), c.dim, c.metric, rows, full)
+                    .map_err(|e| rows_io_err(c, e))?;
                 Vectors::Quantized(Box::new(q))
             }
         };
@@ -696,6 +824,17 @@ impl VectorIndex for FlatIndex {
                 .entered();
         let prepared = prepare_entries(entries, self.cfg.dim, self.cfg.metric)?;
         let n = prepared.len() as u64;
+        self.records.reserve(prepared.len());
+        match &mut self.vectors {
+            Vectors::F32(s) => grow(s, prepared.len() * self.cfg.dim),
+            Vectors::F16(s) => grow(s, prepared.len() * self.cfg.dim),
+            Vectors::Quantized(q) => {
+                // A rows file that cannot grow fails the batch here,
+                // before anything changed.
+                q.reserve(prepared.len())
+                    .map_err(|e| rows_io_err(&self.cfg, e))?;
+            }
+        }
         for (rec, v) in prepared {
             match self.records.slot_of(&rec.id) {
                 Some(slot) => {
@@ -703,13 +842,14 @@ impl VectorIndex for FlatIndex {
                     self.records.replace(slot, rec);
                 }
                 None => {
-                    self.push_row(&v);
+                    self.push_row(&v)?;
                     self.records.push(rec);
                 }
             }
         }
         if let Vectors::Quantized(q) = &mut self.vectors {
             q.maybe_retrain();
+            q.release();
         }
         record_op(&self.namespace, "add", n);
         record_size(&self.namespace, self.len());

@@ -34,6 +34,7 @@ use hnsw_rs::prelude::{Distance, Hnsw};
 use rayon::prelude::*;
 
 use crate::distance::{Fns, Metric};
+use crate::records::grow;
 
 /// Highest level a slot can get (16 layers, as hnsw_rs; saved graphs of
 /// either kind never exceed it).
@@ -288,12 +289,19 @@ impl FlatGraph {
             // The first batch's buffer becomes the rows: no second copy.
             self.rows = vectors;
         } else {
+            // Growth by an eighth, not doubling: the rows are most of the
+            // index's memory (see `records::grow`).
+            grow(&mut self.rows, vectors.len());
             self.rows.extend_from_slice(&vectors);
         }
-        self.links0.reserve(count * (self.degree0 + 1));
-        self.reserve_slots(count);
-        for slot in first..first + count {
-            let level = self.draw_level(slot);
+        let levels: Vec<u8> = (first..first + count).map(|s| self.draw_level(s)).collect();
+        let upper_words: usize = levels.iter().map(|&l| l as usize * (self.m + 1)).sum();
+        grow(&mut self.links0, count * (self.degree0 + 1));
+        grow(&mut self.upper, upper_words);
+        grow(&mut self.levels, count);
+        grow(&mut self.upper_at, count);
+        grow(&mut self.locks, count);
+        for level in levels {
             self.push_slot(level);
         }
         let mut order: Vec<u32> = (first as u32..(first + count) as u32).collect();

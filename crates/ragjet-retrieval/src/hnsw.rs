@@ -32,6 +32,23 @@ const GRAPH_FILE: &str = "graph.bin";
 const VECTORS_FILE: &str = "vectors.bin";
 
 /// Options of an [`HnswIndex`].
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_retrieval::{HnswConfig, HnswIndex, Metric};
+///
+/// // More links and a wider build list for higher recall, at a slower build.
+/// let cfg = HnswConfig { m: 32, ef_construction: 400, ..HnswConfig::new(384, Metric::Cosine) };
+/// let mut index = HnswIndex::new(cfg)?;
+/// index.set_ef_search(128)?; // trade speed for recall at query time, no rebuild
+/// assert_eq!(index.config().ef_search, 128);
+/// // Graph search for raw inner products is unreliable, so it is refused.
+/// assert!(HnswIndex::new(HnswConfig::new(384, Metric::Dot)).is_err());
+/// assert!(HnswIndex::new(HnswConfig { m: HnswConfig::MAX_M + 1, ..HnswConfig::new(8, Metric::L2) }).is_err());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HnswConfig {
     /// Vector dimension.
@@ -126,6 +143,48 @@ impl HnswConfig {
 /// through but never returned, and the walk goes on until `ef` accepted
 /// ones are found), as hnswlib does. [`HnswIndex::compact`] rebuilds the
 /// graph from the live entries when tombstones pile up.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_retrieval::{Entry, FlatConfig, FlatIndex, HnswConfig, HnswIndex, Metric, VectorIndex};
+///
+/// // 500 deterministic pseudo-random 16-d vectors.
+/// let mut seed = 42u64;
+/// let mut next = move || {
+///     seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+///     (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+/// };
+/// let entries: Vec<Entry> = (0..500)
+///     .map(|i| Entry::new(format!("v{i}"), (0..16).map(|_| next()).collect()))
+///     .collect();
+/// let mut hnsw = HnswIndex::new(HnswConfig::new(16, Metric::Cosine))?;
+/// let mut exact = FlatIndex::new(FlatConfig::new(16, Metric::Cosine))?;
+/// hnsw.upsert(entries.clone())?;
+/// exact.upsert(entries)?;
+///
+/// // Approximate search finds (nearly) what exact search finds.
+/// let query: Vec<f32> = (0..16).map(|_| next()).collect();
+/// let truth: Vec<String> = exact.search(&query, 10, None)?.into_iter().map(|h| h.id).collect();
+/// let found = hnsw.search_with_ef(&query, 10, 200, None)?;
+/// let recall = found.iter().filter(|h| truth.contains(&h.id)).count();
+/// assert!(recall >= 9, "recall@10 = {recall}/10");
+///
+/// // Deletes leave tombstones until `compact` rebuilds the graph.
+/// let ids: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
+/// let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+/// assert_eq!(hnsw.delete(&ids), 100);
+/// assert_eq!(hnsw.tombstones(), 100);
+/// assert_eq!(hnsw.compact(), 100);
+/// assert_eq!((hnsw.len(), hnsw.tombstones()), (400, 0));
+///
+/// let dir = tempfile::tempdir()?;
+/// hnsw.save(dir.path())?;
+/// let loaded = HnswIndex::load(dir.path())?;
+/// assert_eq!(loaded.search(&query, 10, None)?.len(), 10);
+/// # Ok(()) }
+/// ```
 pub struct HnswIndex {
     cfg: HnswConfig,
     /// Boxed: the graph's tables would make `AnyIndex` twice the size of
@@ -213,11 +272,15 @@ impl HnswIndex {
             return 0;
         }
         self.generation += 1;
+        // The records move to the new table (no second copy of every id
+        // and metadata map at the peak).
+        let old = std::mem::take(&mut self.records);
         let mut records = Records::default();
-        let mut live: Vec<f32> = Vec::with_capacity(self.records.live() * self.cfg.dim);
-        for slot in 0..self.records.capacity() {
-            if let Some(rec) = self.records.get(slot) {
-                records.push(rec.clone());
+        records.reserve(old.live());
+        let mut live: Vec<f32> = Vec::with_capacity(old.live() * self.cfg.dim);
+        for (slot, rec) in old.into_slots().into_iter().enumerate() {
+            if let Some(rec) = rec {
+                records.push(rec);
                 live.extend_from_slice(self.graph.vector(slot as u32));
             }
         }
@@ -563,6 +626,7 @@ impl VectorIndex for HnswIndex {
         self.generation += 1;
         let added = prepared.len();
         let mut rows: Vec<f32> = Vec::with_capacity(added * self.cfg.dim);
+        self.records.reserve(added);
         for (rec, v) in prepared {
             if let Some(old) = self.records.slot_of(&rec.id) {
                 self.records.tombstone(old);

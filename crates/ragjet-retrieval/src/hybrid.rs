@@ -14,6 +14,20 @@ fn sort_hits(mut hits: Vec<Hit>, top_k: usize) -> Vec<Hit> {
 
 /// Reciprocal-rank fusion: each list contributes `1 / (k_rrf + rank)` (rank
 /// from 1) to every id it holds; `k_rrf` is usually 60. Ties are broken by id.
+///
+/// # Examples
+///
+/// ```
+/// use ragjet_retrieval::{reciprocal_rank_fusion, Hit};
+///
+/// let hit = |id: &str, score| Hit { id: id.into(), score };
+/// let vector = [hit("a", 0.9), hit("b", 0.8), hit("c", 0.7)];
+/// let keyword = [hit("c", 12.0), hit("a", 9.0)];
+/// // Ranks, not scores, are fused: the two lists' scales never need to agree.
+/// let fused = reciprocal_rank_fusion(&[&vector, &keyword], 60.0, 2);
+/// assert_eq!(fused.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), ["a", "c"]);
+/// assert!((fused[0].score - (1.0 / 61.0 + 1.0 / 62.0)).abs() < 1e-6);
+/// ```
 pub fn reciprocal_rank_fusion(lists: &[&[Hit]], k_rrf: f32, top_k: usize) -> Vec<Hit> {
     let mut acc: HashMap<&str, f32> = HashMap::new();
     for list in lists {
@@ -56,6 +70,26 @@ fn min_max(hits: &[Hit]) -> HashMap<&str, f32> {
 /// missing from a list scoring 0 there. `alpha = 1` is vector search only
 /// and `alpha = 0` keyword search only: a list with weight 0 contributes no
 /// ids at all.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_retrieval::{alpha_fusion, Hit};
+///
+/// let hit = |id: &str, score| Hit { id: id.into(), score };
+/// let vector = [hit("a", 0.9), hit("b", 0.5)];
+/// let keyword = [hit("b", 20.0), hit("c", 10.0)];
+/// // 70 % vector, 30 % keyword, each list min-max normalised first.
+/// let fused = alpha_fusion(&vector, &keyword, 0.7, 3)?;
+/// assert_eq!(fused[0].id, "a"); // 0.7 · 1.0
+/// assert!((fused[0].score - 0.7).abs() < 1e-6);
+/// assert_eq!(fused[1].id, "b"); // 0.7 · 0.0 + 0.3 · 1.0
+/// // alpha = 1 is vector search alone: keyword-only ids do not appear.
+/// assert!(alpha_fusion(&vector, &keyword, 1.0, 3)?.iter().all(|h| h.id != "c"));
+/// assert!(alpha_fusion(&vector, &keyword, 1.5, 3).is_err());
+/// # Ok(()) }
+/// ```
 pub fn alpha_fusion(vector: &[Hit], keyword: &[Hit], alpha: f32, top_k: usize) -> Result<Vec<Hit>> {
     if !(0.0..=1.0).contains(&alpha) {
         return Err(RetrievalError::InvalidOption(format!(
@@ -89,6 +123,21 @@ pub fn alpha_fusion(vector: &[Hit], keyword: &[Hit], alpha: f32, top_k: usize) -
 /// the one maximising `lambda * sim(query, c) − (1 − lambda) * max sim(c, chosen)`.
 /// `lambda = 1` is plain relevance order, lower values favour diversity.
 /// Returns indexes into `candidates`, in selection order (ties: lower index).
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_retrieval::{mmr, Metric};
+///
+/// let query = [1.0, 0.0];
+/// let candidates = vec![vec![1.0, 0.0], vec![0.99, 0.01], vec![0.7, 0.7]];
+/// // Pure relevance keeps the near-duplicate second...
+/// assert_eq!(mmr(&query, &candidates, 1.0, 2, Metric::Dot)?, [0, 1]);
+/// // ...while a diversity-leaning lambda prefers the different third passage.
+/// assert_eq!(mmr(&query, &candidates, 0.3, 2, Metric::Dot)?, [0, 2]);
+/// # Ok(()) }
+/// ```
 pub fn mmr(
     query: &[f32],
     candidates: &[Vec<f32>],

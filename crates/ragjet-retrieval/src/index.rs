@@ -21,6 +21,41 @@ use crate::types::{Entry, Hit, Record};
 ///   NaN/inf, or zero under cosine is an error (checked before `k`).
 ///   Scores are higher-is-better (see [`Metric`]).
 /// * Deleted ids are never returned by a search.
+///
+/// Code written against the trait runs on every index kind, so a caller can
+/// start exact and move to HNSW without touching it:
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_retrieval::{
+///     Entry, FlatConfig, FlatIndex, HnswConfig, HnswIndex, MetadataFilters, Metric, VectorIndex,
+/// };
+///
+/// fn fill(index: &mut dyn VectorIndex) -> ragjet_retrieval::Result<()> {
+///     index.upsert(vec![
+///         Entry::new("a", vec![1.0, 0.0, 0.0]).with_meta("year", 1983i64).with_ref_doc_id("doc-1"),
+///         Entry::new("b", vec![0.8, 0.6, 0.0]).with_meta("year", 1975i64).with_ref_doc_id("doc-1"),
+///         Entry::new("c", vec![0.0, 0.0, 1.0]).with_meta("year", 1990i64).with_ref_doc_id("doc-2"),
+///     ])
+/// }
+///
+/// let recent = MetadataFilters::from_json(
+///     r#"{"filters": [{"key": "year", "operator": ">", "value": 1980}]}"#,
+/// )?;
+/// let mut flat = FlatIndex::new(FlatConfig::new(3, Metric::Cosine))?;
+/// let mut hnsw = HnswIndex::new(HnswConfig::new(3, Metric::Cosine))?;
+/// for index in [&mut flat as &mut dyn VectorIndex, &mut hnsw] {
+///     fill(index)?;
+///     let hits = index.search(&[0.9, 0.5, 0.0], 2, None)?;
+///     assert_eq!(hits[0].id, "b");
+///     let hits = index.search(&[0.9, 0.5, 0.0], 2, Some(&recent))?;
+///     assert_eq!(hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), ["a", "c"]);
+///     assert!(index.search(&[1.0, 0.0], 1, None).is_err()); // wrong dimension
+///     assert_eq!(index.delete_ref_doc("doc-1"), 2);
+///     assert_eq!(index.len(), 1);
+/// }
+/// # Ok(()) }
+/// ```
 pub trait VectorIndex: Send + Sync {
     /// Vector dimension.
     fn dim(&self) -> usize;
@@ -70,18 +105,23 @@ pub(crate) fn prepare_entries(
     dim: usize,
     metric: Metric,
 ) -> Result<Vec<(Record, Vec<f32>)>> {
+    // Borrowed ids: a copy of each would be freed right after, leaving
+    // the allocator holes between the records' small allocations.
     let mut seen = HashSet::with_capacity(entries.len());
-    let mut out = Vec::with_capacity(entries.len());
-    for e in entries {
+    for e in &entries {
         if e.id.is_empty() {
             return Err(RetrievalError::InvalidId("empty id".into()));
         }
-        if !seen.insert(e.id.clone()) {
+        if !seen.insert(e.id.as_str()) {
             return Err(RetrievalError::InvalidId(format!(
                 "id {:?} appears twice in one batch",
                 e.id
             )));
         }
+    }
+    drop(seen);
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
         let mut v = e.vector;
         metric.prepare(&mut v, dim)?;
         out.push((

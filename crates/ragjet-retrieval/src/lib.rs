@@ -14,6 +14,38 @@
 //!
 //! All similarity arithmetic lives in [`distance`], so faster kernels can
 //! replace it in one place.
+//!
+//! Hybrid retrieval in a few lines: vectors and keywords searched
+//! separately, fused, then diversified.
+//!
+//! ```
+//! use ragjet_retrieval::{alpha_fusion, mmr, Bm25Index, Bm25Params, Entry, FlatConfig, FlatIndex, Metric, VectorIndex};
+//!
+//! # fn main() -> Result<(), ragjet_retrieval::RetrievalError> {
+//! let docs = [
+//!     ("a", "rust ownership and borrowing", [0.9, 0.1, 0.0]),
+//!     ("b", "borrowing rules in rust explained", [0.88, 0.12, 0.0]),
+//!     ("c", "garbage collection in java", [0.1, 0.9, 0.1]),
+//! ];
+//! let mut vectors = FlatIndex::new(FlatConfig::new(3, Metric::Cosine))?;
+//! let mut keywords = Bm25Index::new(Bm25Params::default())?;
+//! for (id, text, v) in docs {
+//!     vectors.upsert(vec![Entry::new(id, v.to_vec()).with_text(text)])?;
+//!     keywords.upsert(id, text)?;
+//! }
+//! let query_vector = [1.0, 0.0, 0.0];
+//! let fused = alpha_fusion(
+//!     &vectors.search(&query_vector, 3, None)?,
+//!     &keywords.search("rust borrowing", 3),
+//!     0.7,
+//!     3,
+//! )?;
+//! assert_eq!(fused.last().unwrap().id, "c"); // far in meaning, no shared words
+//! let candidates: Vec<Vec<f32>> = fused.iter().map(|h| vectors.vector(&h.id).unwrap()).collect();
+//! let picked = mmr(&query_vector, &candidates, 0.5, 2, Metric::Cosine)?;
+//! assert_eq!(picked.len(), 2);
+//! # Ok(()) }
+//! ```
 #![warn(missing_docs)]
 
 mod bf16_gemm;

@@ -3,6 +3,22 @@
 //! Everything goes through the `metrics` facade; nothing here installs a
 //! recorder (the telemetry crate does that), so with no recorder the calls
 //! are no-ops.
+//!
+//! # Examples
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use ragjet_retrieval::metrics::DEFAULT_NAMESPACE;
+//! use ragjet_retrieval::{FlatConfig, FlatIndex, Metric, VectorIndex};
+//!
+//! // A stand-alone index reports its figures under the default namespace label...
+//! let mut index = FlatIndex::new(FlatConfig::new(4, Metric::Dot))?;
+//! assert_eq!(index.namespace(), DEFAULT_NAMESPACE);
+//! // ...which its owner can rename so dashboards tell collections apart.
+//! index.set_namespace("products");
+//! assert_eq!(index.namespace(), "products");
+//! # Ok(()) }
+//! ```
 
 /// Gauge: number of live entries in an index, label `namespace`.
 pub const INDEX_SIZE: &str = "ragjet_index_size";

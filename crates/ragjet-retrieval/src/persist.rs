@@ -38,6 +38,37 @@
 //! files by path, so a process that rewrites them between that check and
 //! hnsw_rs's read is not defended against (a panic there is still caught
 //! and reported).
+//!
+//! # Examples
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use ragjet_retrieval::{Entry, FlatConfig, FlatIndex, Metric, RetrievalError, VectorIndex};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let mut index = FlatIndex::new(FlatConfig::new(2, Metric::L2))?;
+//! index.upsert(vec![Entry::new("a", vec![1.0, 2.0])])?;
+//! index.save(dir.path())?;
+//! index.upsert(vec![Entry::new("b", vec![3.0, 4.0])])?;
+//! index.save(dir.path())?; // a new generation; the old one is deleted after the switch
+//! assert!(dir.path().join("CURRENT").exists());
+//! assert_eq!(FlatIndex::load(dir.path())?.len(), 2);
+//!
+//! // Flip bytes in a saved file: loading reports corruption instead of reading garbage.
+//! let current: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("CURRENT"))?)?;
+//! let generation = dir.path().join(current["generation"].as_str().unwrap());
+//! for file in std::fs::read_dir(&generation)? {
+//!     let path = file?.path();
+//!     if path.file_name().unwrap() != "MANIFEST.json" {
+//!         let mut bytes = std::fs::read(&path)?;
+//!         let last = bytes.len() - 1;
+//!         bytes[last] ^= 0xff;
+//!         std::fs::write(&path, bytes)?;
+//!     }
+//! }
+//! assert!(matches!(FlatIndex::load(dir.path()), Err(RetrievalError::Corrupt { .. })));
+//! # Ok(()) }
+//! ```
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -51,6 +82,13 @@ use crate::error::{corrupt, io_err, Result};
 /// Name written into every manifest.
 pub(crate) const FORMAT_NAME: &str = "ragjet-retrieval";
 /// Bumped on any incompatible change of the on-disk layout.
+///
+/// # Examples
+///
+/// ```
+/// // Recorded in every manifest; a save with a newer version is refused on load.
+/// assert!(ragjet_retrieval::persist::FORMAT_VERSION >= 1);
+/// ```
 pub const FORMAT_VERSION: u32 = 1;
 
 const CURRENT: &str = "CURRENT";

@@ -18,26 +18,203 @@
 //! recall can drop if later data drifts far from the first rows. A reload
 //! retrains on every saved row.
 //!
-//! The full-precision rows are held in RAM ([`FullRows`]), not yet
-//! memory-mapped from disk: the scan reads only the codes, the rescore
-//! touches `depth` full rows per query, and [`FullRows`] is the one place a
-//! file-backed store would replace.
+//! The full-precision rows ([`FullRows`]) are in RAM by default. With a
+//! rows directory (`FlatConfig::with_rows_dir`) they live in a file there,
+//! mapped shared, and the resident memory is the codes: the scan reads
+//! only the codes, the rescore touches `depth` rows per query (their pages
+//! fault in from the page cache and stay reclaimable, not anonymous
+//! memory), and after every pass that touches all rows (a batch of
+//! upserts, training, a load) the map's pages are handed back
+//! (`MADV_DONTNEED`; on a shared map the data stays in the file). The file
+//! is created unlinked (`tempfile_in`): it is the index's private working
+//! copy, never reopened by path, so no other process can truncate it under
+//! the map, and it disappears with the index (or the process). Saves still
+//! write the rows into the index's own files and loads check them as
+//! before; the map is filled from what was verified.
 
+use std::path::Path;
+
+use memmap2::MmapMut;
 use serde::{Deserialize, Serialize};
 
 use crate::distance::{Fns, Metric};
+use crate::records::grow;
 use crate::topk::TopK;
 
 /// Full-precision rows (`dim` f32 each, row-major) read by the exact
-/// rescore and by training. The seam where disk-backed rows would go.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct FullRows {
-    data: Vec<f32>,
+/// rescore and by training: in RAM, or in a mapped file (see the module
+/// docs).
+#[derive(Debug)]
+pub(crate) enum FullRows {
+    Ram(Vec<f32>),
+    File(FileRows),
+}
+
+/// Rows in an unlinked file mapped shared: `rows` used of `cap`.
+#[derive(Debug)]
+pub(crate) struct FileRows {
+    file: std::fs::File,
+    /// `None` while the file is empty (a map cannot be empty).
+    map: Option<MmapMut>,
+    dim: usize,
+    rows: usize,
+    cap: usize,
+}
+
+impl Clone for FullRows {
+    /// A clone holds its rows in RAM: a second file would need a fallible
+    /// clone (and a directory the clone's owner may not expect).
+    fn clone(&self) -> Self {
+        FullRows::Ram(self.as_slice().to_vec())
+    }
+}
+
+impl Default for FullRows {
+    fn default() -> Self {
+        FullRows::Ram(Vec::new())
+    }
+}
+
+/// Extends `file` to `len` bytes with the blocks allocated now: a write
+/// through the map to a hole of a sparse file on a full disk would be a
+/// SIGBUS, where a failed allocation here is an error the batch returns.
+fn allocate(file: &std::fs::File, len: u64) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let len = libc::off_t::try_from(len).map_err(std::io::Error::other)?;
+        // SAFETY: a plain syscall wrapper on an open descriptor; it
+        // touches no memory of ours. (glibc emulates it by writing zeros
+        // where the filesystem lacks fallocate.)
+        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+        Ok(())
+    }
+    // Elsewhere (macOS has no posix_fallocate) the new range is written
+    // with zeros, which allocates its blocks just the same.
+    #[cfg(not(target_os = "linux"))]
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = file;
+        let old = file.metadata()?.len();
+        if len > old {
+            file.seek(SeekFrom::Start(old))?;
+            let zeros = vec![0u8; 1 << 16];
+            let mut left = len - old;
+            while left > 0 {
+                let n = left.min(zeros.len() as u64) as usize;
+                file.write_all(&zeros[..n])?;
+                left -= n as u64;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl FullRows {
+    /// Rows in a new unlinked file in `dir`.
+    pub(crate) fn in_file(dir: &Path, dim: usize) -> std::io::Result<Self> {
+        Ok(FullRows::File(FileRows {
+            file: tempfile::tempfile_in(dir)?,
+            map: None,
+            dim,
+            rows: 0,
+            cap: 0,
+        }))
+    }
+
     pub(crate) fn as_slice(&self) -> &[f32] {
-        &self.data
+        match self {
+            FullRows::Ram(v) => v,
+            FullRows::File(f) => match &f.map {
+                // SAFETY: the map is page-aligned (so f32-aligned), spans
+                // `cap · dim` f32s and `rows <= cap`; any bit pattern is an
+                // f32; the file is unlinked and only this value writes it
+                // (through `&mut self`), so nothing changes it while this
+                // borrow lives.
+                Some(m) => unsafe {
+                    std::slice::from_raw_parts(m.as_ptr().cast::<f32>(), f.rows * f.dim)
+                },
+                None => &[],
+            },
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [f32] {
+        match self {
+            FullRows::Ram(v) => v,
+            FullRows::File(f) => match &mut f.map {
+                // SAFETY: as in `as_slice`, and `&mut self` makes this the
+                // only borrow.
+                Some(m) => unsafe {
+                    std::slice::from_raw_parts_mut(m.as_mut_ptr().cast::<f32>(), f.rows * f.dim)
+                },
+                None => &mut [],
+            },
+        }
+    }
+
+    /// Makes room for `rows` more rows (the file grows by at least an
+    /// eighth, as RAM rows do), so the pushes that follow cannot fail.
+    pub(crate) fn reserve(&mut self, rows: usize, dim: usize) -> std::io::Result<()> {
+        match self {
+            FullRows::Ram(v) => grow(v, rows * dim),
+            FullRows::File(f) => {
+                let need = f.rows + rows;
+                if need > f.cap {
+                    let cap = need.max(f.cap + f.cap / 8);
+                    let bytes = cap
+                        .checked_mul(f.dim * 4)
+                        .ok_or_else(|| std::io::Error::other("rows file size overflows"))?;
+                    // Unmap before the file changes size.
+                    f.map = None;
+                    allocate(&f.file, bytes as u64)?;
+                    // SAFETY: the file is unlinked and private to this
+                    // value (see `as_slice`); it is not resized while
+                    // mapped (the map was dropped above).
+                    f.map = Some(unsafe { MmapMut::map_mut(&f.file)? });
+                    f.cap = cap;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a row.
+    fn push(&mut self, v: &[f32]) -> std::io::Result<()> {
+        self.reserve(1, v.len())?;
+        match self {
+            FullRows::Ram(data) => data.extend_from_slice(v),
+            FullRows::File(f) => {
+                f.rows += 1;
+                let n = self.as_slice().len();
+                self.as_mut_slice()[n - v.len()..].copy_from_slice(v);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the rows past `rows`.
+    fn truncate(&mut self, rows: usize, dim: usize) {
+        match self {
+            FullRows::Ram(v) => v.truncate(rows * dim),
+            FullRows::File(f) => f.rows = f.rows.min(rows),
+        }
+    }
+
+    /// Hands the map's pages back to the kernel after a pass over every
+    /// row, so they are not counted resident; the data stays in the file.
+    pub(crate) fn release(&self) {
+        #[cfg(unix)]
+        if let FullRows::File(FileRows { map: Some(m), .. }) = self {
+            // SAFETY: on a shared file map MADV_DONTNEED only drops this
+            // process's page-table entries; the next read faults the same
+            // bytes back from the page cache or the file. Failure only
+            // leaves pages resident.
+            let _ = unsafe { m.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
     }
 }
 
@@ -78,7 +255,8 @@ pub(crate) struct Quantized {
 }
 
 impl Quantized {
-    pub(crate) fn new(kind: Kind, dim: usize, metric: Metric) -> Self {
+    /// An empty store keeping its full rows in `full` (empty).
+    pub(crate) fn new(kind: Kind, dim: usize, metric: Metric, full: FullRows) -> Self {
         let codes = match kind {
             Kind::Int8 => Codes::Int8 {
                 lo: vec![0.0; dim],
@@ -95,22 +273,61 @@ impl Quantized {
         Quantized {
             dim,
             metric,
-            full: FullRows::default(),
+            full,
             codes,
             trained_on: 0,
         }
     }
 
-    /// Builds from saved full rows (already checked), training once on all.
-    pub(crate) fn from_rows(kind: Kind, dim: usize, metric: Metric, rows: Vec<f32>) -> Self {
-        let mut q = Quantized::new(kind, dim, metric);
-        q.full.data = rows;
+    /// Builds from saved full rows (already checked), training once on
+    /// all; `full` (empty) is where they go: the `Vec` itself for RAM, a
+    /// copy for a file (the `Vec` is then dropped).
+    pub(crate) fn from_rows(
+        kind: Kind,
+        dim: usize,
+        metric: Metric,
+        rows: Vec<f32>,
+        full: FullRows,
+    ) -> std::io::Result<Self> {
+        let full = match full {
+            FullRows::Ram(_) => FullRows::Ram(rows),
+            mut file => {
+                let n = rows.len() / dim.max(1);
+                file.reserve(n, dim)?;
+                for row in rows.chunks_exact(dim) {
+                    file.push(row)?;
+                }
+                file
+            }
+        };
+        let mut q = Quantized::new(kind, dim, metric, full);
         q.retrain();
-        q
+        q.full.release();
+        Ok(q)
     }
 
     pub(crate) fn rows(&self) -> usize {
-        self.full.data.len() / self.dim
+        self.full.as_slice().len() / self.dim
+    }
+
+    /// Makes room for `rows` more rows (codes and full rows), so that a
+    /// batch either fails here, before any change, or not at all.
+    pub(crate) fn reserve(&mut self, rows: usize) -> std::io::Result<()> {
+        self.full.reserve(rows, self.dim)?;
+        match &mut self.codes {
+            Codes::Int8 { codes, norms2, .. } => {
+                grow(codes, rows * self.dim);
+                grow(norms2, rows);
+            }
+            Codes::Binary { words, bits, .. } => grow(bits, rows * *words),
+        }
+        Ok(())
+    }
+
+    /// Hands the file-backed rows' pages back (see the module docs); the
+    /// caller's pass over the rows is over.
+    pub(crate) fn release(&self) {
+        self.full.release();
     }
 
     pub(crate) fn full(&self) -> &FullRows {
@@ -118,7 +335,7 @@ impl Quantized {
     }
 
     pub(crate) fn row(&self, r: usize) -> &[f32] {
-        &self.full.data[r * self.dim..(r + 1) * self.dim]
+        &self.full.as_slice()[r * self.dim..(r + 1) * self.dim]
     }
 
     /// Bytes of the compressed codes and their parameters: what a scan
@@ -135,14 +352,17 @@ impl Quantized {
         }
     }
 
-    pub(crate) fn push(&mut self, v: &[f32]) {
-        self.full.data.extend_from_slice(v);
+    /// Appends a row; fails only when a rows file cannot grow (after a
+    /// [`Quantized::reserve`] for the batch, never).
+    pub(crate) fn push(&mut self, v: &[f32]) -> std::io::Result<()> {
+        self.full.push(v)?;
         self.append_code(v);
+        Ok(())
     }
 
     pub(crate) fn set(&mut self, slot: usize, v: &[f32]) {
         let d = self.dim;
-        self.full.data[slot * d..(slot + 1) * d].copy_from_slice(v);
+        self.full.as_mut_slice()[slot * d..(slot + 1) * d].copy_from_slice(v);
         self.encode_into(slot, v);
     }
 
@@ -156,7 +376,12 @@ impl Quantized {
             }
             v.truncate(last * w);
         }
-        mv(&mut self.full.data, slot, last, d);
+        if slot != last {
+            self.full
+                .as_mut_slice()
+                .copy_within(last * d..(last + 1) * d, slot * d);
+        }
+        self.full.truncate(last, d);
         match &mut self.codes {
             Codes::Int8 { codes, norms2, .. } => {
                 mv(codes, slot, last, d);
@@ -181,7 +406,7 @@ impl Quantized {
             Codes::Int8 { lo, step, .. } => {
                 let mut hi = vec![f32::NEG_INFINITY; d];
                 lo.iter_mut().for_each(|x| *x = f32::INFINITY);
-                for row in self.full.data.chunks_exact(d) {
+                for row in self.full.as_slice().chunks_exact(d) {
                     for i in 0..d {
                         lo[i] = lo[i].min(row[i]);
                         hi[i] = hi[i].max(row[i]);
@@ -196,7 +421,7 @@ impl Quantized {
             }
             Codes::Binary { mid, .. } => {
                 let mut sum = vec![0.0f64; d];
-                for row in self.full.data.chunks_exact(d) {
+                for row in self.full.as_slice().chunks_exact(d) {
                     sum.iter_mut().zip(row).for_each(|(s, x)| *s += *x as f64);
                 }
                 for i in 0..d {
@@ -215,60 +440,19 @@ impl Quantized {
             }
             Codes::Binary { bits, .. } => bits.clear(),
         }
-        let full = std::mem::take(&mut self.full.data);
-        for row in full.chunks_exact(d) {
-            self.append_code(row);
+        for row in self.full.as_slice().chunks_exact(d) {
+            append_code(&mut self.codes, d, row);
         }
-        self.full.data = full;
         self.trained_on = n;
     }
 
     fn append_code(&mut self, v: &[f32]) {
-        let slot = match &mut self.codes {
-            Codes::Int8 { codes, norms2, .. } => {
-                codes.resize(codes.len() + self.dim, 0);
-                norms2.push(0.0);
-                norms2.len() - 1
-            }
-            Codes::Binary { words, bits, .. } => {
-                bits.resize(bits.len() + *words, 0);
-                bits.len() / *words - 1
-            }
-        };
-        self.encode_into(slot, v);
+        append_code(&mut self.codes, self.dim, v);
     }
 
     /// Writes the code of `v` at `slot` (and for int8 its ‖x̂‖²).
     fn encode_into(&mut self, slot: usize, v: &[f32]) {
-        let d = self.dim;
-        match &mut self.codes {
-            Codes::Int8 {
-                lo,
-                step,
-                codes,
-                norms2,
-            } => {
-                let mut n2 = 0.0f32;
-                for (i, (c, x)) in codes[slot * d..(slot + 1) * d]
-                    .iter_mut()
-                    .zip(v)
-                    .enumerate()
-                {
-                    *c = if step[i] > 0.0 {
-                        ((x - lo[i]) / step[i]).round().clamp(0.0, 255.0) as u8
-                    } else {
-                        0
-                    };
-                    let xh = lo[i] + step[i] * *c as f32;
-                    n2 += xh * xh;
-                }
-                norms2[slot] = n2;
-            }
-            Codes::Binary { mid, words, bits } => {
-                let w = *words;
-                pack_bits(v, mid, &mut bits[slot * w..(slot + 1) * w]);
-            }
-        }
+        encode_into(&mut self.codes, self.dim, slot, v);
     }
 
     /// The best `depth` rows of `rows` (that `passes`) by approximate score.
@@ -326,6 +510,54 @@ impl Quantized {
     }
 }
 
+/// Appends the code of `v` as a new last row.
+fn append_code(store: &mut Codes, dim: usize, v: &[f32]) {
+    let slot = match store {
+        Codes::Int8 { codes, norms2, .. } => {
+            codes.resize(codes.len() + dim, 0);
+            norms2.push(0.0);
+            norms2.len() - 1
+        }
+        Codes::Binary { words, bits, .. } => {
+            bits.resize(bits.len() + *words, 0);
+            bits.len() / *words - 1
+        }
+    };
+    encode_into(store, dim, slot, v);
+}
+
+/// Writes the code of `v` at `slot` (and for int8 its ‖x̂‖²).
+fn encode_into(store: &mut Codes, d: usize, slot: usize, v: &[f32]) {
+    match store {
+        Codes::Int8 {
+            lo,
+            step,
+            codes,
+            norms2,
+        } => {
+            let mut n2 = 0.0f32;
+            for (i, (c, x)) in codes[slot * d..(slot + 1) * d]
+                .iter_mut()
+                .zip(v)
+                .enumerate()
+            {
+                *c = if step[i] > 0.0 {
+                    ((x - lo[i]) / step[i]).round().clamp(0.0, 255.0) as u8
+                } else {
+                    0
+                };
+                let xh = lo[i] + step[i] * *c as f32;
+                n2 += xh * xh;
+            }
+            norms2[slot] = n2;
+        }
+        Codes::Binary { mid, words, bits } => {
+            let w = *words;
+            pack_bits(v, mid, &mut bits[slot * w..(slot + 1) * w]);
+        }
+    }
+}
+
 /// Largest |component| of the i16 query: 2¹⁴ − 1, lowered so that
 /// `dim · 255 · max` fits an i32 and the integer sum cannot overflow
 /// (full scale up to 513 dimensions, coarser beyond; past 8.4M dimensions
@@ -356,7 +588,14 @@ mod tests {
         let d = 70;
         let mut next = crate::testutil::uniform(3);
         let rows: Vec<f32> = (0..50 * d).map(|_| next()).collect();
-        let q = Quantized::from_rows(Kind::Int8, d, Metric::Dot, rows.clone());
+        let q = Quantized::from_rows(
+            Kind::Int8,
+            d,
+            Metric::Dot,
+            rows.clone(),
+            FullRows::default(),
+        )
+        .unwrap();
         let Codes::Int8 {
             lo, step, codes, ..
         } = &q.codes
@@ -368,7 +607,14 @@ mod tests {
             let xh = lo[i] + step[i] * codes[j] as f32;
             assert!((xh - x).abs() <= step[i] * 0.5 + 1e-6, "dim {i}");
         }
-        let b = Quantized::from_rows(Kind::Binary, d, Metric::Dot, rows.clone());
+        let b = Quantized::from_rows(
+            Kind::Binary,
+            d,
+            Metric::Dot,
+            rows.clone(),
+            FullRows::default(),
+        )
+        .unwrap();
         let Codes::Binary { mid, words, bits } = &b.codes else {
             panic!("binary codes expected")
         };
@@ -388,10 +634,10 @@ mod tests {
         let d = 70;
         let mut next = crate::testutil::uniform(5);
         for kind in [Kind::Int8, Kind::Binary] {
-            let mut q = Quantized::new(kind, d, Metric::L2);
+            let mut q = Quantized::new(kind, d, Metric::L2, FullRows::default());
             for _ in 0..40 {
                 let v: Vec<f32> = (0..d).map(|_| next()).collect();
-                q.push(&v);
+                q.push(&v).unwrap();
             }
             q.maybe_retrain();
             for step in 0..30 {
@@ -399,11 +645,11 @@ mod tests {
                 match step % 3 {
                     0 => q.set(step % q.rows(), &v),
                     1 => q.swap_remove((step * 7) % q.rows()),
-                    _ => q.push(&v),
+                    _ => q.push(&v).unwrap(),
                 }
             }
             let mut fresh = q.clone();
-            let full = fresh.full.data.clone();
+            let full = fresh.full.as_slice().to_vec();
             for (r, row) in full.chunks_exact(d).enumerate() {
                 fresh.encode_into(r, row);
             }
@@ -437,15 +683,15 @@ mod tests {
     #[test]
     fn retrains_when_rows_double() {
         let d = 8;
-        let mut q = Quantized::new(Kind::Int8, d, Metric::Dot);
-        q.push(&[1.0; 8]);
+        let mut q = Quantized::new(Kind::Int8, d, Metric::Dot, FullRows::default());
+        q.push(&[1.0; 8]).unwrap();
         q.maybe_retrain();
         assert_eq!(q.trained_on, 1);
-        q.push(&[2.0; 8]);
-        q.push(&[3.0; 8]);
+        q.push(&[2.0; 8]).unwrap();
+        q.push(&[3.0; 8]).unwrap();
         q.maybe_retrain();
         assert_eq!(q.trained_on, 3);
-        q.push(&[0.0; 8]);
+        q.push(&[0.0; 8]).unwrap();
         q.maybe_retrain();
         assert_eq!(q.trained_on, 3, "4 rows < 2 × 3");
         // Out-of-range rows clamp to the trained range meanwhile.

@@ -25,6 +25,23 @@ pub enum IndexSpec {
 }
 
 /// Either index kind, behind the common trait.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_retrieval::{AnyIndex, Entry, IndexSpec, HnswConfig, Metric, VectorIndex};
+///
+/// let mut index = AnyIndex::new(IndexSpec::Hnsw(HnswConfig::new(3, Metric::L2)))?;
+/// index.upsert(vec![Entry::new("p", vec![0.0, 0.0, 1.0])])?;
+/// let dir = tempfile::tempdir()?;
+/// index.save(dir.path())?;
+/// // The saved manifest names the kind, so loading needs no spec.
+/// let loaded = AnyIndex::load(dir.path())?;
+/// assert!(matches!(loaded, AnyIndex::Hnsw(_)));
+/// assert_eq!(loaded.search(&[0.0, 0.0, 1.0], 1, None)?[0].id, "p");
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub enum AnyIndex {
     /// Exact search.
@@ -140,6 +157,32 @@ impl VectorIndex for AnyIndex {
 /// Named, isolated collections (tenants, departments). Every operation names
 /// its namespace and touches only that namespace's index, so a query can
 /// never return another namespace's entries.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_retrieval::{Entry, FlatConfig, HnswConfig, IndexSpec, Metric, VectorIndex, VectorStore};
+///
+/// let mut store = VectorStore::new();
+/// store.create_namespace("small", IndexSpec::Flat(FlatConfig::new(2, Metric::Cosine)))?;
+/// store.create_namespace("large", IndexSpec::Hnsw(HnswConfig::new(2, Metric::Cosine)))?;
+/// store.upsert("small", vec![Entry::new("x", vec![1.0, 0.0])])?;
+/// store.upsert("large", vec![Entry::new("y", vec![1.0, 0.0])])?;
+/// // Namespaces are isolated: each search sees only its own entries.
+/// assert_eq!(store.search("small", &[1.0, 0.0], 5, None)?[0].id, "x");
+/// assert_eq!(store.search("large", &[1.0, 0.0], 5, None)?[0].id, "y");
+/// assert!(store.search("missing", &[1.0, 0.0], 5, None).is_err());
+///
+/// let dir = tempfile::tempdir()?;
+/// store.save(dir.path())?;
+/// let loaded = VectorStore::load(dir.path())?;
+/// let mut names = loaded.namespaces();
+/// names.sort();
+/// assert_eq!(names, ["large", "small"]);
+/// assert_eq!(loaded.namespace("small")?.len(), 1);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Default)]
 pub struct VectorStore {
     namespaces: BTreeMap<String, AnyIndex>,

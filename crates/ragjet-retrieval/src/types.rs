@@ -9,6 +9,23 @@ use serde::{Deserialize, Serialize};
 /// Serialised untagged, so it reads and writes plain JSON
 /// (`"a"`, `3`, `2.5`, `true`, `["x", "y"]`, `null`). Integers and floats
 /// are both held as `f64`: `1` and `1.0` compare equal, as in Python.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_retrieval::MetadataValue;
+///
+/// let v: MetadataValue = serde_json::from_str(r#"["a", 1, true, null]"#)?;
+/// assert_eq!(
+///     v,
+///     MetadataValue::List(vec!["a".into(), 1i64.into(), true.into(), MetadataValue::Null])
+/// );
+/// // Integers and floats are one kind of number, as in Python.
+/// assert_eq!(MetadataValue::from(1i64), MetadataValue::from(1.0));
+/// assert_eq!(serde_json::to_string(&MetadataValue::from("x"))?, r#""x""#);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(untagged)]
 pub enum MetadataValue {
@@ -60,6 +77,25 @@ impl<T: Into<MetadataValue>> From<Vec<T>> for MetadataValue {
 pub type Metadata = BTreeMap<String, MetadataValue>;
 
 /// An entry to add to an index: external id, vector, text and metadata.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_retrieval::{Entry, FlatConfig, FlatIndex, Metric, MetadataValue, VectorIndex};
+///
+/// let entry = Entry::new("chunk-7", vec![0.1, 0.2])
+///     .with_text("Paris is the capital of France.")
+///     .with_meta("year", 2024)
+///     .with_meta("tags", vec!["geo", "europe"])
+///     .with_ref_doc_id("atlas.pdf");
+/// let mut index = FlatIndex::new(FlatConfig::new(2, Metric::Dot))?;
+/// index.upsert(vec![entry])?;
+/// let record = index.get("chunk-7").unwrap();
+/// assert_eq!(record.metadata["year"], MetadataValue::Number(2024.0));
+/// assert_eq!(record.ref_doc_id.as_deref(), Some("atlas.pdf"));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     /// External id (a LlamaIndex node id). Adding an existing id replaces it.

@@ -288,3 +288,105 @@ fn print_recall_by_depth() {
         }
     }
 }
+
+/// Full rows in a mapped file (`rows_dir`) answer exactly as full rows in
+/// RAM, through upserts that replace and grow the file, deletes (by id and
+/// by source document), filters, and a save / load (which maps the rows in
+/// the same directory); the file is unlinked, so the directory stays empty.
+#[test]
+fn rows_in_a_mapped_file_answer_as_rows_in_ram() {
+    let dim = 24;
+    let rows = random(900, dim, 41);
+    let queries = queries_near(&rows, 20, 0.1, 42);
+    for storage in KINDS {
+        let spill = tempfile::tempdir().unwrap();
+        let cfg = FlatConfig::new(dim, Metric::L2).with_storage(storage);
+        let mut ram = FlatIndex::new(cfg.clone()).unwrap();
+        let mut file = FlatIndex::new(cfg.with_rows_dir(spill.path())).unwrap();
+        let all: Vec<Entry> = entries(&rows)
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| e.with_ref_doc_id(format!("doc{}", i / 10)))
+            .collect();
+        for idx in [&mut ram, &mut file] {
+            // Small batches: the file grows many times.
+            for chunk in all[..600].chunks(70) {
+                idx.upsert(chunk.to_vec()).unwrap();
+            }
+            // Replacements (rows rewritten in place) and new rows.
+            let mut again: Vec<Entry> = all[..50]
+                .iter()
+                .map(|e| Entry {
+                    vector: e.vector.iter().map(|x| -x).collect(),
+                    ..e.clone()
+                })
+                .collect();
+            again.extend_from_slice(&all[600..]);
+            idx.upsert(again).unwrap();
+            assert_eq!(idx.delete(&["e3", "e777", "missing"]), 2);
+            assert_eq!(idx.delete_ref_doc("doc42"), 10);
+        }
+        let same = |a: &FlatIndex, b: &FlatIndex| {
+            for q in &queries {
+                for f in [None, Some(tag_filter(1))] {
+                    let (x, y) = (
+                        a.search(q, 10, f.as_ref()).unwrap(),
+                        b.search(q, 10, f.as_ref()).unwrap(),
+                    );
+                    assert_eq!(x, y, "{storage:?}");
+                }
+            }
+            assert_eq!(a.len(), b.len());
+            assert_eq!(a.vector("e5"), b.vector("e5"));
+        };
+        same(&ram, &file);
+        assert_eq!(file.vector_bytes(), ram.vector_bytes());
+        let saved = tempfile::tempdir().unwrap();
+        file.save(saved.path()).unwrap();
+        let back = FlatIndex::load(saved.path()).unwrap();
+        assert_eq!(back.config().rows_dir.as_deref(), Some(spill.path()));
+        same(&ram, &back);
+        drop((file, back));
+        assert_eq!(std::fs::read_dir(spill.path()).unwrap().count(), 0);
+    }
+}
+
+/// A rows directory is refused where it would be ignored (f32 / f16), and
+/// one that is gone is an I/O error when the index is created or loaded.
+#[test]
+fn rows_dir_is_checked() {
+    let spill = tempfile::tempdir().unwrap();
+    for storage in [Storage::F32, Storage::F16] {
+        let cfg = FlatConfig::new(4, Metric::Dot)
+            .with_storage(storage)
+            .with_rows_dir(spill.path());
+        assert!(matches!(
+            FlatIndex::new(cfg),
+            Err(ragjet_retrieval::RetrievalError::InvalidOption(_))
+        ));
+    }
+    let gone = spill.path().join("gone");
+    let cfg = FlatConfig::new(4, Metric::Dot)
+        .with_storage(Storage::Int8)
+        .with_rows_dir(&gone);
+    assert!(matches!(
+        FlatIndex::new(cfg),
+        Err(ragjet_retrieval::RetrievalError::Io { .. })
+    ));
+    let dir = spill.path().join("rows");
+    std::fs::create_dir(&dir).unwrap();
+    let cfg = FlatConfig::new(4, Metric::Dot)
+        .with_storage(Storage::Int8)
+        .with_rows_dir(&dir);
+    let mut idx = FlatIndex::new(cfg).unwrap();
+    idx.upsert(vec![Entry::new("a", vec![1.0, 0.0, 0.0, 0.0])])
+        .unwrap();
+    let saved = spill.path().join("saved");
+    idx.save(&saved).unwrap();
+    drop(idx);
+    std::fs::remove_dir(&dir).unwrap();
+    assert!(matches!(
+        FlatIndex::load(&saved),
+        Err(ragjet_retrieval::RetrievalError::Io { .. })
+    ));
+}

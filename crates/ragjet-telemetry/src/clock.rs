@@ -10,12 +10,42 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Wall time rather than a monotonic instant because budgets are per
 /// calendar day and month; a clock stepping backwards only makes a window
 /// look shorter, it never breaks a report.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_telemetry::{Clock, LatencyRecorder, ManualClock, Outcome};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// // A test moves a shared manual clock instead of sleeping through a window.
+/// let clock = ManualClock::new(Duration::from_secs(1_700_000_000));
+/// let recorder = LatencyRecorder::with_clock(Duration::from_secs(60), Arc::new(clock.clone()))?;
+/// recorder.record(Duration::from_millis(12), Outcome::Ok);
+/// assert_eq!(recorder.snapshot().count, 1);
+/// clock.advance(Duration::from_secs(120));
+/// assert_eq!(clock.now(), Duration::from_secs(1_700_000_120));
+/// // Two minutes later the sample has left the one-minute window.
+/// assert_eq!(recorder.snapshot().count, 0);
+/// # Ok(()) }
+/// ```
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// Time elapsed since 1970-01-01T00:00:00Z.
     fn now(&self) -> Duration;
 }
 
 /// The real clock ([`SystemTime::now`]).
+///
+/// # Examples
+///
+/// ```
+/// use ragjet_telemetry::{Clock, SystemClock};
+/// use std::time::Duration;
+///
+/// // Past 2020-01-01, on any machine whose clock is set.
+/// assert!(SystemClock.now() > Duration::from_secs(1_577_836_800));
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
@@ -29,6 +59,20 @@ impl Clock for SystemClock {
 }
 
 /// A clock that only moves when told to; clones share the same time.
+///
+/// # Examples
+///
+/// ```
+/// use ragjet_telemetry::{Clock, ManualClock};
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new(Duration::from_secs(100));
+/// let shared = clock.clone();
+/// clock.advance(Duration::from_secs(5));
+/// assert_eq!(shared.now(), Duration::from_secs(105));
+/// shared.set(Duration::ZERO);
+/// assert_eq!(clock.now(), Duration::ZERO);
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct ManualClock {
     nanos: Arc<AtomicU64>,

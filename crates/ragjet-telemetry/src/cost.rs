@@ -37,6 +37,26 @@ pub enum BudgetPeriod {
 }
 
 /// Raised once per period and threshold when spend crosses it.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_telemetry::{BudgetPeriod, Budgets, CostTracker, ModelPrice};
+/// use std::collections::HashMap;
+/// use std::sync::{Arc, Mutex};
+///
+/// let prices = HashMap::from([("m".to_string(), ModelPrice { input_per_million: 10.0, output_per_million: 0.0 })]);
+/// let tracker = CostTracker::new(prices, Budgets { daily_usd: None, monthly_usd: Some(1.0) })?;
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let sink = Arc::clone(&seen);
+/// tracker.on_alert(move |alert| sink.lock().unwrap().push((alert.period, alert.threshold)));
+/// tracker.record("m", 85_000, 0)?; // $0.85 of $1.00 this month
+/// assert_eq!(*seen.lock().unwrap(), vec![(BudgetPeriod::Monthly, 0.8)]);
+/// tracker.record("m", 1_000, 0)?; // still under 100 %: no second alert
+/// assert_eq!(seen.lock().unwrap().len(), 1);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BudgetAlert {
     /// Which budget.
@@ -52,6 +72,12 @@ pub struct BudgetAlert {
 }
 
 /// Alert thresholds, as fractions of a budget.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(ragjet_telemetry::ALERT_THRESHOLDS, [0.8, 1.0]);
+/// ```
 pub const ALERT_THRESHOLDS: [f64; 2] = [0.8, 1.0];
 
 type AlertSink = Box<dyn Fn(&BudgetAlert) + Send + Sync>;
@@ -76,6 +102,44 @@ struct State {
 }
 
 /// Tracks estimated spend from token counts.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_telemetry::{BudgetPeriod, Budgets, CostTracker, ManualClock, ModelPrice};
+/// use std::collections::HashMap;
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// let prices = HashMap::from([(
+///     "gpt-small".to_string(),
+///     ModelPrice { input_per_million: 1.0, output_per_million: 2.0 },
+/// )]);
+/// let budgets = Budgets { daily_usd: Some(1.0), monthly_usd: None };
+/// // 2024-03-15T12:00:00Z, so the daily budget has a known label.
+/// let clock = ManualClock::new(Duration::from_secs(1_710_504_000));
+/// let tracker = CostTracker::with_clock(prices, budgets, Arc::new(clock))?;
+/// let alerts = tracker.alert_channel();
+///
+/// // 300k input + 100k output tokens: $0.30 + $0.20.
+/// assert!((tracker.price("gpt-small", 300_000, 100_000)? - 0.5).abs() < 1e-9);
+/// tracker.record("gpt-small", 300_000, 100_000)?;
+/// tracker.record("gpt-small", 300_000, 100_000)?; // $1.00 today: 80 % and 100 % alerts
+/// let crossed: Vec<f64> = alerts.try_iter().map(|a| a.threshold).collect();
+/// assert_eq!(crossed, vec![0.8, 1.0]);
+///
+/// let report = tracker.report();
+/// assert_eq!(report.requests, 2);
+/// assert!((report.total_usd - 1.0).abs() < 1e-9);
+/// assert_eq!(report.daily.period, "2024-03-15");
+/// assert_eq!(report.by_model[0].input_tokens, 600_000);
+/// assert!(report.to_json()?.contains("\"total_usd\""));
+/// // A model without a price is an error, never a silent zero.
+/// assert!(tracker.record("unpriced", 1, 1).is_err());
+/// # let _ = BudgetPeriod::Daily;
+/// # Ok(()) }
+/// ```
 pub struct CostTracker {
     prices: HashMap<String, ModelPrice>,
     budgets: Budgets,

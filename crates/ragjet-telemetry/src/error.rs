@@ -4,6 +4,17 @@
 /// Bad configuration or input (a bad log filter, a port already taken, a
 /// price for an unknown model) is reported here; nothing in this crate
 /// panics on it.
+///
+/// # Examples
+///
+/// ```
+/// use ragjet_telemetry::{LatencyRecorder, TelemetryError};
+/// use std::time::Duration;
+///
+/// let err = LatencyRecorder::new(Duration::ZERO).unwrap_err();
+/// assert!(matches!(err, TelemetryError::InvalidConfig(_)));
+/// assert!(err.to_string().contains("too short"));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TelemetryError {

@@ -28,6 +28,20 @@ use std::time::Duration;
 use tokio::sync::{oneshot, Semaphore};
 
 /// Renders everything `/metrics` serves.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (recorder, handle) = ragjet_telemetry::build_recorder()?;
+/// metrics::with_local_recorder(&recorder, || {
+///     ragjet_telemetry::metrics::record_index_operation("docs", "add");
+/// });
+/// handle.run_upkeep();
+/// let text = handle.render();
+/// assert!(text.contains("ragjet_index_operations_total{namespace=\"docs\",kind=\"add\"} 1"));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct MetricsHandle {
     inner: PrometheusHandle,
@@ -79,6 +93,27 @@ pub fn build_recorder() -> Result<(PrometheusRecorder, MetricsHandle)> {
 }
 
 /// A running `/metrics` endpoint; stops when dropped.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_telemetry::{build_recorder, MetricsServer};
+/// use std::io::{Read, Write};
+///
+/// let (recorder, handle) = build_recorder()?;
+/// metrics::with_local_recorder(&recorder, || ragjet_telemetry::metrics::record_feedback(0.5));
+/// // Port 0 picks a free port; `local_addr` says which.
+/// let server = MetricsServer::start("127.0.0.1:0".parse()?, handle)?;
+/// let mut conn = std::net::TcpStream::connect(server.local_addr())?;
+/// conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+/// let mut response = String::new();
+/// conn.read_to_string(&mut response)?;
+/// assert!(response.starts_with("HTTP/1.1 200"));
+/// assert!(response.contains("ragjet_feedback_score_count 1"));
+/// drop(server); // stops the endpoint
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct MetricsServer {
     addr: SocketAddr,

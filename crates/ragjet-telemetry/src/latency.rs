@@ -58,6 +58,30 @@ struct Inner {
 
 /// Records request latencies and reports percentiles and throughput over
 /// the last `window` of time. Shareable between threads (`&self` methods).
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_telemetry::{LatencyRecorder, Outcome};
+/// use std::time::Duration;
+///
+/// let recorder = LatencyRecorder::new(Duration::from_secs(60))?;
+/// for ms in 1..=100 {
+///     recorder.record(Duration::from_millis(ms), Outcome::Ok);
+/// }
+/// recorder.record(Duration::from_millis(5), Outcome::Unavailable);
+/// let snap = recorder.snapshot();
+/// assert_eq!(snap.count, 101);
+/// assert_eq!(snap.unavailable, 1);
+/// assert_eq!(snap.errors, 1); // unavailable requests are errors too
+/// assert!((snap.p50_ms - 50.0).abs() < 1.0);
+/// assert!((snap.max_ms - 100.0).abs() < 0.1);
+/// assert!(snap.to_string().contains("p99"));
+/// // A window too short to cut into slots is refused.
+/// assert!(LatencyRecorder::new(Duration::from_nanos(1)).is_err());
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct LatencyRecorder {
     clock: Arc<dyn Clock>,

@@ -4,14 +4,15 @@
 //!
 //! An application calls [`Telemetry::init`] once and keeps the guard:
 //!
-//! ```no_run
+//! ```
 //! use ragjet_telemetry::{Telemetry, TelemetryConfig, LogFormat};
 //!
 //! # fn main() -> Result<(), ragjet_telemetry::TelemetryError> {
 //! let telemetry = Telemetry::init(
 //!     TelemetryConfig::default().with_metrics_port(0).with_log_format(LogFormat::Json),
 //! )?;
-//! println!("metrics on http://{}/metrics", telemetry.metrics_addr().unwrap());
+//! let addr = telemetry.metrics_addr().expect("port 0 still serves /metrics");
+//! assert_ne!(addr.port(), 0);
 //! # Ok(()) }
 //! ```
 //!

@@ -10,6 +10,22 @@
 //! [`record_embedding_batch`], ...) go through the `metrics` facade: they
 //! cost a few atomic operations when a recorder is installed and nothing
 //! when none is.
+//!
+//! # Examples
+//!
+//! ```
+//! use ragjet_telemetry::metrics::{self, MetricKind, QUERY_DURATION_SECONDS};
+//!
+//! let def = metrics::find(QUERY_DURATION_SECONDS).expect("catalogued");
+//! assert_eq!(def.kind, MetricKind::Histogram);
+//! assert_eq!(def.kind.as_str(), "histogram");
+//! assert_eq!(def.labels, &["status"]);
+//! assert!(!def.buckets.is_empty());
+//! // Every metric of every feature is documented, even where this build lacks it.
+//! assert!(metrics::full_catalogue().count() >= metrics::catalogue().count());
+//! assert!(metrics::catalogue_markdown().contains(QUERY_DURATION_SECONDS));
+//! assert!(metrics::find("not_a_metric").is_none());
+//! ```
 
 use ::metrics::{counter, gauge, histogram, Unit};
 use serde::Serialize;
@@ -54,6 +70,9 @@ pub const CACHE_BYTES: &str = "ragjet_cache_bytes";
 /// `ragjet_cache_rejected_total{cache,tier,reason}`: stored entries refused
 /// on read (each also counted as a miss).
 pub const CACHE_REJECTED_TOTAL: &str = "ragjet_cache_rejected_total";
+/// `ragjet_cache_damaged_files_total{cache,tier}`: cache files found
+/// damaged on open, moved aside and replaced by an empty one.
+pub const CACHE_DAMAGED_FILES_TOTAL: &str = "ragjet_cache_damaged_files_total";
 /// `ragjet_span_duration_seconds{span,status}`: duration of named
 /// pipeline steps reported from outside Rust (the Python binding's
 /// `Telemetry.record_span`, LlamaIndex span handlers).
@@ -401,6 +420,13 @@ static BASE: &[MetricDef] = &[
         "Stored cache entries refused on read, each answered as a miss: auth (MAC check failed), oversize (above the tier's max_value_bytes), corrupt (damaged or filed under another key).",
     ),
     MetricDef::new(
+        CACHE_DAMAGED_FILES_TOTAL,
+        Counter,
+        &[CACHE, TIER],
+        "1",
+        "Cache files found damaged when opened (checked in a child process), renamed with a .damaged suffix and replaced by an empty cache.",
+    ),
+    MetricDef::new(
         SPAN_DURATION_SECONDS,
         Histogram,
         &[SPAN, STATUS],
@@ -743,6 +769,28 @@ impl QueryStatus {
 }
 
 /// Counts one query and records its latency.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_telemetry::metrics::{self, QueryStatus};
+/// use std::time::Duration;
+///
+/// let (recorder, handle) = ragjet_telemetry::build_recorder()?;
+/// ::metrics::with_local_recorder(&recorder, || {
+///     metrics::record_query(QueryStatus::Ok, Duration::from_millis(30));
+///     metrics::record_query(QueryStatus::Error, Duration::from_millis(2));
+///     metrics::record_embedding_batch("minilm", 32, 900);
+///     metrics::set_index_size("docs", 10_000);
+///     metrics::record_cache_request("embedding", "l1", "hit");
+/// });
+/// let text = handle.render();
+/// assert!(text.contains("ragjet_queries_total{status=\"ok\"} 1"));
+/// assert!(text.contains("ragjet_queries_total{status=\"error\"} 1"));
+/// assert!(text.contains("ragjet_index_size{namespace=\"docs\"} 10000"));
+/// # Ok(()) }
+/// ```
 pub fn record_query(status: QueryStatus, duration: Duration) {
     let s = status.as_str();
     counter!(QUERIES_TOTAL, STATUS => s).increment(1);

@@ -14,6 +14,18 @@ use crate::metrics::{
 };
 
 /// A reading of this process's resources; `None` where the OS does not say.
+///
+/// # Examples
+///
+/// ```
+/// use ragjet_telemetry::ProcessStats;
+///
+/// let stats = ProcessStats::read();
+/// let text = stats.render();
+/// if stats.resident_memory_bytes.is_some() {
+///     assert!(text.contains("process_resident_memory_bytes"));
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 pub struct ProcessStats {
     /// Resident set size in bytes.

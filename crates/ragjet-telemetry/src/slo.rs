@@ -8,6 +8,23 @@ use std::time::Duration;
 /// Targets a window is judged against. The defaults are ragjet's:
 /// p50 < 200 ms, p95 < 500 ms, p99 < 1 s, error rate < 0.1 %,
 /// availability ≥ 99.95 %.
+///
+/// # Examples
+///
+/// ```
+/// use ragjet_telemetry::{LatencySnapshot, SloReport, SloTargets};
+/// use std::time::Duration;
+///
+/// // A batch service with looser latency targets.
+/// let targets = SloTargets { p95: Duration::from_secs(2), p99: Duration::from_secs(5), ..SloTargets::default() };
+/// let window = LatencySnapshot {
+///     window_seconds: 60.0, count: 100, errors: 0, unavailable: 0,
+///     p50_ms: 150.0, p95_ms: 1_500.0, p99_ms: 3_000.0, max_ms: 3_100.0,
+///     mean_ms: 300.0, throughput_per_second: 1.7,
+/// };
+/// assert!(SloReport::evaluate(&window, &targets).all_met);
+/// assert!(!SloReport::evaluate(&window, &SloTargets::default()).all_met);
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SloTargets {
     /// Median latency must stay below this.
@@ -48,6 +65,30 @@ pub struct SloCheck {
 }
 
 /// A window judged against [`SloTargets`].
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_telemetry::{LatencyRecorder, Outcome, SloReport, SloTargets};
+/// use std::time::Duration;
+///
+/// let recorder = LatencyRecorder::new(Duration::from_secs(300))?;
+/// for _ in 0..999 {
+///     recorder.record(Duration::from_millis(40), Outcome::Ok);
+/// }
+/// recorder.record(Duration::from_millis(40), Outcome::Unavailable);
+/// let report = SloReport::evaluate(&recorder.snapshot(), &SloTargets::default());
+/// let p95 = report.checks.iter().find(|c| c.name == "p95").unwrap();
+/// assert!(p95.met);
+/// // One unserved request in 1000 breaks the 99.95 % availability target.
+/// let availability = report.checks.iter().find(|c| c.name == "availability").unwrap();
+/// assert!(!availability.met);
+/// assert!(!report.all_met);
+/// assert!(report.error_budget_remaining < 0.0);
+/// assert!(report.to_json()?.contains("error_budget_remaining"));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SloReport {
     /// The figures judged.

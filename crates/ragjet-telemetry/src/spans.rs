@@ -10,6 +10,27 @@
 //! span can only record fields it declared), including the error fields,
 //! so [`record_error`] works on any of them. Recording onto a span that no
 //! subscriber is interested in is a no-op costing a branch.
+//!
+//! # Examples
+//!
+//! ```
+//! use ragjet_telemetry::spans::{self, attr, names};
+//!
+//! // Record into a subscriber so the spans are live (with none they cost a branch).
+//! tracing::subscriber::with_default(tracing_subscriber::registry(), || {
+//!     let query = spans::query("docs", 5);
+//!     let _entered = query.enter();
+//!     assert_eq!(query.metadata().unwrap().name(), names::QUERY);
+//!     assert!(query.field(attr::DB_COLLECTION_NAME).is_some());
+//!
+//!     let embed = spans::embedding("all-MiniLM-L6-v2", 32);
+//!     spans::record_input_tokens(&embed, 812);
+//!     let cache = spans::cache("embedding", "l1");
+//!     spans::record_cache_result(&cache, "miss");
+//!     spans::record_returned(&query, 5);
+//!     # let _ = (spans::retrieval("docs", 5), spans::rerank("m", 20), spans::index_update("docs", "add", 3));
+//! });
+//! ```
 
 use tracing::field::Empty;
 use tracing::Span;
@@ -174,6 +195,23 @@ pub fn record_cache_result(span: &Span, result: &'static str) {
 /// Marks `span` as failed: `error.type` gets `kind` (a stable, low-cardinality
 /// class such as an error enum variant), the span status becomes error with
 /// the message as description, and an error event is logged inside it.
+///
+/// # Examples
+///
+/// ```
+/// use ragjet_telemetry::spans;
+///
+/// #[derive(Debug)]
+/// enum LoadError {
+///     Io { path: String },
+/// }
+/// let err = LoadError::Io { path: "model.safetensors".into() };
+/// // The variant name is a low-cardinality `error.type`; the path goes only to the message.
+/// let kind = spans::error_kind(&err);
+/// assert_eq!(kind, "Io");
+/// let span = spans::index_update("docs", "load", 0);
+/// spans::record_error(&span, &kind, &"could not read model.safetensors");
+/// ```
 pub fn record_error(span: &Span, kind: &str, error: &dyn std::fmt::Display) {
     let message = error.to_string();
     span.record(attr::ERROR_TYPE, kind);

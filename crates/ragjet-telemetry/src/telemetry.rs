@@ -28,6 +28,31 @@ pub enum LogFormat {
 }
 
 /// What [`Telemetry::init`] installs.
+///
+/// # Examples
+///
+/// ```
+/// use ragjet_telemetry::{LogFormat, TelemetryConfig, DEFAULT_METRICS_PORT};
+///
+/// let config = TelemetryConfig::default();
+/// assert_eq!(config.metrics_addr.unwrap().port(), DEFAULT_METRICS_PORT);
+/// assert!(config.install_subscriber && config.install_metrics);
+///
+/// let config = TelemetryConfig::default()
+///     .with_metrics_port(0)
+///     .with_log_format(LogFormat::Json)
+///     .with_log_filter("ragjet=debug,warn");
+/// assert_eq!(config.log_format, LogFormat::Json);
+/// assert_eq!(config.log_filter.as_deref(), Some("ragjet=debug,warn"));
+/// // Embedding in a host that owns the globals: install nothing.
+/// let library_mode = TelemetryConfig {
+///     install_subscriber: false,
+///     install_metrics: false,
+///     metrics_addr: None,
+///     ..TelemetryConfig::default()
+/// };
+/// assert!(library_mode.metrics_addr.is_none());
+/// ```
 #[derive(Debug, Clone)]
 pub struct TelemetryConfig {
     /// Service name reported to OTLP collectors.
@@ -107,6 +132,31 @@ struct Installed {
 static INSTALLED: Mutex<Option<Arc<Installed>>> = Mutex::new(None);
 
 /// Entry point for process-wide telemetry.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_telemetry::{LogFormat, Telemetry, TelemetryConfig};
+/// use std::io::{Read, Write};
+///
+/// // Once, in `main`; port 0 so the example never collides with a real exporter.
+/// let guard = Telemetry::init(
+///     TelemetryConfig::default().with_metrics_port(0).with_log_format(LogFormat::Off),
+/// )?;
+/// ragjet_telemetry::metrics::record_index_operation("docs", "search");
+/// let addr = guard.metrics_addr().expect("an endpoint was asked for");
+/// let mut conn = std::net::TcpStream::connect(addr)?;
+/// conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+/// let mut body = String::new();
+/// conn.read_to_string(&mut body)?;
+/// assert!(body.contains("ragjet_index_operations_total"));
+/// // Later calls share the first installation.
+/// let again = Telemetry::init(TelemetryConfig::default())?;
+/// assert_eq!(again.metrics_addr(), Some(addr));
+/// guard.flush()?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Telemetry;
 

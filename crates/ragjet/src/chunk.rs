@@ -16,6 +16,19 @@ use ragjet_inference::{Embedder, InferenceError};
 use unicode_segmentation::UnicodeSegmentation;
 
 /// Why a chunker could not be built or could not chunk a text.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet::chunk::{ChunkError, Chunker, ChunkerConfig};
+///
+/// let chunker = Chunker::new(ChunkerConfig::default())?;
+/// // Spans that run past the text are a provider bug, reported rather than sliced.
+/// let err = chunker.chunk("short", &[0..3, 2..99]).unwrap_err();
+/// assert!(matches!(err, ChunkError::InvalidSpan { index: 1, .. }));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum ChunkError {
     /// The chunk size or overlap cannot work.
@@ -39,6 +52,20 @@ pub enum ChunkError {
 }
 
 /// Chunk size and overlap, in tokens.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet::chunk::ChunkerConfig;
+///
+/// let config = ChunkerConfig::default();
+/// config.validate_for_model(256)?; // all-MiniLM-L6-v2: 200 + [CLS] + [SEP] fits
+/// // Chunks the model would truncate, or an overlap that never advances, are refused.
+/// assert!(config.validate_for_model(128).is_err());
+/// assert!(ChunkerConfig { chunk_tokens: 10, overlap_tokens: 10 }.validate().is_err());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkerConfig {
     /// Most tokens in one chunk.
@@ -112,6 +139,29 @@ pub struct Chunk {
 }
 
 /// Something that can say where each token of a text lies.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet::chunk::{Chunker, ChunkerConfig, TokenSpans};
+/// use std::ops::Range;
+///
+/// // Chunk by characters, e.g. for a model that reads bytes or CJK text without spaces.
+/// struct Chars;
+/// impl TokenSpans for Chars {
+///     type Error = std::convert::Infallible;
+///     fn token_spans(&self, text: &str) -> Result<Vec<Range<usize>>, Self::Error> {
+///         Ok(text.char_indices().map(|(i, c)| i..i + c.len_utf8()).collect())
+///     }
+/// }
+/// let text = "東京は日本の首都です。大阪は第二の都市です。";
+/// let spans = Chars.token_spans(text)?;
+/// let chunks = Chunker::new(ChunkerConfig { chunk_tokens: 12, overlap_tokens: 0 })?.chunk(text, &spans)?;
+/// assert!(chunks.len() >= 2);
+/// assert!(chunks.iter().all(|c| c.text.chars().count() <= 12));
+/// # Ok(()) }
+/// ```
 pub trait TokenSpans {
     /// Why tokenizing failed.
     type Error: std::error::Error + Send + Sync + 'static;
@@ -158,6 +208,29 @@ impl TokenSpans for WhitespaceTokens {
 }
 
 /// Cuts documents into overlapping chunks of at most `chunk_tokens` tokens.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet::chunk::{Chunker, ChunkerConfig, TokenSpans, WhitespaceTokens};
+///
+/// let text = "Rust is fast. Rust is safe. Rust has no garbage collector. It compiles to native code.";
+/// let chunker = Chunker::new(ChunkerConfig { chunk_tokens: 8, overlap_tokens: 3 })?;
+/// // Word tokens here; the engine passes its Embedder, so sizes are model tokens.
+/// let spans = WhitespaceTokens.token_spans(text)?;
+/// let chunks = chunker.chunk(text, &spans)?;
+/// assert!(chunks.len() > 1);
+/// for (i, chunk) in chunks.iter().enumerate() {
+///     assert_eq!(chunk.index, i);
+///     assert!(chunk.tokens.len() <= 8);
+///     assert_eq!(&text[chunk.span.clone()], chunk.text); // quotes the document exactly
+/// }
+/// // Cuts prefer sentence ends, and every token lands in some chunk.
+/// assert_eq!(chunks[0].text, "Rust is fast. Rust is safe.");
+/// assert_eq!(chunks.last().unwrap().tokens.end, spans.len());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Chunker {
     config: ChunkerConfig,

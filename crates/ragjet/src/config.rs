@@ -53,6 +53,19 @@
 //!
 //! [control.retry]                      # ingest embedding on overload
 //! max_attempts = 3
+//!
+//! [control.routing]                    # per-query model choice; off by default
+//! enabled = false
+//!
+//! [control.experiment]                 # A/B variants of query options; off
+//! enabled = false
+//!
+//! [control.model_pool]                 # rerankers shared between engines; off
+//! enabled = false
+//!
+//! [control.autoscale]                  # GET /scale with the engine's signals; off
+//! enabled = false
+//! addr = "127.0.0.1:9465"
 //! ```
 
 use std::collections::BTreeMap;
@@ -64,6 +77,36 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// All settings of an [`Engine`](crate::Engine).
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet::{EngineConfig, ErrorKind, IndexKind};
+///
+/// let config = EngineConfig::from_toml_str(
+///     r#"
+///     [index]
+///     kind = "hnsw"
+///     hnsw_m = 32
+///
+///     [chunking]
+///     chunk_tokens = 128
+///     "#,
+/// )?;
+/// assert_eq!(config.index.kind, IndexKind::Hnsw);
+/// assert_eq!(config.index.hnsw_m, 32);
+/// assert_eq!(config.index.hnsw_ef_search, 64); // everything left out keeps its default
+/// config.validate()?;
+/// // Written back in full, it reads back the same.
+/// assert_eq!(EngineConfig::from_toml_str(&config.to_toml_string()?)?, config);
+///
+/// // A typo is an error naming the key, never a silently ignored setting.
+/// let err = EngineConfig::from_toml_str("[index]\nhnsw_mm = 32").unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Config);
+/// assert!(err.to_string().contains("hnsw_mm"));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineConfig {
@@ -85,7 +128,8 @@ pub struct EngineConfig {
     pub queue: QueueConfig,
     /// SLO targets and budgets the engine reports against.
     pub telemetry: TelemetrySettings,
-    /// Rate limits, circuit breaker and retries in front of the engine.
+    /// Rate limits, circuit breaker, retries, model routing, an A/B
+    /// experiment, a shared model pool and autoscaling advice.
     pub control: ControlConfig,
 }
 
@@ -522,10 +566,182 @@ pub struct ControlConfig {
     pub breaker: BreakerSettings,
     /// `[control.retry]`
     pub retry: RetrySettings,
+    /// `[control.routing]`
+    pub routing: RoutingSettings,
+    /// `[control.experiment]`
+    pub experiment: ExperimentSettings,
+    /// `[control.model_pool]`
+    pub model_pool: ModelPoolSettings,
+    /// `[control.autoscale]`
+    pub autoscale: AutoscaleSettings,
+}
+
+/// `[control.routing]`: a [`Router`](crate::control::Router) over
+/// `routes` picks, per query, the model the caller's LLM should answer
+/// with; the decision is in [`Answer::route`](crate::Answer::route) and
+/// counted per route ([`Engine::route_counts`](crate::Engine::route_counts)).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingSettings {
+    /// Route every query.
+    pub enabled: bool,
+    /// Tokens at which a query's length alone counts as fully complex.
+    pub long_tokens: usize,
+    /// The routes, `[[control.routing.routes]]` (at least one when enabled).
+    pub routes: Vec<RouteSettings>,
+}
+
+impl Default for RoutingSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            long_tokens: 512,
+            routes: Vec::new(),
+        }
+    }
+}
+
+/// `[[control.routing.routes]]`: one model a query can be routed to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSettings {
+    /// Route name (the `route` label).
+    pub name: String,
+    /// Model identifier handed to the caller.
+    pub model: String,
+    /// Highest complexity score (0..=1) this model is trusted with.
+    pub max_complexity: f64,
+    /// Price, USD per 1k tokens: the cheapest fitting route wins.
+    #[serde(default)]
+    pub cost_per_1k_tokens: f64,
+    /// Typical p95 latency in milliseconds.
+    #[serde(default)]
+    pub p95_latency_ms: f64,
+}
+
+/// `[control.experiment]`: an A/B [`Experiment`](crate::control::Experiment)
+/// over the engine's own query options. A query naming a user
+/// ([`QueryOptions::user`](crate::QueryOptions::user)) runs with its
+/// variant's options; latency and cache hits are recorded per variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExperimentSettings {
+    /// Assign users and apply their variant's options.
+    pub enabled: bool,
+    /// The experiment's name (part of the assignment hash: renaming it
+    /// reshuffles users).
+    pub name: String,
+    /// Append-only log of first assignments (JSON lines); `None`: no log.
+    pub log_path: Option<PathBuf>,
+    /// The variants, `[[control.experiment.variants]]`; the first is the
+    /// control (at least two when enabled).
+    pub variants: Vec<VariantSettings>,
+}
+
+impl Default for ExperimentSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            name: "engine".into(),
+            log_path: None,
+            variants: Vec::new(),
+        }
+    }
+}
+
+/// `[[control.experiment.variants]]`: a variant and the query options it
+/// sets (unset ones keep the caller's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariantSettings {
+    /// Variant name.
+    pub name: String,
+    /// Share of users, relative to the other variants' weights.
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Hits wanted.
+    pub top_k: Option<usize>,
+    /// `vector`, `keyword` or `hybrid`.
+    pub mode: Option<String>,
+    /// Vector weight of `hybrid` (default 0.5).
+    pub alpha: Option<f32>,
+    /// Rerank and keep this many; 0 turns reranking off.
+    pub rerank_top_n: Option<usize>,
+    /// MMR lambda.
+    pub mmr: Option<f32>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `[control.model_pool]`: the reranker is taken from a
+/// [`ModelPool`](crate::control::ModelPool) shared by every engine of the
+/// process that names the same pool, instead of each loading its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelPoolSettings {
+    /// Share rerankers through the pool.
+    pub enabled: bool,
+    /// The pool's name: engines naming the same pool share it.
+    pub name: String,
+    /// Most models loaded at once.
+    pub max_models: usize,
+    /// Most bytes of model weights loaded at once.
+    pub max_bytes: u64,
+    /// A model unused this long is unloaded.
+    pub idle_ttl_seconds: u64,
+    /// How often idle models are looked for; 0: never in the background.
+    pub cleanup_seconds: u64,
+}
+
+impl Default for ModelPoolSettings {
+    fn default() -> Self {
+        let d = crate::control::PoolConfig::default();
+        Self {
+            enabled: false,
+            name: "default".into(),
+            max_models: d.max_models,
+            max_bytes: d.max_bytes,
+            idle_ttl_seconds: d.idle_ttl.as_secs(),
+            cleanup_seconds: 60,
+        }
+    }
+}
+
+/// `[control.autoscale]`: the engine's own signals (queue depth, p95
+/// latency, utilisation, error rate) fed to the autoscaling advice, served
+/// on `GET /scale` at `addr`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutoscaleSettings {
+    /// Serve the advice endpoint.
+    pub enabled: bool,
+    /// Where (port 0 picks a free one; loopback by default).
+    pub addr: String,
+    /// Replicas the deployment runs, reported with this one's signals.
+    pub replicas: u32,
+    /// Requests this replica serves at once at full utilisation.
+    pub concurrency: f64,
+    /// `[control.autoscale.policy]`: thresholds of the advice.
+    pub policy: crate::control::ScalePolicy,
+}
+
+impl Default for AutoscaleSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            addr: crate::control::DEFAULT_ADVICE_ADDR.into(),
+            replicas: 1,
+            concurrency: 1.0,
+            policy: crate::control::ScalePolicy::default(),
+        }
+    }
 }
 
 /// `[control.rate_limit]`: token buckets per namespace (the tenant), one
-/// token per call. A refused call is `Error::Control` (kind `Overloaded`).
+/// token per call. A refused call is `Error::Overloaded` with
+/// [`Refusal::RateLimited`](crate::Refusal::RateLimited).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
@@ -892,6 +1108,56 @@ impl EngineConfig {
                 "control.retry.base_delay_ms",
                 "must not exceed control.retry.max_delay_ms",
             ));
+        }
+        if c.routing.enabled && c.routing.routes.is_empty() {
+            return Err(Error::config(
+                "control.routing.routes",
+                "routing needs at least one route",
+            ));
+        }
+        if c.experiment.enabled {
+            if c.experiment.variants.len() < 2 {
+                return Err(Error::config(
+                    "control.experiment.variants",
+                    "an experiment needs at least two variants",
+                ));
+            }
+            for v in &c.experiment.variants {
+                crate::engine::variant_overrides(v)?;
+            }
+        }
+        if c.model_pool.enabled {
+            let p = &c.model_pool;
+            if p.max_models == 0 || p.max_bytes == 0 {
+                return Err(Error::config(
+                    "control.model_pool.max_models",
+                    "max_models and max_bytes must be at least 1",
+                ));
+            }
+        }
+        if c.autoscale.enabled {
+            let a = &c.autoscale;
+            if a.addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err(Error::config(
+                    "control.autoscale.addr",
+                    format!("{:?} is not an address such as 127.0.0.1:9465", a.addr),
+                ));
+            }
+            if a.replicas == 0 {
+                return Err(Error::config(
+                    "control.autoscale.replicas",
+                    "must be at least 1",
+                ));
+            }
+            if !(a.concurrency.is_finite() && a.concurrency > 0.0) {
+                return Err(Error::config(
+                    "control.autoscale.concurrency",
+                    "must be finite and > 0",
+                ));
+            }
+            a.policy
+                .validate()
+                .map_err(|e| Error::config("control.autoscale.policy", e.to_string()))?;
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! single enum onto its own error classes instead of one per crate.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ragjet_cache::CacheError;
 use ragjet_inference::InferenceError;
@@ -14,6 +15,21 @@ use ragjet_telemetry::TelemetryError;
 /// crates' errors are kept whole (their variants say what went wrong);
 /// [`Error::kind`] sorts every variant into the few classes a caller acts
 /// on differently.
+///
+/// # Examples
+///
+/// ```
+/// use ragjet::retrieval::RetrievalError;
+/// use ragjet::{EngineConfig, Error, ErrorKind};
+///
+/// // Callers branch on the kind, not on every lower crate's variants.
+/// let bad_config = EngineConfig::from_toml_str("[cache.semantic]\nthreshold = 'high'").unwrap_err();
+/// assert!(matches!(bad_config, Error::Config { .. }));
+/// assert_eq!(bad_config.kind(), ErrorKind::Config);
+/// let bad_vector = Error::from(RetrievalError::ZeroVector);
+/// assert_eq!(bad_vector.kind(), ErrorKind::InvalidInput);
+/// assert_eq!(bad_vector.retry_after(), None); // retrying unchanged cannot help
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -42,10 +58,12 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
-    /// The shared model is busy: its queue is full or the request's
-    /// deadline passed before it was served. Retry later or shed load.
+    /// The call was refused without being run: the model's queue is full
+    /// or its deadline passed, a rate limit or an open circuit breaker
+    /// turned it away, a model pool had no room. Retry later (after
+    /// [`Error::retry_after`] when it is known) or shed load.
     #[error("overloaded: {0}")]
-    Overloaded(String),
+    Overloaded(Refusal),
     /// Reading or writing an engine directory failed, or what was read is
     /// not a complete, checksummed engine state.
     #[error("storage error at {path}: {message}")]
@@ -67,10 +85,105 @@ pub enum Error {
     /// policy, a failing HyDE hook.
     #[error(transparent)]
     Query(#[from] crate::query::QueryError),
-    /// A production control refused the call: rate limited, circuit open
-    /// (kind `Overloaded`), or a control's setting or storage failed.
+    /// A production control's setting, input, storage or model loader
+    /// failed. (A control's *refusal*, rate limited or circuit open, is
+    /// [`Error::Overloaded`]: converting a [`ControlError`] sorts it.)
+    ///
+    /// [`ControlError`]: crate::control::ControlError
     #[error(transparent)]
-    Control(#[from] crate::control::ControlError),
+    Control(crate::control::ControlError),
+}
+
+/// Why a call was refused without being run: what [`Error::Overloaded`]
+/// holds, so a caller can tell a full queue from a rate limit and knows
+/// how long to back off where that is known.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The model's queue held `capacity` items already.
+    #[error("queue full: {queue:?} holds {capacity} items waiting")]
+    QueueFull {
+        /// The queue's name (the model's).
+        queue: String,
+        /// Items it holds at most.
+        capacity: usize,
+    },
+    /// The request waited in the queue past its deadline (`queue.timeout_ms`).
+    #[error("queue {queue:?}: deadline expired after {:.1} ms", waited.as_secs_f64() * 1e3)]
+    DeadlineExceeded {
+        /// The queue's name.
+        queue: String,
+        /// How long the request waited.
+        waited: Duration,
+    },
+    /// A rate limiter's bucket for `key` is empty.
+    #[error("rate limited: {limiter} key {key:?} has no tokens left; retry after {retry_after:?}")]
+    RateLimited {
+        /// The limiter's name (`engine.query`, `engine.ingest`...).
+        limiter: String,
+        /// The key (namespace, tenant, user) that ran out.
+        key: String,
+        /// When a token is back.
+        retry_after: Duration,
+    },
+    /// A circuit breaker is open after repeated failures of what it guards.
+    #[error("circuit {breaker} is open after repeated failures; not calling it for another {retry_after:?}")]
+    CircuitOpen {
+        /// The breaker's name (`engine.model`...).
+        breaker: String,
+        /// When a probe will be let through.
+        retry_after: Duration,
+    },
+    /// A model pool cannot fit another model: every loaded one is in use.
+    #[error("model pool {pool} is full: {message}")]
+    PoolFull {
+        /// The pool's name.
+        pool: String,
+        /// Which bound is reached.
+        message: String,
+    },
+}
+
+impl Refusal {
+    /// How long to wait before a retry can succeed, when the refuser knows
+    /// (rate limit, open circuit); `None` for a full queue or pool, whose
+    /// room depends on other callers.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Refusal::RateLimited { retry_after, .. } | Refusal::CircuitOpen { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl From<crate::control::ControlError> for Error {
+    /// Refusals (rate limited, circuit open, pool full) become
+    /// [`Error::Overloaded`]; everything else stays [`Error::Control`].
+    fn from(e: crate::control::ControlError) -> Self {
+        use crate::control::ControlError as C;
+        match e {
+            C::RateLimited {
+                limiter,
+                key,
+                retry_after,
+            } => Error::Overloaded(Refusal::RateLimited {
+                limiter,
+                key,
+                retry_after,
+            }),
+            C::CircuitOpen {
+                breaker,
+                retry_after,
+            } => Error::Overloaded(Refusal::CircuitOpen {
+                breaker,
+                retry_after,
+            }),
+            C::PoolFull { pool, message } => Error::Overloaded(Refusal::PoolFull { pool, message }),
+            other => Error::Control(other),
+        }
+    }
 }
 
 /// The class of an [`Error`]: what a caller can do about it.
@@ -94,6 +207,20 @@ pub enum ErrorKind {
 }
 
 impl Error {
+    /// The refusal, when the call was refused without being run.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            Error::Overloaded(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// How long to back off before retrying, when the refusal says
+    /// (see [`Refusal::retry_after`]).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.refusal().and_then(Refusal::retry_after)
+    }
+
     /// Sorts this error into an [`ErrorKind`].
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -188,7 +315,12 @@ impl From<crate::queue::QueueError<InferenceError>> for Error {
         use crate::queue::QueueError as Q;
         match e {
             Q::Failed(inner) => Error::Inference(inner),
-            Q::Overloaded { .. } => Error::Overloaded(e.to_string()),
+            Q::Overloaded { queue, reason } => Error::Overloaded(match reason {
+                crate::queue::Overload::Full { capacity } => Refusal::QueueFull { queue, capacity },
+                crate::queue::Overload::Expired { waited } => {
+                    Refusal::DeadlineExceeded { queue, waited }
+                }
+            }),
             Q::InvalidOption(m) => Error::config("queue", m),
             other => Error::Queue(other.to_string()),
         }

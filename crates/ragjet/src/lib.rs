@@ -2,7 +2,9 @@
 //!
 //! [`Engine`] is the product: documents in, ranked passages out, with
 //! chunking, embedding (cached), vector / keyword / hybrid search, MMR,
-//! reranking, result caches, metrics and one-directory persistence:
+//! reranking, result caches, metrics and one-directory persistence (not run
+//! as a test: it loads the all-MiniLM-L6-v2 model, which a build machine
+//! may not have):
 //!
 //! ```no_run
 //! use ragjet::{Document, Engine, QueryOptions, SearchMode};
@@ -48,9 +50,9 @@ pub use config::{EngineConfig, IndexKind};
 pub use engine::{
     Answer, CacheOutcome, Document, Engine, EngineBuilder, EngineHit, IngestOptions,
     IngestProgress, IngestReport, IngestStage, QueryOptions, SearchMode, StageTimings,
-    DEFAULT_NAMESPACE,
+    VariantOptions, DEFAULT_NAMESPACE,
 };
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Refusal, Result};
 pub use query::Hyde;
 pub use queue::{BatchQueue, Overload, Priority, QueueError, QueueOptions, Ticket};
 pub use ragjet_retrieval::{Metadata, MetadataFilters, MetadataValue};
@@ -61,4 +63,18 @@ pub use ragjet_retrieval as retrieval;
 pub use ragjet_telemetry as telemetry;
 
 /// The version of ragjet, as in `Cargo.toml`.
+///
+/// # Examples
+///
+/// ```
+/// // Semantic version, e.g. for a `/version` endpoint or a saved store's manifest.
+/// assert_eq!(ragjet::VERSION.split('.').count(), 3);
+/// ```
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The README's and the getting-started guide's Rust examples, compiled as doctests so that the
+/// first code a newcomer copies keeps building.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+#[doc = include_str!("../../../docs/getting-started.md")]
+pub struct DocumentationExamples;

@@ -120,6 +120,30 @@ impl Default for QueueOptions {
 }
 
 /// Why a [`BatchQueue`] refused or gave up on an item.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet::{BatchQueue, Overload, Priority, QueueError, QueueOptions};
+/// use std::time::Duration;
+///
+/// // A slow worker and a short deadline: the caller is told at once instead of waiting on.
+/// let queue = BatchQueue::new(
+///     QueueOptions { name: "slow".into(), timeout: Some(Duration::from_millis(5)), ..QueueOptions::default() },
+///     |batch: Vec<u32>| {
+///         std::thread::sleep(Duration::from_millis(200));
+///         batch.into_iter().map(Ok::<u32, std::io::Error>).collect()
+///     },
+///     |_: &u32| 1,
+/// )?;
+/// let err = queue.submit(1, Priority::Interactive).unwrap_err();
+/// assert!(err.is_overloaded());
+/// assert!(matches!(err, QueueError::Overloaded { reason: Overload::Expired { .. }, .. }));
+/// // A caller that can wait says so for its own call.
+/// assert_eq!(queue.submit_with(2, Priority::Bulk, Some(Duration::from_secs(30)))?, 2);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overload {
     /// The item's priority queue already held `capacity` items.
@@ -385,6 +409,39 @@ impl<I, O, E> Shared<I, O, E> {
 ///
 /// `I` is an item (a text, a query–passage pair), `O` its result, `E` the
 /// worker's error. `BatchQueue` is `Send + Sync`; share it behind an `Arc`.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet::{BatchQueue, Priority, QueueError, QueueOptions};
+/// use std::sync::Arc;
+///
+/// // A stand-in "model" that upper-cases a whole batch in one call.
+/// let options = QueueOptions { name: "upper".into(), max_batch_items: 8, ..QueueOptions::default() };
+/// let queue: Arc<BatchQueue<String, String, std::convert::Infallible>> = Arc::new(BatchQueue::new(
+///     options,
+///     |batch: Vec<String>| batch.into_iter().map(|s| Ok(s.to_uppercase())).collect(),
+///     |item: &String| item.len(), // what an item counts against max_batch_cost
+/// )?);
+///
+/// // Many callers, one worker: concurrent submissions share batches.
+/// let callers: Vec<_> = (0..4)
+///     .map(|i| {
+///         let queue = Arc::clone(&queue);
+///         std::thread::spawn(move || queue.submit(format!("query {i}"), Priority::Interactive))
+///     })
+///     .collect();
+/// for (i, caller) in callers.into_iter().enumerate() {
+///     assert_eq!(caller.join().unwrap()?, format!("QUERY {i}"));
+/// }
+/// // Bulk work goes in one admission; results come back in input order.
+/// let results = queue.submit_many(vec!["a".into(), "b".into()], Priority::Bulk);
+/// assert_eq!(results.into_iter().collect::<Result<Vec<_>, _>>()?, ["A", "B"]);
+/// assert_eq!(queue.depth(Priority::Bulk), 0);
+/// # let _: Option<QueueError<std::convert::Infallible>> = None;
+/// # Ok(()) }
+/// ```
 pub struct BatchQueue<I, O, E> {
     shared: Arc<Shared<I, O, E>>,
     worker: Option<JoinHandle<()>>,
@@ -672,6 +729,47 @@ impl<I, O, E> Drop for BatchQueue<I, O, E> {
 ///
 /// It is woken by the worker (or the deadline timer) and never blocks the
 /// thread that polls it. Dropping it withdraws the item if it has not run.
+///
+/// # Examples
+///
+/// Any executor can poll it; here a minimal one that parks the thread until
+/// the worker wakes it.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet::{BatchQueue, Priority, QueueOptions};
+/// use std::future::Future;
+/// use std::sync::Arc;
+/// use std::task::{Context, Poll, Wake, Waker};
+///
+/// struct Unpark(std::thread::Thread);
+/// impl Wake for Unpark {
+///     fn wake(self: Arc<Self>) {
+///         self.0.unpark();
+///     }
+/// }
+/// fn block_on<F: Future>(future: F) -> F::Output {
+///     let mut future = std::pin::pin!(future);
+///     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+///     let mut cx = Context::from_waker(&waker);
+///     loop {
+///         if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+///             return out;
+///         }
+///         std::thread::park();
+///     }
+/// }
+///
+/// let queue = BatchQueue::new(
+///     QueueOptions::default(),
+///     |batch: Vec<u64>| batch.into_iter().map(|n| Ok::<u64, std::io::Error>(n * n)).collect(),
+///     |_: &u64| 1,
+/// )?;
+/// let tickets: Vec<_> = (1..=3).map(|n| queue.submit_async(n, Priority::Interactive)).collect();
+/// let squares: Vec<u64> = tickets.into_iter().map(|t| block_on(t)).collect::<Result<_, _>>()?;
+/// assert_eq!(squares, [1, 4, 9]);
+/// # Ok(()) }
+/// ```
 #[must_use = "a ticket does nothing unless awaited; dropping it withdraws the item"]
 pub struct Ticket<O, E> {
     slot: OutcomeSlot<O, E>,
@@ -895,6 +993,29 @@ fn isolate_failures<I, O>(
 /// over-estimate of WordPiece tokens for English (about 4.5 bytes each) and
 /// close for CJK text, which spares tokenising every text twice (the
 /// embedder plans its own forward passes by exact counts).
+///
+/// # Examples
+///
+/// Here with the tiny test model of ragjet-inference, so it runs in
+/// milliseconds.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet::inference::{Device, Embedder, EmbedderOptions};
+/// use ragjet::queue::embedding_queue;
+/// use ragjet::{Priority, QueueOptions};
+/// use std::sync::Arc;
+///
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../ragjet-inference/tests/fixtures/tiny-cross-encoder");
+/// let embedder = Arc::new(Embedder::load_with(dir, EmbedderOptions { device: Device::Cpu, ..Default::default() })?);
+/// let queue = embedding_queue(Arc::clone(&embedder), QueueOptions::default())?;
+/// let vector = queue.submit("what is a queue?".to_string(), Priority::Interactive)?;
+/// assert_eq!(vector.len(), embedder.dim());
+/// // A batch through the queue gives the vectors a direct call gives.
+/// let direct = embedder.embed_one("what is a queue?")?;
+/// assert!(vector.iter().zip(&direct).all(|(a, b)| (a - b).abs() < 1e-4));
+/// # Ok(()) }
+/// ```
 pub fn embedding_queue(
     embedder: Arc<Embedder>,
     options: QueueOptions,
@@ -914,6 +1035,24 @@ pub fn embedding_queue(
 /// A queue in front of `reranker`: (query, passage) pairs in, scores out
 /// (as [`CrossEncoder::predict`]). Items cost as in [`embedding_queue`],
 /// capped at the model's `max_length`.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet::inference::{CrossEncoder, CrossEncoderOptions, Device};
+/// use ragjet::queue::rerank_queue;
+/// use ragjet::{Priority, QueueOptions};
+/// use std::sync::Arc;
+///
+/// let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../ragjet-inference/tests/fixtures/tiny-cross-encoder");
+/// let reranker = Arc::new(CrossEncoder::load_with(dir, CrossEncoderOptions { device: Device::Cpu, ..Default::default() })?);
+/// let queue = rerank_queue(Arc::clone(&reranker), QueueOptions::default())?;
+/// let pair = ("capital of france".to_string(), "paris is the capital of france".to_string());
+/// let score = queue.submit(pair.clone(), Priority::Interactive)?;
+/// assert_eq!(score, reranker.predict(&[pair])?[0]);
+/// # Ok(()) }
+/// ```
 pub fn rerank_queue(
     reranker: Arc<CrossEncoder>,
     options: QueueOptions,

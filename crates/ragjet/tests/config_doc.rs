@@ -100,6 +100,7 @@ fn every_option() -> BTreeSet<String> {
     c.rerank.max_length = Some(1);
     c.telemetry.budgets.daily_usd = Some(1.0);
     c.telemetry.budgets.monthly_usd = Some(1.0);
+    c.control.experiment.log_path = Some("/ab.jsonl".into());
     c.query
         .synonyms
         .insert("<term>".into(), vec!["alternative".into()]);

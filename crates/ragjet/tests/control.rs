@@ -8,8 +8,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use ragjet::control::{AdviceServer, BreakerState, ControlError, ScalePolicy, ScaleSignals};
-use ragjet::{Document, Error, ErrorKind, QueryOptions};
+use ragjet::control::{AdviceServer, BreakerState, ScalePolicy, ScaleSignals};
+use ragjet::{Document, Error, ErrorKind, QueryOptions, Refusal};
 
 #[test]
 fn rate_limits_and_the_breaker_guard_the_engine() {
@@ -32,7 +32,7 @@ fn rate_limits_and_the_breaker_guard_the_engine() {
         .ingest(vec![Document::new("x", "one more document")])
         .unwrap_err();
     assert!(
-        matches!(err, Error::Control(ControlError::RateLimited { .. })),
+        matches!(err, Error::Overloaded(Refusal::RateLimited { .. })),
         "{err}"
     );
     assert_eq!(err.kind(), ErrorKind::Overloaded);
@@ -49,7 +49,7 @@ fn rate_limits_and_the_breaker_guard_the_engine() {
     b.acquire().unwrap().failure();
     let err = e.query("parents class", &options).unwrap_err();
     assert!(
-        matches!(err, Error::Control(ControlError::CircuitOpen { .. })),
+        matches!(err, Error::Overloaded(Refusal::CircuitOpen { .. })),
         "{err}"
     );
     assert_eq!(err.kind(), ErrorKind::Overloaded);
@@ -60,7 +60,7 @@ fn rate_limits_and_the_breaker_guard_the_engine() {
     // Three queries admitted by the limiter so far; the fourth is refused.
     let err = e.query("parents class", &options).unwrap_err();
     assert!(
-        matches!(err, Error::Control(ControlError::RateLimited { .. })),
+        matches!(err, Error::Overloaded(Refusal::RateLimited { .. })),
         "{err}"
     );
 }

@@ -9,8 +9,7 @@ mod common;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use ragjet::control::ControlError;
-use ragjet::{Document, Engine, Error, ErrorKind, QueryOptions};
+use ragjet::{Document, Engine, Error, ErrorKind, QueryOptions, Refusal};
 
 /// A query of `n` distinct words: long enough (~n tokens) that the model
 /// takes a while on it, distinct so no cache answers it.
@@ -66,7 +65,14 @@ fn a_full_model_queue_refuses_at_once() {
                     served += 1;
                 }
                 (Err(err), took) => {
-                    assert!(matches!(err, Error::Overloaded(_)), "{err}");
+                    assert!(
+                        matches!(
+                            err,
+                            Error::Overloaded(Refusal::QueueFull { capacity: 1, .. })
+                        ),
+                        "{err}"
+                    );
+                    assert_eq!(err.retry_after(), None);
                     assert_eq!(err.kind(), ErrorKind::Overloaded);
                     assert!(err.to_string().contains("queue full"), "{err}");
                     refused += 1;
@@ -107,7 +113,12 @@ fn an_expired_deadline_refuses_at_the_deadline() {
         )
         .unwrap_err();
     let took = t0.elapsed();
-    assert!(matches!(err, Error::Overloaded(_)), "{err}");
+    match &err {
+        Error::Overloaded(Refusal::DeadlineExceeded { waited, .. }) => {
+            assert!(*waited >= Duration::from_millis(30), "{waited:?}")
+        }
+        other => panic!("expected DeadlineExceeded, got {other}"),
+    }
     assert_eq!(err.kind(), ErrorKind::Overloaded);
     assert!(err.to_string().contains("deadline expired"), "{err}");
     assert!(took >= Duration::from_millis(30), "{took:?}");
@@ -119,7 +130,7 @@ fn an_expired_deadline_refuses_at_the_deadline() {
 }
 
 /// With the breaker open, queries and ingests fail fast with
-/// `ControlError::CircuitOpen` and the model is not run for them.
+/// `Refusal::CircuitOpen` and the model is not run for them.
 #[test]
 fn an_open_breaker_refuses_without_running_the_model() {
     let e = small_engine(|c| {
@@ -151,8 +162,9 @@ fn an_open_breaker_refuses_without_running_the_model() {
     .unwrap_err();
     let took = t0.elapsed();
     match &err {
-        Error::Control(ControlError::CircuitOpen { retry_after, .. }) => {
-            assert!(*retry_after > Duration::from_secs(3000), "{retry_after:?}")
+        Error::Overloaded(Refusal::CircuitOpen { retry_after, .. }) => {
+            assert!(*retry_after > Duration::from_secs(3000), "{retry_after:?}");
+            assert_eq!(err.retry_after(), Some(*retry_after));
         }
         other => panic!("expected CircuitOpen, got {other}"),
     }
@@ -163,7 +175,7 @@ fn an_open_breaker_refuses_without_running_the_model() {
     })
     .unwrap_err();
     assert!(
-        matches!(err, Error::Control(ControlError::CircuitOpen { .. })),
+        matches!(err, Error::Overloaded(Refusal::CircuitOpen { .. })),
         "{err}"
     );
     assert_eq!(

@@ -208,7 +208,7 @@ fn engine_burst() -> f64 {
     for h in handles {
         match h.join().unwrap() {
             Ok(_) => served += 1,
-            Err(Error::Overloaded(m)) if m.contains("queue full") => refused += 1,
+            Err(Error::Overloaded(ragjet::Refusal::QueueFull { .. })) => refused += 1,
             Err(other) => panic!("unexpected {other}"),
         }
     }

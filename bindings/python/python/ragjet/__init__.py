@@ -21,18 +21,22 @@ a worker thread so an event loop keeps serving. Errors derive from
 
 from ragjet._errors import (
     CircuitOpenError,
+    DeadlineExceededError,
     DeviceError,
     InvalidInput,
     InvalidInputError,
     ModelLoadError,
     OutOfMemoryError,
     Overloaded,
+    OverloadedError,
+    QueueFullError,
     RagjetError,
     RateLimitedError,
     StorageError,
 )
 from ragjet._locate import default_model_dir
 from ragjet._ragjet import (
+    AdviceServer,
     Bm25Index,
     BreakerPermit,
     CircuitBreaker,
@@ -66,6 +70,10 @@ from ragjet._ragjet import (
 )
 
 __all__ = [
+    "AdviceServer",
+    "DeadlineExceededError",
+    "OverloadedError",
+    "QueueFullError",
     "Bm25Index",
     "BreakerPermit",
     "CircuitBreaker",

@@ -9,12 +9,15 @@ device), so code written against the built-ins keeps working.
 
 __all__ = [
     "CircuitOpenError",
+    "DeadlineExceededError",
     "DeviceError",
     "InvalidInput",
     "InvalidInputError",
     "ModelLoadError",
     "OutOfMemoryError",
     "Overloaded",
+    "OverloadedError",
+    "QueueFullError",
     "RagjetError",
     "RateLimitedError",
     "StorageError",
@@ -63,30 +66,56 @@ class OutOfMemoryError(DeviceError):
     __module__ = "ragjet"
 
 
-class Overloaded(RagjetError):
-    """The shared model or a queue is busy: its queue is full or the
-    request's deadline passed before it was served. Retrying later may
-    succeed; shedding load will."""
+class OverloadedError(RagjetError):
+    """The call was refused without being run: retrying later may succeed;
+    shedding load will. The subclasses say why. ``retry_after`` is the
+    number of seconds to wait before a retry can succeed when the refuser
+    knows it (a rate limit, an open circuit), else ``None``. Raised as such
+    for a full model pool."""
 
     __module__ = "ragjet"
+    retry_after: "float | None" = None
 
 
-class RateLimitedError(Overloaded):
-    """A ``RateLimiter`` refused the call: the key's token bucket is empty
-    (or would not refill within the timeout). ``retry_after`` says in
+class RateLimitedError(OverloadedError):
+    """A rate limiter (a ``RateLimiter``, or an ``Engine``'s
+    ``[control.rate_limit]``) refused the call: the key's token bucket is
+    empty (or would not refill within the timeout). ``retry_after`` says in
     seconds when the tokens are back."""
 
     __module__ = "ragjet"
-    retry_after: float = 0.0
+    retry_after: "float | None" = 0.0
 
 
-class CircuitOpenError(Overloaded):
-    """A ``CircuitBreaker`` is open: the guarded service failed too often
-    and is not called. ``retry_after`` says in seconds when a probe will be
-    let through."""
+class CircuitOpenError(OverloadedError):
+    """A circuit breaker (a ``CircuitBreaker``, or an ``Engine``'s
+    ``[control.breaker]``) is open: the guarded service failed too often and
+    is not called. ``retry_after`` says in seconds when a probe will be let
+    through."""
 
     __module__ = "ragjet"
-    retry_after: float = 0.0
+    retry_after: "float | None" = 0.0
+
+
+class QueueFullError(OverloadedError):
+    """The model's queue is full (``queue.capacity`` items waiting): the
+    engine sheds the request at once instead of queueing it behind work it
+    cannot finish in time. ``retry_after`` is ``None``: room depends on
+    other callers."""
+
+    __module__ = "ragjet"
+
+
+class DeadlineExceededError(OverloadedError, TimeoutError):
+    """The request waited in the model's queue past its deadline
+    (``queue.timeout_ms``) and was dropped unserved. Also a
+    ``TimeoutError``."""
+
+    __module__ = "ragjet"
+
+
+#: The name earlier versions used; the same class.
+Overloaded = OverloadedError
 
 
 class StorageError(RagjetError, OSError):

@@ -156,7 +156,7 @@ class Embedder:
         """The device the model runs on: ``"cpu"`` or ``"cuda:N"``."""
     @property
     def precision(self) -> str:
-        """Format of the forward pass: ``"f32"``, ``"f16"`` or ``"bf16"``."""
+        """Format of the forward pass: ``"f32"``, ``"f16"``, ``"bf16"`` or ``"int8"``."""
     @property
     def model_dir(self) -> Path:
         """The folder the model was loaded from."""
@@ -380,7 +380,7 @@ class CrossEncoder:
         """``"cpu"`` or ``"cuda:N"``."""
     @property
     def precision(self) -> str:
-        """``"f32"``, ``"f16"`` or ``"bf16"``."""
+        """``"f32"``, ``"f16"``, ``"bf16"`` or ``"int8"``."""
 
 class EmbeddingCache:
     """Embedding vectors per (model, revision, text), in memory and
@@ -579,7 +579,16 @@ class Engine:
         reranker: str | PathLike[str] | None = None,
         device: str | None = None,
         num_threads: int | None = None,
-    ) -> None: ...
+        router: Router | None = None,
+        experiment: Experiment | None = None,
+        variants: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        """``router`` routes every query (``query()["route"]``);
+        ``experiment`` runs an A/B test over queries that name a ``user``,
+        each variant with the query options ``variants[name]`` sets
+        (``top_k``, ``mode``, ``alpha``, ``rerank_top_n`` with 0 for off,
+        ``mmr``). ``config``'s ``[control.*]`` tables do the same from TOML,
+        plus the shared reranker pool and the ``/scale`` endpoint."""
     @staticmethod
     def open(path: str | PathLike[str]) -> Engine:
         """Opens the engine saved in ``path``."""
@@ -617,9 +626,12 @@ class Engine:
         excluded_keywords: Sequence[str] | None = None,
         context_tokens: int | None = None,
         no_cache: bool = False,
+        user: str | None = None,
     ) -> dict[str, Any]:
         """The best chunks: ``{"hits": [Hit], "context", "query", "top_k",
-        "mode", "cache", "cache_similarity", "timings"}``."""
+        "mode", "cache", "cache_similarity", "timings", "route", "variant"}``.
+        ``route`` is the routing decision (``model`` for the caller's LLM) or
+        None; ``variant`` the A/B variant ``user`` ran with, or None."""
     def aquery(
         self,
         text: str,
@@ -641,6 +653,20 @@ class Engine:
         """Namespace names, sorted."""
     def slo_report(self) -> dict[str, Any]:
         """This engine's query latency window judged against its SLO targets."""
+    def record_feedback(self, user: str, score: float) -> str:
+        """Feedback in 0..1 from ``user`` for their A/B variant; returns it."""
+    def experiment_summary(self) -> dict[str, Any] | None:
+        """The A/B experiment's summary, or None without one."""
+    def route_counts(self) -> dict[str, int]:
+        """Routing decisions so far, per route."""
+    def scale_signals(self) -> dict[str, Any]:
+        """This replica's ``replicas``, ``queue_depth``, ``p95_ms``,
+        ``utilisation`` and ``error_rate`` over the latency window."""
+    def scale_advice(self) -> dict[str, Any]:
+        """``{"action", "desired_replicas", "reason"}`` for ``scale_signals()``."""
+    @property
+    def advice_address(self) -> tuple[str, int] | None:
+        """Where ``[control.autoscale]``'s ``/scale`` endpoint listens."""
     @property
     def dim(self) -> int:
         """Width of the embeddings."""
@@ -666,6 +692,25 @@ def advise_scale(signals: dict[str, Any], policy: dict[str, Any] | None = None) 
     ``error_rate``, optional ``seconds_since_last_scale``) under ``policy``
     (overrides of the defaults: up above 0.85, down below 0.30, 300 s
     cooldown, target 0.70–0.80)."""
+
+class AdviceServer:
+    """``GET /scale`` (advice for ``source``'s signals), ``POST /scale``
+    (advice for posted signals) and ``GET /healthz`` over HTTP/JSON.
+    ``source`` is an ``Engine`` or a callable returning a signals dict or
+    None (503). Port 0 picks a free port."""
+    def __init__(
+        self,
+        source: Engine | Callable[[], Mapping[str, Any] | None],
+        address: str = "127.0.0.1:9465",
+        policy: Mapping[str, Any] | None = None,
+    ) -> None: ...
+    @property
+    def address(self) -> tuple[str, int]: ...
+    @property
+    def url(self) -> str: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> AdviceServer: ...
+    def __exit__(self, *args: object) -> bool: ...
 
 class ManualClock:
     """A clock moved by hand, for tests of rate limits and breakers."""

@@ -146,6 +146,25 @@ struct Inner {
 }
 
 /// An A/B experiment; `Send + Sync`.
+///
+/// ```
+/// use std::time::Duration;
+/// use ragjet::control::{ControlError, Experiment};
+///
+/// # fn main() -> Result<(), ControlError> {
+/// let x = Experiment::new("rerank", vec![("off".into(), 1), ("on".into(), 1)])?;
+/// let variant = x.assign("user-42")?;
+/// assert_eq!(variant, x.variant_of("user-42"), "the same user, the same variant");
+/// for (v, ms) in [("off", 120), ("off", 130), ("on", 90), ("on", 95)] {
+///     x.record_latency(v, Duration::from_millis(ms))?;
+/// }
+/// let summary = x.summary();
+/// let on = &summary.comparisons[0];
+/// let latency = on.latency_ms.as_ref().expect("two samples a side");
+/// assert_eq!(latency.difference, -32.5);
+/// assert!(latency.significant());
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Experiment {
     name: String,

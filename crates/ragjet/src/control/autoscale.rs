@@ -168,6 +168,27 @@ fn check(s: &ScaleSignals) -> Result<()> {
 }
 
 /// The decision for `signals` under `policy`.
+///
+/// ```
+/// use ragjet::control::{advise, ControlError, ScaleAction, ScalePolicy, ScaleSignals};
+///
+/// # fn main() -> Result<(), ControlError> {
+/// let busy = ScaleSignals {
+///     replicas: 2,
+///     queue_depth: 10,
+///     p95_ms: 450.0,
+///     utilisation: 0.95,
+///     error_rate: 0.0,
+///     seconds_since_last_scale: None,
+/// };
+/// let d = advise(&busy, &ScalePolicy::default())?;
+/// // 2 replicas at 95 % is 1.9 replicas of work: 3 bring it to 63 %, below
+/// // the 75 % band middle.
+/// assert_eq!((d.action, d.desired_replicas), (ScaleAction::Up, 3));
+/// let just_scaled = ScaleSignals { seconds_since_last_scale: Some(60.0), ..busy };
+/// assert_eq!(advise(&just_scaled, &ScalePolicy::default())?.action, ScaleAction::Hold);
+/// # Ok(()) }
+/// ```
 pub fn advise(signals: &ScaleSignals, policy: &ScalePolicy) -> Result<ScaleDecision> {
     policy.validate()?;
     check(signals)?;

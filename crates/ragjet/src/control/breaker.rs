@@ -119,6 +119,33 @@ struct Inner {
 }
 
 /// A circuit breaker; `Send + Sync`, share it behind an `Arc`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use ragjet::control::{BreakerConfig, BreakerState, CircuitBreaker, ControlError, ManualClock};
+///
+/// # fn main() -> Result<(), ControlError> {
+/// let clock = ManualClock::new(Duration::ZERO);
+/// let config = BreakerConfig {
+///     consecutive_failures: 2,
+///     open_for: Duration::from_secs(30),
+///     ..BreakerConfig::default()
+/// };
+/// let breaker = CircuitBreaker::new("llm", config)?.with_clock(Arc::new(clock.clone()));
+/// for _ in 0..2 {
+///     let permit = breaker.acquire()?;
+///     // ... the call failed (a 503 from the LLM):
+///     permit.failure();
+/// }
+/// assert_eq!(breaker.state(), BreakerState::Open);
+/// assert!(matches!(breaker.acquire(), Err(ControlError::CircuitOpen { .. })));
+/// // After `open_for`, one probe goes through; its success closes the circuit.
+/// clock.advance(Duration::from_secs(30));
+/// breaker.acquire()?.success();
+/// assert_eq!(breaker.state(), BreakerState::Closed);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct CircuitBreaker {
     name: String,

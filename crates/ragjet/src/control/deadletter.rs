@@ -72,6 +72,26 @@ struct Inner {
 }
 
 /// A crash-safe dead-letter store; `Send + Sync`.
+///
+/// ```
+/// use ragjet::control::{ControlError, DeadLetterStore};
+///
+/// # fn main() -> Result<(), ControlError> {
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("dead-letters.log");
+/// let store = DeadLetterStore::open("llm", &path)?;
+/// store.push("llm.complete", r#"{"prompt":"hi"}"#, "HTTP 503", 3)?;
+/// drop(store);
+/// // On disk: a reopened store (a restarted process) still has it.
+/// let store = DeadLetterStore::open("llm", &path)?;
+/// assert_eq!(store.len(), 1);
+/// let report = store.redrive(|letter| {
+///     assert_eq!(letter.operation, "llm.complete");
+///     Ok(()) // sent again successfully
+/// })?;
+/// assert_eq!((report.redriven.len(), store.len()), (1, 0));
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct DeadLetterStore {
     name: String,

@@ -3,9 +3,13 @@
 //! A/B tests, a model pool and autoscaling advice.
 //!
 //! Each control is usable on its own (none needs an [`Engine`](crate::Engine));
-//! the engine wires the rate limiter, the breaker and the retry policy in
-//! front of its query and ingest paths when `[control]` asks for them
-//! ([`crate::config::ControlConfig`]). Every time-dependent control takes a
+//! the engine wires each in when `[control]` ([`crate::config::ControlConfig`])
+//! or its builder asks: the rate limiter, the breaker and the retry policy
+//! in front of its query and ingest paths, the router and the A/B
+//! experiment on every query, a model pool for its reranker, and its own
+//! signals behind the advice endpoint. A refusal converted into the
+//! facade's error is [`Error::Overloaded`](crate::Error::Overloaded) with a
+//! typed [`Refusal`](crate::Refusal). Every time-dependent control takes a
 //! [`Clock`], so tests move time by hand instead of sleeping. Metrics go
 //! through the catalogue of `ragjet_telemetry::metrics` like the engine's
 //! own (`docs/metrics.md`). `docs/controls.md` gives each control's

@@ -60,6 +60,36 @@ struct Inner<M> {
 }
 
 /// A shared, bounded pool of models of type `M`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use ragjet::control::{ControlError, ManualClock, ModelPool, PoolConfig};
+///
+/// # fn main() -> Result<(), ControlError> {
+/// let clock = ManualClock::new(Duration::ZERO);
+/// let config = PoolConfig { max_models: 2, idle_ttl: Duration::from_secs(60), ..PoolConfig::default() };
+/// // Any model type; the loader says how many bytes it holds.
+/// let pool = ModelPool::with_clock(
+///     "models",
+///     config,
+///     |name: &str| Ok((format!("weights of {name}"), 1 << 20)),
+///     Arc::new(clock.clone()),
+/// )?;
+/// {
+///     let model = pool.get("minilm")?; // loaded on first use, then shared
+///     assert_eq!(*model, "weights of minilm");
+///     assert_eq!(pool.active("minilm"), 1);
+/// }
+/// clock.advance(Duration::from_secs(1));
+/// pool.get("e5-base")?;
+/// clock.advance(Duration::from_secs(1));
+/// pool.get("bge-small")?; // a third model: the least recently used goes
+/// assert_eq!(pool.loaded_models(), ["bge-small", "e5-base"]);
+/// clock.advance(Duration::from_secs(61));
+/// assert_eq!(pool.cleanup().len(), 2, "idle past the TTL");
+/// # Ok(()) }
+/// ```
 pub struct ModelPool<M> {
     name: String,
     config: PoolConfig,

@@ -57,6 +57,29 @@ struct Bucket {
 const DEFAULT_MAX_KEYS: usize = 100_000;
 
 /// Per-key token buckets; `Send + Sync`, share it behind an `Arc`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use ragjet::control::{ControlError, ManualClock, RateLimit, RateLimiter};
+///
+/// # fn main() -> Result<(), ControlError> {
+/// let clock = ManualClock::new(Duration::ZERO);
+/// // 2 calls a second per tenant, at most 2 at once.
+/// let limiter = RateLimiter::new("api", RateLimit::new(2.0, 2.0))?
+///     .with_clock(Arc::new(clock.clone()));
+/// limiter.try_acquire("tenant-a", 1.0)?;
+/// limiter.try_acquire("tenant-a", 1.0)?;
+/// let Err(ControlError::RateLimited { retry_after, .. }) = limiter.try_acquire("tenant-a", 1.0)
+/// else {
+///     panic!("the bucket is empty")
+/// };
+/// assert_eq!(retry_after, Duration::from_millis(500));
+/// limiter.try_acquire("tenant-b", 1.0)?; // its own bucket
+/// // Waiting up to a deadline: the manual clock advances instead of sleeping.
+/// limiter.acquire("tenant-a", 1.0, Duration::from_secs(1))?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct RateLimiter {
     name: String,

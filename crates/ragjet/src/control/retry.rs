@@ -15,6 +15,35 @@ use ragjet_telemetry::metrics::{labels, RETRIES_TOTAL};
 use super::{system_clock, Clock, ControlError, Result, SplitMix};
 
 /// A retry policy; cheap to share.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use ragjet::control::{is_transient_status, ControlError, ManualClock, RetryError, RetryPolicy};
+///
+/// # fn main() -> Result<(), ControlError> {
+/// let clock = ManualClock::new(Duration::ZERO);
+/// let policy = RetryPolicy::new(3)?
+///     .delays(Duration::from_millis(100), Duration::from_secs(2))?
+///     .with_clock(Arc::new(clock.clone()))
+///     .with_seed(7);
+/// // An LLM answering 503, then 200: one back-off, then success.
+/// let statuses = [503u16, 200];
+/// let body = policy.run(
+///     |status: &u16| is_transient_status(*status),
+///     |attempt| match statuses[attempt as usize] {
+///         200 => Ok("answer"),
+///         s => Err(s),
+///     },
+/// );
+/// assert_eq!(body.ok(), Some("answer"));
+/// let waited = ragjet::control::Clock::now(&clock);
+/// assert!(waited < Duration::from_millis(100), "waited under the first cap");
+/// // A 400 is not retried.
+/// let r: Result<(), _> = policy.run(|s: &u16| is_transient_status(*s), |_| Err(400u16));
+/// assert!(matches!(r, Err(RetryError::Permanent(400))));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included (default 3).

@@ -131,6 +131,28 @@ pub struct RouteDecision {
 pub type RouteRule = Arc<dyn Fn(&RouteRequest<'_>, &Complexity) -> Option<String> + Send + Sync>;
 
 /// A model router; `Send + Sync`.
+///
+/// ```
+/// use ragjet::control::{ControlError, ModelRoute, RouteReason, RouteRequest, Router};
+///
+/// # fn main() -> Result<(), ControlError> {
+/// let router = Router::new(
+///     "answers",
+///     vec![
+///         ModelRoute::new("small", "gpt-4o-mini", 0.4, 0.15, 800.0),
+///         ModelRoute::new("large", "gpt-4o", 1.0, 2.5, 2500.0),
+///     ],
+/// )?
+/// .rule(|req, _| (req.user == Some("vip")).then(|| "large".to_string()));
+/// let ask = |text: &'static str, user: Option<&'static str>| {
+///     router.route(&RouteRequest { text, user, ..Default::default() })
+/// };
+/// assert_eq!(ask("what is a kludge", None)?.model, "gpt-4o-mini");
+/// let hard = ask("compare the jargon of MIT versus Stanford hackers", None)?;
+/// assert_eq!((hard.model.as_str(), hard.reason), ("gpt-4o", RouteReason::Complexity));
+/// assert_eq!(ask("what is a kludge", Some("vip"))?.reason, RouteReason::Rule);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Router {
     name: String,

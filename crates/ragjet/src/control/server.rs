@@ -44,7 +44,32 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Where `GET /scale` reads the current signals; `None`: not known yet.
 pub type SignalSource = dyn Fn() -> Option<ScaleSignals> + Send + Sync;
 
-/// A running advice endpoint; stops when dropped.
+/// A running advice endpoint; stops when dropped. An
+/// [`Engine`](crate::Engine) serves one for its own signals with
+/// `[control.autoscale]`.
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use ragjet::control::{AdviceServer, ControlError, ScalePolicy, ScaleSignals};
+///
+/// # fn main() -> Result<(), ControlError> {
+/// let server = AdviceServer::start("127.0.0.1:0".parse().unwrap(), ScalePolicy::default(), || {
+///     Some(ScaleSignals {
+///         replicas: 4,
+///         queue_depth: 0,
+///         p95_ms: 80.0,
+///         utilisation: 0.1,
+///         error_rate: 0.0,
+///         seconds_since_last_scale: None,
+///     })
+/// })?;
+/// let mut http = std::net::TcpStream::connect(server.local_addr()).unwrap();
+/// http.write_all(b"GET /scale HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+/// let mut reply = String::new();
+/// http.read_to_string(&mut reply).unwrap();
+/// assert!(reply.starts_with("HTTP/1.1 200") && reply.contains(r#""action":"down""#));
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct AdviceServer {
     addr: SocketAddr,

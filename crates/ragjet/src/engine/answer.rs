@@ -95,8 +95,13 @@ impl Engine {
     /// 0..=1 or NaN, an invalid filter, an unknown namespace;
     /// [`Error::Config`] for a keyword/hybrid query without BM25, reranking
     /// without a reranker, HyDE without a hook; [`Error::Overloaded`] when
-    /// the model's queue refuses the query; [`Error::Control`] when
-    /// `[control]`'s rate limit or circuit breaker does.
+    /// the model's queue refuses the query, or `[control]`'s rate limit
+    /// or circuit breaker does (the [`Refusal`](crate::Refusal) says which).
+    ///
+    /// With `[control.experiment]` and a [`QueryOptions::user`], the
+    /// user's variant's options replace the caller's and the answer names
+    /// the variant; with `[control.routing]`, [`Answer::route`] holds the
+    /// model chosen for the caller's LLM.
     pub fn query(&self, text: &str, options: &QueryOptions) -> Result<Answer> {
         let start = Instant::now();
         let ns = options.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE);
@@ -104,13 +109,16 @@ impl Engine {
         // Rate limit and breaker first: a refused query costs nothing.
         let result = match self.controls.admit(super::controls::Call::Query, ns) {
             Ok(permit) => {
-                let r = span.in_scope(|| self.answer(text, options, ns, start));
+                let r = span.in_scope(|| self.answer_controlled(text, options, ns, start));
                 super::controls::settle(permit, r.as_ref().err());
                 r
             }
             Err(e) => Err(e),
         };
         let elapsed = start.elapsed();
+        if let Ok(a) = &result {
+            self.controls.record_variant(a, elapsed);
+        }
         match &result {
             Ok(a) => {
                 m::record_query(QueryStatus::Ok, elapsed);
@@ -129,6 +137,30 @@ impl Engine {
             }
         }
         result
+    }
+
+    /// The answer under the experiment's variant, with the routing
+    /// decision.
+    fn answer_controlled(
+        &self,
+        text: &str,
+        options: &QueryOptions,
+        ns: &str,
+        start: Instant,
+    ) -> Result<Answer> {
+        let variant = self.controls.variant(options)?;
+        let options = match &variant {
+            Some((_, v)) => std::borrow::Cow::Owned(v.apply(options)),
+            None => std::borrow::Cow::Borrowed(options),
+        };
+        // Routed before the work, so a bad routing rule wastes none.
+        let route =
+            self.controls
+                .route(text, || self.embedder.count_tokens(text).ok(), &options)?;
+        let mut answer = self.answer(text, &options, ns, start)?;
+        answer.route = route;
+        answer.variant = variant.map(|(name, _)| name);
+        Ok(answer)
     }
 
     fn check_options(&self, options: &QueryOptions) -> Result<()> {
@@ -176,7 +208,7 @@ impl Engine {
             f.validate()
                 .map_err(|e| Error::invalid(format!("invalid filter: {e}")))?;
         }
-        if options.rerank_top_n.is_some() && self.reranker.is_none() {
+        if options.rerank_top_n.is_some() && !self.has_reranker() {
             return Err(Error::config(
                 "rerank.model_dir",
                 "the query asks for reranking but no reranker is configured",
@@ -385,7 +417,7 @@ impl Engine {
         t.postprocess = clock.elapsed();
 
         // Reranking.
-        if let (Some(top_n), Some(reranker)) = (options.rerank_top_n, &self.reranker) {
+        if let (Some(top_n), Some(reranker)) = (options.rerank_top_n, self.reranker()?) {
             let clock = Instant::now();
             let passages: Vec<&str> = hits
                 .iter()
@@ -393,7 +425,7 @@ impl Engine {
                 .collect();
             let rspan = spans::rerank(&self.reranker_name(), passages.len());
             let ranked =
-                rspan.in_scope(|| self.rerank_passages(reranker, &prep.text, &passages, top_n))?;
+                rspan.in_scope(|| self.rerank_passages(&reranker, &prep.text, &passages, top_n))?;
             hits = ranked
                 .into_iter()
                 .map(|(i, score)| Hit {
@@ -497,6 +529,8 @@ impl Engine {
             mode: prep.mode,
             timings: t,
             cache,
+            route: None,
+            variant: None,
         })
     }
 

@@ -16,7 +16,7 @@ use super::{
 use crate::chunk::Chunk;
 use crate::config::IndexKind;
 use crate::control::RetryError;
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::queue::Priority;
 
 impl Engine {
@@ -33,7 +33,8 @@ impl Engine {
     /// the rest go in. A document whose text and metadata are unchanged is
     /// skipped without embedding anything. The call itself fails only when
     /// the namespace name is invalid or `[control]` refuses it (the
-    /// namespace's rate limit, an open circuit breaker: [`Error::Control`]).
+    /// namespace's rate limit, an open circuit breaker: [`Error::Overloaded`]
+    /// with the [`Refusal`]).
     pub fn ingest_with(
         &self,
         documents: Vec<Document>,
@@ -284,7 +285,7 @@ impl Engine {
         self.controls
             .retry
             .run(
-                |e: &Error| matches!(e, Error::Overloaded(_)),
+                |e: &Error| matches!(e, Error::Overloaded(Refusal::QueueFull { .. })),
                 |_| self.embed_raw(texts, priority, progress),
             )
             .map_err(RetryError::into_inner)

@@ -52,9 +52,11 @@ use crate::queue::{BatchQueue, Priority};
 use model::ModelIdentity;
 use persist::DocEntry;
 
+pub use controls::reranker_loader;
+pub(crate) use controls::variant_overrides;
 pub use types::{
     Answer, CacheOutcome, Document, EngineHit, IngestOptions, IngestProgress, IngestReport,
-    IngestStage, QueryOptions, SearchMode, StageTimings, DEFAULT_NAMESPACE,
+    IngestStage, QueryOptions, SearchMode, StageTimings, VariantOptions, DEFAULT_NAMESPACE,
 };
 
 /// File name of the disk tier of the embedding cache in a store directory.
@@ -101,9 +103,15 @@ pub struct Engine {
     config: EngineConfig,
     model: ModelIdentity,
     embedder: Arc<Embedder>,
-    /// In front of `embedder` when `queue.enabled`.
-    embed_queue: Option<BatchQueue<String, Vec<f32>, InferenceError>>,
+    /// The advice endpoint (`[control.autoscale]`); stopped first on drop.
+    advice: Option<crate::control::AdviceServer>,
+    /// In front of `embedder` when `queue.enabled` (shared with the advice
+    /// endpoint, which reads its depth).
+    embed_queue: Option<Arc<BatchQueue<String, Vec<f32>, InferenceError>>>,
     reranker: Option<Arc<CrossEncoder>>,
+    /// The reranker's pool, instead of `reranker` (`[control.model_pool]`
+    /// or [`EngineBuilder::model_pool`]).
+    rerank_pool: Option<controls::PooledReranker>,
     /// In front of `reranker` when `queue.enabled`.
     rerank_queue: Option<BatchQueue<(String, String), f32, InferenceError>>,
     chunker: Chunker,
@@ -122,7 +130,7 @@ pub struct Engine {
     /// Cleaning, synonyms and intent (HyDE is kept apart: it is per query).
     processor: QueryProcessor,
     hyde: Option<Hyde>,
-    latency: LatencyRecorder,
+    latency: Arc<LatencyRecorder>,
     cost: CostTracker,
     controls: controls::EngineControls,
 }
@@ -146,6 +154,9 @@ pub struct EngineBuilder {
     store_dir: Option<PathBuf>,
     hyde: Option<Hyde>,
     redis_secret: Option<String>,
+    router: Option<crate::control::Router>,
+    experiment: Option<controls::EngineExperiment>,
+    model_pool: Option<Arc<crate::control::ModelPool<CrossEncoder>>>,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -158,6 +169,9 @@ impl std::fmt::Debug for EngineBuilder {
                 "redis_secret",
                 &self.redis_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("router", &self.router)
+            .field("experiment", &self.experiment)
+            .field("model_pool", &self.model_pool)
             .finish()
     }
 }
@@ -279,6 +293,47 @@ impl EngineBuilder {
         self
     }
 
+    /// Routes every query with `router` (instead of `[control.routing]`):
+    /// [`Answer::route`] names the model for the caller's LLM, and
+    /// [`Engine::route_counts`] counts the decisions. A router built in
+    /// code may carry rules (`Router::rule`), which a TOML file cannot.
+    pub fn router(mut self, router: crate::control::Router) -> Self {
+        self.router = Some(router);
+        self
+    }
+    /// Runs `experiment` over the engine's queries (instead of
+    /// `[control.experiment]`): a query with a [`QueryOptions::user`] runs
+    /// with its variant's `options`, and its latency and cache outcome are
+    /// recorded for that variant. Every variant of the experiment needs an
+    /// entry (an empty [`VariantOptions`] changes nothing).
+    pub fn experiment(
+        mut self,
+        experiment: Arc<crate::control::Experiment>,
+        variants: impl IntoIterator<Item = (String, VariantOptions)>,
+    ) -> Self {
+        self.experiment = Some(controls::EngineExperiment {
+            experiment,
+            variants: variants.into_iter().collect(),
+        });
+        self
+    }
+    /// Takes the reranker (`rerank.model_dir`, the model's name in the
+    /// pool) from `pool`, shared with whoever else holds it, instead of
+    /// loading one for this engine. The pool's loader decides the
+    /// reranker's options ([`reranker_loader`] loads folders).
+    pub fn model_pool(mut self, pool: Arc<crate::control::ModelPool<CrossEncoder>>) -> Self {
+        self.model_pool = Some(pool);
+        self
+    }
+    /// Serves the autoscaling advice for this engine's signals on
+    /// `GET /scale` at `addr` (`[control.autoscale]`; port 0 picks a free
+    /// port, see [`Engine::advice_addr`]).
+    pub fn advice_endpoint(mut self, addr: std::net::SocketAddr) -> Self {
+        self.config.control.autoscale.enabled = true;
+        self.config.control.autoscale.addr = addr.to_string();
+        self
+    }
+
     /// Builds an empty engine.
     pub fn build(self) -> Result<Engine> {
         Engine::create(self, None)
@@ -322,6 +377,9 @@ impl Engine {
             store_dir,
             hyde,
             redis_secret,
+            router,
+            experiment,
+            model_pool,
         } = builder;
         let redis = redis_settings(&config, redis_secret)?;
         config.validate()?;
@@ -344,10 +402,18 @@ impl Engine {
             }
         }
         let embedder = Arc::new(embedder);
-        let reranker = load_reranker(&config)?.map(Arc::new);
+        let rerank_pool =
+            controls::pooled_reranker(&config, model_pool, || rerank_options(&config))?;
+        let reranker = match rerank_pool {
+            Some(_) => None,
+            None => load_reranker(&config)?.map(Arc::new),
+        };
         let (embed_queue, rerank_queue) = if config.queue.enabled {
-            let eq =
-                model::embedding_queue(Arc::clone(&embedder), model.name.clone(), &config.queue)?;
+            let eq = Arc::new(model::embedding_queue(
+                Arc::clone(&embedder),
+                model.name.clone(),
+                &config.queue,
+            )?);
             let rq = match &reranker {
                 Some(r) => Some(crate::queue::rerank_queue(
                     Arc::clone(r),
@@ -397,7 +463,9 @@ impl Engine {
         } else {
             None
         };
-        let latency = LatencyRecorder::new(Duration::from_secs(config.telemetry.window_seconds))?;
+        let latency = Arc::new(LatencyRecorder::new(Duration::from_secs(
+            config.telemetry.window_seconds,
+        ))?);
         let prices = config
             .telemetry
             .prices
@@ -426,13 +494,75 @@ impl Engine {
         };
         sync_bm25(&mut state, &config)?;
         ensure_namespace(&mut state, &config, model.dim, DEFAULT_NAMESPACE)?;
-        let controls = controls::EngineControls::new(&config.control)?;
+        let controls = controls::EngineControls::new(&config.control, router, experiment)?;
+        if let Some(e) = &controls.experiment {
+            let names: Vec<String> = e
+                .experiment
+                .summary()
+                .variants
+                .into_iter()
+                .map(|v| v.variant)
+                .collect();
+            if let Some(extra) = e.variants.keys().find(|k| !names.contains(k)) {
+                return Err(Error::config(
+                    "control.experiment.variants",
+                    format!("options for {extra:?}, which is not a variant of the experiment"),
+                ));
+            }
+            for name in &names {
+                let Some(v) = e.variants.get(name) else {
+                    return Err(Error::config(
+                        "control.experiment.variants",
+                        format!("variant {name:?} has no options"),
+                    ));
+                };
+                if matches!(v.rerank_top_n, Some(Some(_)))
+                    && reranker.is_none()
+                    && rerank_pool.is_none()
+                {
+                    return Err(Error::config(
+                        "rerank.model_dir",
+                        format!("variant {name:?} reranks but no reranker is configured"),
+                    ));
+                }
+            }
+        }
+        let advice = if config.control.autoscale.enabled {
+            let a = &config.control.autoscale;
+            let (latency, queue) = (
+                Arc::downgrade(&latency),
+                embed_queue.as_ref().map(Arc::downgrade),
+            );
+            let (replicas, concurrency) = (a.replicas, a.concurrency);
+            Some(crate::control::AdviceServer::start(
+                controls::advice_addr(&a.addr)?,
+                a.policy.clone(),
+                move || {
+                    // `None` (503) once the engine is gone.
+                    let latency = latency.upgrade()?;
+                    let depth = queue
+                        .as_ref()
+                        .and_then(std::sync::Weak::upgrade)
+                        .map_or(0, |q| controls::queue_depth(&q));
+                    Some(controls::scale_signals(
+                        &latency,
+                        depth,
+                        replicas,
+                        concurrency,
+                    ))
+                },
+            )?)
+        } else {
+            None
+        };
         Ok(Engine {
             config,
             model,
+            advice,
             embedder,
             embed_queue,
             reranker,
+            rerank_pool,
             rerank_queue,
             chunker,
             state: RwLock::new(state),
@@ -455,6 +585,69 @@ impl Engine {
     /// for its state and for tests; `None` when it is off.
     pub fn circuit_breaker(&self) -> Option<&crate::control::CircuitBreaker> {
         self.controls.breaker.as_ref()
+    }
+
+    /// The router of `[control.routing]` (or [`EngineBuilder::router`]).
+    pub fn router(&self) -> Option<&crate::control::Router> {
+        self.controls.router.as_ref()
+    }
+
+    /// Routing decisions so far, per route name.
+    pub fn route_counts(&self) -> BTreeMap<String, u64> {
+        self.controls.route_counts()
+    }
+
+    /// The A/B experiment (for [`Experiment::summary`](crate::control::Experiment::summary)).
+    pub fn experiment(&self) -> Option<&Arc<crate::control::Experiment>> {
+        self.controls.experiment.as_ref().map(|e| &e.experiment)
+    }
+
+    /// Records a feedback score (0..=1, for example a thumbs-up as 1) from
+    /// `user` for the variant they are assigned; returns the variant.
+    /// Errors: no experiment ([`Error::Config`]), a score out of range.
+    pub fn record_feedback(&self, user: &str, score: f64) -> Result<String> {
+        let Some(e) = &self.controls.experiment else {
+            return Err(Error::config(
+                "control.experiment.enabled",
+                "feedback needs an A/B experiment",
+            ));
+        };
+        let variant = e.experiment.assign(user)?;
+        e.experiment.record_feedback(&variant, score)?;
+        Ok(variant)
+    }
+
+    /// The pool the reranker comes from, when it does.
+    pub fn model_pool(&self) -> Option<&Arc<crate::control::ModelPool<CrossEncoder>>> {
+        self.rerank_pool.as_ref().map(|p| &p.shared.pool)
+    }
+
+    /// This replica's signals for the autoscaling advice, over the latency
+    /// window: queue depth (the model queues' waiting items), p95 latency,
+    /// utilisation (queries in the engine over
+    /// `control.autoscale.concurrency`, by Little's law), error rate
+    /// (failed or refused queries), with `control.autoscale.replicas`.
+    pub fn scale_signals(&self) -> crate::control::ScaleSignals {
+        let a = &self.config.control.autoscale;
+        let depth = self.embed_queue.as_deref().map_or(0, controls::queue_depth)
+            + self.rerank_queue.as_ref().map_or(0, controls::queue_depth);
+        controls::scale_signals(&self.latency, depth, a.replicas, a.concurrency)
+    }
+
+    /// The advice for [`Engine::scale_signals`] under
+    /// `control.autoscale.policy`.
+    pub fn scale_advice(&self) -> Result<crate::control::ScaleDecision> {
+        Ok(crate::control::advise(
+            &self.scale_signals(),
+            &self.config.control.autoscale.policy,
+        )?)
+    }
+
+    /// Where the advice endpoint listens (`[control.autoscale]`).
+    pub fn advice_addr(&self) -> Option<std::net::SocketAddr> {
+        self.advice
+            .as_ref()
+            .map(crate::control::AdviceServer::local_addr)
     }
 
     /// The configuration in force.
@@ -646,8 +839,32 @@ impl Engine {
         Ok(vectors)
     }
 
+    /// Whether queries may ask for reranking.
+    fn has_reranker(&self) -> bool {
+        self.reranker.is_some() || self.rerank_pool.is_some()
+    }
+
+    /// The reranker for one call: the engine's own, or one borrowed from
+    /// the pool (loaded again if the pool unloaded it).
+    fn reranker(&self) -> Result<Option<controls::RerankerRef<'_>>> {
+        if let Some(r) = &self.reranker {
+            return Ok(Some(controls::RerankerRef::Own(r)));
+        }
+        match &self.rerank_pool {
+            Some(p) => Ok(Some(controls::RerankerRef::Pooled(
+                p.shared.pool.get(&p.model)?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
     /// The reranker's name on spans.
     fn reranker_name(&self) -> String {
+        if let Some(p) = &self.rerank_pool {
+            return std::path::Path::new(&p.model)
+                .file_name()
+                .map_or_else(|| p.model.clone(), |n| n.to_string_lossy().into_owned());
+        }
         self.reranker
             .as_ref()
             .and_then(|r| r.model_dir().file_name())
@@ -798,6 +1015,11 @@ fn load_reranker(cfg: &EngineConfig) -> Result<Option<CrossEncoder>> {
     let Some(dir) = &cfg.rerank.model_dir else {
         return Ok(None);
     };
+    Ok(Some(CrossEncoder::load_with(dir, rerank_options(cfg)?)?))
+}
+
+/// The cross-encoder's options from `[rerank]` and `[model]`.
+fn rerank_options(cfg: &EngineConfig) -> Result<CrossEncoderOptions> {
     let device = cfg
         .model
         .device
@@ -822,15 +1044,14 @@ fn load_reranker(cfg: &EngineConfig) -> Result<Option<CrossEncoder>> {
         }
         None => None,
     };
-    let options = CrossEncoderOptions {
+    Ok(CrossEncoderOptions {
         num_threads: cfg.model.num_threads,
         max_length: cfg.rerank.max_length,
         activation,
         device,
         precision,
         ..CrossEncoderOptions::default()
-    };
-    Ok(Some(CrossEncoder::load_with(dir, options)?))
+    })
 }
 
 fn check_namespace(ns: &str) -> Result<()> {

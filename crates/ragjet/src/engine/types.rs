@@ -170,6 +170,9 @@ pub struct QueryOptions {
     /// Skip the retrieval and semantic caches, reading and writing (to
     /// measure cold latency, or to see fresh results).
     pub no_cache: bool,
+    /// Who asks: assigns the A/B variant (`[control.experiment]`) and is
+    /// offered to the router's rules. `None`: no variant.
+    pub user: Option<String>,
 }
 
 impl QueryOptions {
@@ -236,6 +239,53 @@ impl QueryOptions {
     pub fn no_cache(mut self, on: bool) -> Self {
         self.no_cache = on;
         self
+    }
+    /// Names the user (A/B assignment, routing rules).
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+}
+
+/// The query options an A/B variant sets; fields left `None` keep the
+/// caller's. A variant changes what the engine does, so comparing
+/// variants compares settings (hybrid or not, reranking or not, top-k).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VariantOptions {
+    /// Hits wanted.
+    pub top_k: Option<usize>,
+    /// Search mode.
+    pub mode: Option<SearchMode>,
+    /// `Some(Some(n))` reranks keeping `n`; `Some(None)` turns reranking
+    /// off.
+    pub rerank_top_n: Option<Option<usize>>,
+    /// MMR lambda.
+    pub mmr: Option<f32>,
+}
+
+impl VariantOptions {
+    /// A variant as `[[control.experiment.variants]]` writes it
+    /// (`rerank_top_n = 0` turns reranking off); the error names the key.
+    pub fn from_settings(v: &crate::config::VariantSettings) -> crate::Result<Self> {
+        super::controls::variant_overrides(v)
+    }
+
+    /// `options` with this variant's settings in force.
+    pub fn apply(&self, options: &QueryOptions) -> QueryOptions {
+        let mut o = options.clone();
+        if let Some(k) = self.top_k {
+            o.top_k = Some(k);
+        }
+        if let Some(m) = self.mode {
+            o.mode = Some(m);
+        }
+        if let Some(r) = self.rerank_top_n {
+            o.rerank_top_n = r;
+        }
+        if let Some(l) = self.mmr {
+            o.mmr = Some(l);
+        }
+        o
     }
 }
 
@@ -311,4 +361,10 @@ pub struct Answer {
     pub timings: StageTimings,
     /// Which cache answered, if any.
     pub cache: CacheOutcome,
+    /// The model `[control.routing]` chose for answering this query (for
+    /// the caller's LLM call), with the complexity estimate and the reason.
+    pub route: Option<crate::control::RouteDecision>,
+    /// The A/B variant the query ran with (`[control.experiment]` and a
+    /// [`QueryOptions::user`]).
+    pub variant: Option<String>,
 }

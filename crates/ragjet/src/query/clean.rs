@@ -39,6 +39,23 @@ impl Default for CleanOptions {
 }
 
 /// Cleans queries with fixed [`CleanOptions`].
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet::query::{CleanOptions, QueryCleaner, QueryError};
+///
+/// // The defaults only normalise form: full-width letters and stray spaces.
+/// let cleaner = QueryCleaner::new(CleanOptions::default());
+/// assert_eq!(cleaner.clean("  ＲＵＳＴ   vs\u{200b} C# ")?, "RUST vs C#");
+/// // Folding case and punctuation keeps words that need their symbols.
+/// let strict = QueryCleaner::new(CleanOptions { lowercase: true, strip_punctuation: true, ..CleanOptions::default() });
+/// assert_eq!(strict.clean("Node.js, C# & state-of-the-art?!")?, "node.js c# state-of-the-art");
+/// assert!(matches!(strict.clean("?!"), Err(QueryError::EmptyAfterCleaning { .. })));
+/// assert!(matches!(strict.clean(" "), Err(QueryError::Empty)));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueryCleaner {
     options: CleanOptions,

@@ -15,6 +15,28 @@ use super::QueryError;
 /// Words are what whitespace separates, with punctuation at their ends
 /// removed ("(car)," is "car"; "c++" and "c#" stay). Languages written
 /// without spaces therefore match a key only where it stands apart.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet::query::SynonymMap;
+/// use std::collections::HashMap;
+///
+/// let map = SynonymMap::new(HashMap::from([
+///     ("machine learning".to_string(), vec!["ML".to_string(), "statistical learning".to_string()]),
+///     ("machine".to_string(), vec!["device".to_string()]),
+/// ]))?;
+/// // The longest key wins, matching is whole-word and case-insensitive.
+/// let e = map.expand("Machine Learning for ml beginners");
+/// assert_eq!(e.matched, ["machine learning"]);
+/// assert_eq!(e.added, ["statistical learning"]); // "ML" is already in the query
+/// assert_eq!(e.text, "Machine Learning for ml beginners statistical learning");
+/// assert!(map.expand("machinery").added.is_empty());
+/// // Blank synonyms are refused when the map is built, not at query time.
+/// assert!(SynonymMap::new(HashMap::from([("x".to_string(), vec![" ".to_string()])])).is_err());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct SynonymMap {
     /// Key as its lowercase words → synonyms as given, in order, deduplicated.

@@ -47,6 +47,28 @@ pub struct EmbedText {
 }
 
 /// A HyDE hook: the caller's generator and what to do when it fails.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet::query::{EmbedSource, Hyde, HydeFallback};
+///
+/// // In production the closure calls a language model.
+/// let hyde = Hyde::from_fn(|query: &str| Ok(format!("{query} Paris is the capital of France.")));
+/// let text = hyde.passage("capital of france?")?;
+/// assert_eq!(text.source, EmbedSource::Hypothetical);
+/// assert!(text.text.ends_with("Paris is the capital of France."));
+///
+/// // A failing generator fails the query, unless the caller prefers to embed the query.
+/// let flaky = Hyde::from_fn(|_: &str| Err("LLM timed out".into()));
+/// assert!(flaky.passage("q").is_err());
+/// let tolerant = flaky.with_fallback(HydeFallback::UseQuery);
+/// let text = tolerant.passage("q")?;
+/// assert_eq!(text.text, "q");
+/// assert!(matches!(text.source, EmbedSource::QueryAfterHydeError(msg) if msg.contains("timed out")));
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct Hyde {
     generate: HydeFn,

@@ -168,6 +168,25 @@ impl IntentPlan {
 }
 
 /// The [`IntentPlan`] for each [`Intent`].
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet::query::{Intent, IntentPlan, IntentPolicy, SearchModeHint};
+///
+/// let policy = IntentPolicy::default();
+/// let (intent, plan) = policy.decide("What is the difference between TCP and UDP?");
+/// assert_eq!(intent, Intent::Comparison);
+/// assert_eq!(plan.top_k, 10);
+/// assert_eq!(Intent::classify("how to install rust"), Intent::Procedural);
+/// assert_eq!(policy.plan(Intent::Exploratory).mode, SearchModeHint::Vector);
+/// // A corpus of code snippets: lean on keywords for how-to questions.
+/// let policy = policy.with(Intent::Procedural, IntentPlan { top_k: 4, mode: SearchModeHint::Hybrid { alpha: 0.3 } })?;
+/// assert_eq!(policy.plan(Intent::Procedural).top_k, 4);
+/// assert!(policy.with(Intent::Factual, IntentPlan { top_k: 0, mode: SearchModeHint::Keyword }).is_err());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct IntentPolicy {
     factual: IntentPlan,

@@ -59,6 +59,31 @@ pub struct ProcessedQuery {
 /// HyDE is a separate step, [`embedding_text`](Self::embedding_text),
 /// because it calls a language model: the engine runs it only after the
 /// caches missed, where [`process`](Self::process) runs before them.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet::query::{CleanOptions, EmbedSource, Hyde, Intent, IntentPolicy, QueryProcessor, SynonymMap};
+/// use std::collections::HashMap;
+///
+/// let synonyms = SynonymMap::new(HashMap::from([("car".to_string(), vec!["automobile".to_string()])]))?;
+/// let processor = QueryProcessor::new()
+///     .with_cleaning(Some(CleanOptions { lowercase: true, ..CleanOptions::default() }))
+///     .with_synonyms(Some(synonyms))
+///     .with_intent(Some(IntentPolicy::default()))
+///     .with_hyde(Some(Hyde::from_fn(|q: &str| Ok(format!("An answer to: {q}")))));
+///
+/// let q = processor.process("  What is the  fastest CAR? ")?;
+/// assert_eq!(q.text, "what is the fastest car?"); // what gets embedded and cached
+/// assert_eq!(q.keyword_text, "what is the fastest car? automobile"); // what BM25 sees
+/// assert_eq!(q.intent.map(|(intent, _)| intent), Some(Intent::Factual));
+/// // HyDE is a separate step: the engine calls it only after its caches missed.
+/// let embed = processor.embedding_text(&q)?;
+/// assert_eq!(embed.source, EmbedSource::Hypothetical);
+/// assert!(processor.process("   ").is_err());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct QueryProcessor {
     cleaner: Option<QueryCleaner>,
