@@ -39,7 +39,7 @@ pub(crate) enum Outcome {
     /// It ran past the deadline and was killed.
     TimedOut,
     /// No child could be run or waited for (fork refused, `SIGCHLD`
-    /// ignored so that its status is lost, a non-Unix platform).
+    /// ignored so that its status is lost, a platform other than Linux).
     NotRun(String),
 }
 
@@ -47,10 +47,10 @@ pub(crate) enum Outcome {
 /// child's exit status is what `check` returns. `check` must respect the
 /// rules of the module documentation: no logging, no metrics, no locks
 /// shared with other threads. The child may allocate at most `max_alloc`
-/// bytes beyond what it inherits (`RLIMIT_DATA`, Linux): a check that asks
+/// bytes beyond what it inherits (`RLIMIT_DATA`): a check that asks
 /// for more dies of the failed allocation, so a size read from a damaged
 /// file cannot make the caller allocate it later.
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 pub(crate) fn in_child(deadline: Duration, max_alloc: u64, check: impl FnOnce() -> i32) -> Outcome {
     let mut fds = [0 as libc::c_int; 2];
     // Non-blocking at both ends: a child with more to say than the pipe
@@ -60,7 +60,6 @@ pub(crate) fn in_child(deadline: Duration, max_alloc: u64, check: impl FnOnce() 
         return Outcome::NotRun(format!("pipe: {}", std::io::Error::last_os_error()));
     }
     let [read_fd, write_fd] = fds;
-    #[cfg(target_os = "linux")]
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     // SAFETY: fork has no preconditions; the child below only runs code
@@ -76,7 +75,6 @@ pub(crate) fn in_child(deadline: Duration, max_alloc: u64, check: impl FnOnce() 
         close(read_fd);
         // Dies with the parent: a parent killed mid-check must not leave a
         // child holding the file's lock against the next process's open.
-        #[cfg(target_os = "linux")]
         // SAFETY: prctl and getppid are plain syscalls.
         unsafe {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -89,10 +87,7 @@ pub(crate) fn in_child(deadline: Duration, max_alloc: u64, check: impl FnOnce() 
         // not to the application's stderr.
         // SAFETY: both descriptors are open; dup2 is async-signal-safe.
         unsafe { libc::dup2(write_fd, 2) };
-        #[cfg(target_os = "linux")]
         limit_data(max_alloc);
-        #[cfg(not(target_os = "linux"))]
-        let _ = max_alloc;
         // No core file for an expected abort.
         let no_core = libc::rlimit {
             rlim_cur: 0,
@@ -157,22 +152,22 @@ fn limit_data(extra: u64) {
 }
 
 /// Without `fork` there is no child to run the check in.
-#[cfg(not(unix))]
+#[cfg(not(target_os = "linux"))]
 pub(crate) fn in_child(
     _deadline: Duration,
     _max_alloc: u64,
     _check: impl FnOnce() -> i32,
 ) -> Outcome {
-    Outcome::NotRun("not a Unix platform".into())
+    Outcome::NotRun("the check runs in a child on Linux only".into())
 }
 
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 fn close(fd: libc::c_int) {
     // SAFETY: closes a descriptor this module opened and owns.
     unsafe { libc::close(fd) };
 }
 
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 fn wait(pid: libc::pid_t, deadline: Duration) -> Outcome {
     let start = Instant::now();
     let mut pause = Duration::from_millis(1);
@@ -208,7 +203,7 @@ fn wait(pid: libc::pid_t, deadline: Duration) -> Outcome {
 
 /// What the child wrote to the pipe, once it has ended (non-blocking, and
 /// the write end is closed in both processes).
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 fn drain(fd: libc::c_int) -> String {
     let mut out = Vec::new();
     let mut buf = [0u8; 1024];
@@ -223,7 +218,7 @@ fn drain(fd: libc::c_int) -> String {
     String::from_utf8_lossy(&out).trim_end().to_string()
 }
 
-#[cfg(all(test, unix))]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
@@ -248,7 +243,6 @@ mod tests {
         });
         assert_eq!(hang, Outcome::TimedOut);
         // Past the allocation cap: the allocation fails and the child dies.
-        #[cfg(target_os = "linux")]
         match in_child(d, 64 << 20, || {
             std::hint::black_box(vec![1u8; 512 << 20]).len() as i32
         }) {
