@@ -550,10 +550,20 @@ fn hostile_hnsw_dumps_are_rejected_with_a_reason() {
         let dir = tmp.path().join(name);
         let mut cfg = HnswConfig::new(8, Metric::L2);
         cfg.m = 6;
-        let mut idx = HnswIndex::new(cfg).unwrap();
-        idx.upsert(entries(&data, "h")).unwrap();
-        // The format of earlier versions: hnsw_rs's dump.
-        idx.save_as_hnsw_rs(&dir).unwrap();
+        // One thread: both builds are then the same every run, so the
+        // offsets read by `graph_layout` (the first point's first
+        // neighbour) exist every run; a parallel build can leave that
+        // point without layer-0 links.
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| {
+                let mut idx = HnswIndex::new(cfg).unwrap();
+                idx.upsert(entries(&data, "h")).unwrap();
+                // The format of earlier versions: hnsw_rs's dump.
+                idx.save_as_hnsw_rs(&dir).unwrap();
+            });
         let gen = generation(&dir);
         (dir, gen)
     };
