@@ -255,7 +255,7 @@ type Found = Vec<(rr::Hit, Option<Record>)>;
 fn with_records<I: VectorIndex>(index: &I, hits: Vec<rr::Hit>) -> Found {
     hits.into_iter()
         .map(|h| {
-            let record = index.get(&h.id).cloned();
+            let record = index.get(&h.id).map(|r| r.to_record());
             (h, record)
         })
         .collect()
@@ -388,7 +388,7 @@ fn ids_arg(ids: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
 }
 
 fn get_hit<I: VectorIndex>(py: Python<'_>, lock: &RwLock<I>, id: &str) -> PyResult<Option<Hit>> {
-    let record = py.detach(|| read(lock).get(id).cloned());
+    let record = py.detach(|| read(lock).get(id).map(|r| r.to_record()));
     record
         .map(|r| Hit::from_record(py, id.to_owned(), 0.0, Some(&r)))
         .transpose()

@@ -9,31 +9,19 @@
 //! them with a notice.
 #![cfg(feature = "redis")]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ragjet_cache::*;
 
+#[path = "support/redis_server.rs"]
+mod redis_server;
+use redis_server::{free_port, OwnServer};
+
+/// What these tests skip when Redis is missing and skipping is allowed.
+const SKIPPED: &str = "a Redis tier test (the L3 tier is NOT tested)";
+
 fn require(what: &str) -> Option<()> {
-    if std::env::var("RAGJET_SKIP_REDIS_TESTS").is_ok_and(|v| v == "1") {
-        // Straight to the stderr handle: libtest captures `eprintln!` of
-        // passing tests, and this notice must be seen.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n**********************************************************************\n\
-             * SKIPPED: a Redis tier test, because RAGJET_SKIP_REDIS_TESTS=1 and\n\
-             * {what} is not available. The L3 tier is NOT tested.\n\
-             **********************************************************************"
-        );
-        return None;
-    }
-    panic!(
-        "{what} is not available: install redis-server and set RAGJET_TEST_REDIS_URL \
-         (scripts/test.sh does both), or set RAGJET_SKIP_REDIS_TESTS=1 to skip the Redis \
-         tests knowingly"
-    );
+    redis_server::require(what, SKIPPED)
 }
 
 fn redis_url() -> Option<String> {
@@ -333,79 +321,10 @@ fn l3_config_needs_a_real_key() {
     );
 }
 
-/// A redis-server of our own, killed on drop.
-struct OwnServer {
-    child: Child,
-    port: u16,
-}
-
-impl OwnServer {
-    fn start(port: u16) -> Option<Self> {
-        let bin =
-            std::env::var("RAGJET_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-        let child = match Command::new(&bin)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(_) => {
-                let _ = require(&format!("the redis-server binary ({bin})"));
-                return None;
-            }
-        };
-        let server = OwnServer { child, port };
-        // Wait until it answers PING (polling, not a timed assertion).
-        let client = redis::Client::open(server.url()).unwrap();
-        for _ in 0..500 {
-            if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(100)) {
-                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return Some(server);
-                }
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        panic!("redis-server on port {port} did not start");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn requests_are_served_while_redis_is_down() {
     let port = free_port();
-    let Some(mut server) = OwnServer::start(port) else {
+    let Some(mut server) = OwnServer::start(port, SKIPPED) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -458,7 +377,7 @@ fn requests_are_served_while_redis_is_down() {
     assert!(l3_only.stats().l3.unwrap().errors >= 2);
 
     // Back up (empty, no persistence): the tier works again.
-    let Some(_server2) = OwnServer::start(port) else {
+    let Some(_server2) = OwnServer::start(port, SKIPPED) else {
         return;
     };
     cache.put(&k("after"), &"stored after".to_string()).unwrap();

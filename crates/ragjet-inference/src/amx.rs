@@ -16,9 +16,18 @@
 //! written as `asm!`; nothing else in the process uses the tile registers.
 //! `RAGJET_AMX=off` turns the path off (to compare, or on a kernel that
 //! misbehaves).
+//!
+//! The int8 products (`linear.rs`'s `Products::Int8`) run on `tdpbusd`
+//! (AMX-INT8, its own CPUID bit) the same way: u8 inputs × int8 weights in
+//! groups of four, 16 × 64-byte tiles, twice the multiply-adds of
+//! `tdpbf16ps` per instruction. Their weight panels are the `vpdpbusd`
+//! ones with the inner dimension padded to whole tiles (16 words of four
+//! weights); the i32 sums are exact, and the finish repeats the f32
+//! operations of the other int8 paths, so the vectors are bit-identical
+//! to theirs (tested in `linear.rs`).
 
 use std::arch::asm;
-use std::arch::x86_64::{__cpuid, __cpuid_count, _xgetbv};
+use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 /// Rows of one tile, and bf16 pairs (words) per tile row.
@@ -29,6 +38,24 @@ const PANEL: usize = 32;
 /// Whether the CPU has AMX-TILE and AMX-BF16, the OS saves the tile state,
 /// this process may use it, and `RAGJET_AMX` does not say `off`.
 pub(crate) fn available() -> bool {
+    tiles_usable() && leaf7_edx() & (1 << 22) != 0
+}
+
+/// The same for AMX-INT8 (`tdpbusd`), which has a CPUID bit of its own.
+pub(crate) fn int8_available() -> bool {
+    tiles_usable() && leaf7_edx() & (1 << 25) != 0
+}
+
+/// CPUID.(EAX=7, ECX=0):EDX, where the AMX feature bits are (22 BF16, 24
+/// TILE, 25 INT8).
+fn leaf7_edx() -> u32 {
+    __cpuid_count(7, 0).edx
+}
+
+/// Whether the CPU has AMX-TILE, the OS saves the tile state, this process
+/// may use it, and `RAGJET_AMX` does not say `off`: what every AMX kind
+/// needs besides its own CPUID bit. Asked once.
+fn tiles_usable() -> bool {
     static USABLE: OnceLock<bool> = OnceLock::new();
     *USABLE.get_or_init(|| {
         if std::env::var("RAGJET_AMX").is_ok_and(|v| v.eq_ignore_ascii_case("off")) {
@@ -38,10 +65,9 @@ pub(crate) fn available() -> bool {
         // cpuid says the OS enabled it (OSXSAVE); the syscall only asks
         // for a permission and touches no memory of ours.
         unsafe {
-            let leaf7 = __cpuid_count(7, 0);
-            let (tile, bf16) = (leaf7.edx & (1 << 24) != 0, leaf7.edx & (1 << 22) != 0);
+            let tile = leaf7_edx() & (1 << 24) != 0;
             let osxsave = __cpuid(1).ecx & (1 << 27) != 0;
-            if !(tile && bf16 && osxsave) {
+            if !(tile && osxsave) {
                 return false;
             }
             // XCR0 bits 17 and 18: the OS manages XTILECFG and XTILEDATA.
@@ -117,18 +143,18 @@ pub(crate) unsafe fn bf16_tiles(
     if m == 0 || n == 0 || depth == 0 {
         return;
     }
-    let mut sums = Sums([0.0; 2 * TILE * PANEL]);
+    let mut sums = Sums([0.0f32; 2 * TILE * PANEL]);
     asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly));
     for j0 in (0..n).step_by(PANEL) {
         let width = (n - j0).min(PANEL);
         let panel = b.as_ptr().add(j0 / PANEL * depth * PANEL);
         for i0 in (0..m).step_by(2 * TILE) {
             let rows = (m - i0).min(2 * TILE);
-            block(
+            bf16_block(
                 a.as_ptr().add(i0 * depth),
                 depth,
                 panel,
-                &mut sums,
+                sums.0.as_mut_ptr().cast(),
                 rows > TILE,
             );
             for r in 0..rows {
@@ -143,80 +169,230 @@ pub(crate) unsafe fn bf16_tiles(
     asm!("tilerelease", options(nostack, nomem));
 }
 
-/// Two row tiles × one panel of f32 sums.
-#[repr(C, align(64))]
-struct Sums([f32; 2 * TILE * PANEL]);
-
-/// Sums over the whole depth for 16 (or, with `two`, 32) rows of `a` and
-/// the 32 columns of `panel`, stored into `sums` (rows 32 values apart).
+/// int8 products on `tdpbusd`: `c[m × n] = a · b`, scaled back to f32.
+///
+/// `a` is row-major words of four u8 inputs (offset by 128), `depth` words
+/// a row, rows from `m` up to the next multiple of 16 present (their values
+/// are never stored), row `r` scaled by `row_scale[r]`; `b` is
+/// `n.div_ceil(32)` panels of `depth` rows × 32 words of four int8 weights
+/// (zero past `n` and past the real inner dimension, so that whatever the
+/// padding of `a` holds adds nothing); `scale` and `offset` are the
+/// columns' scales and offset corrections, whole panels of them; `depth`
+/// is a multiple of 16. Each output is `(sum − offset) as f32 · (row scale
+/// · column scale)`, the f32 operations of `linear.rs`'s `vpdpbusd` tiles
+/// and emulation in their order: the i32 sums are exact, so every path
+/// gives the same bits.
 ///
 /// # Safety
-/// The tile configuration is loaded; `a` has `depth` words a row for the
-/// rows read; `panel` has `depth` rows of 32 words.
-#[inline]
-unsafe fn block(a: *const u32, depth: usize, panel: *const u32, sums: &mut Sums, two: bool) {
-    let (a_stride, b_stride) = (depth * 4, PANEL * 4);
-    asm!(
-        "tilezero tmm0",
-        "tilezero tmm1",
-        "tilezero tmm2",
-        "tilezero tmm3",
-        options(nostack, nomem)
+/// [`int8_available`] returned true and the CPU has AVX-512F; `c` points at
+/// `m` rows of `n` writable values, `ldc` apart. (The slices are checked
+/// here.)
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn int8_tiles(
+    m: usize,
+    n: usize,
+    depth: usize,
+    a: &[u32],
+    row_scale: &[f32],
+    b: &[u32],
+    scale: &[f32],
+    offset: &[i32],
+    c: *mut f32,
+    ldc: usize,
+) {
+    let panels = n.div_ceil(PANEL);
+    assert!(depth.is_multiple_of(TILE), "depth in whole tiles");
+    assert!(
+        a.len() >= m.next_multiple_of(TILE) * depth && row_scale.len() >= m,
+        "tile rows"
     );
-    for s in (0..depth).step_by(TILE) {
-        let (a0, b0) = (a.add(s), panel.add(s * PANEL));
-        if two {
-            asm!(
-                "tileloadd tmm4, [{a0} + {sa}*1]",
-                "tileloadd tmm6, [{b0} + {sb}*1]",
-                "tileloadd tmm7, [{b1} + {sb}*1]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tileloadd tmm5, [{a1} + {sa}*1]",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                a0 = in(reg) a0,
-                a1 = in(reg) a0.add(TILE * depth),
-                b0 = in(reg) b0,
-                b1 = in(reg) b0.add(TILE),
-                sa = in(reg) a_stride,
-                sb = in(reg) b_stride,
-                options(nostack, readonly)
+    assert!(b.len() >= panels * depth * PANEL, "tile panels");
+    assert!(
+        scale.len() >= panels * PANEL && offset.len() >= panels * PANEL,
+        "tile columns"
+    );
+    if m == 0 || n == 0 || depth == 0 {
+        return;
+    }
+    // Two buffers of sums: a block's sums are finished while the tile unit
+    // works on the next block, rather than the finish waiting for each
+    // block's tile stores (which stalled it, measured).
+    let mut sums = [
+        Sums([0i32; 2 * TILE * PANEL]),
+        Sums([0i32; 2 * TILE * PANEL]),
+    ];
+    let mut pending: Option<Block> = None;
+    asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly));
+    for j0 in (0..n).step_by(PANEL) {
+        let panel = b.as_ptr().add(j0 / PANEL * depth * PANEL);
+        for i0 in (0..m).step_by(2 * TILE) {
+            let block = Block {
+                i0,
+                j0,
+                rows: (m - i0).min(2 * TILE),
+                buffer: pending.map_or(0, |p| p.buffer ^ 1),
+            };
+            int8_block(
+                a.as_ptr().add(i0 * depth),
+                depth,
+                panel,
+                sums[block.buffer].0.as_mut_ptr().cast(),
+                block.rows > TILE,
             );
-        } else {
-            asm!(
-                "tileloadd tmm4, [{a0} + {sa}*1]",
-                "tileloadd tmm6, [{b0} + {sb}*1]",
-                "tileloadd tmm7, [{b1} + {sb}*1]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                a0 = in(reg) a0,
-                b0 = in(reg) b0,
-                b1 = in(reg) b0.add(TILE),
-                sa = in(reg) a_stride,
-                sb = in(reg) b_stride,
-                options(nostack, readonly)
-            );
+            if let Some(p) = pending {
+                finish_int8(&sums[p.buffer], p, n, row_scale, scale, offset, c, ldc);
+            }
+            pending = Some(block);
         }
     }
-    let out = sums.0.as_mut_ptr();
-    let stride = PANEL * 4;
-    asm!(
-        "tilestored [{c0} + {s}*1], tmm0",
-        "tilestored [{c1} + {s}*1], tmm1",
-        c0 = in(reg) out,
-        c1 = in(reg) out.add(TILE),
-        s = in(reg) stride,
-        options(nostack)
-    );
-    if two {
-        asm!(
-            "tilestored [{c0} + {s}*1], tmm2",
-            "tilestored [{c1} + {s}*1], tmm3",
-            c0 = in(reg) out.add(TILE * PANEL),
-            c1 = in(reg) out.add(TILE * PANEL + TILE),
-            s = in(reg) stride,
-            options(nostack)
-        );
+    if let Some(p) = pending {
+        finish_int8(&sums[p.buffer], p, n, row_scale, scale, offset, c, ldc);
+    }
+    asm!("tilerelease", options(nostack, nomem));
+}
+
+/// One block of [`int8_tiles`]: rows `i0..i0 + rows` × the panel at `j0`,
+/// its sums in buffer `buffer`.
+#[derive(Clone, Copy)]
+struct Block {
+    i0: usize,
+    j0: usize,
+    rows: usize,
+    buffer: usize,
+}
+
+/// `(sum − offset) as f32 · (row scale · column scale)` for `block`'s sums,
+/// stored into `c`.
+///
+/// # Safety
+/// As for [`int8_tiles`], whose checks cover the block.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn finish_int8(
+    sums: &Sums<i32>,
+    block: Block,
+    n: usize,
+    row_scale: &[f32],
+    scale: &[f32],
+    offset: &[i32],
+    c: *mut f32,
+    ldc: usize,
+) {
+    let Block { i0, j0, rows, .. } = block;
+    let width = (n - j0).min(PANEL);
+    let mask = if width >= PANEL {
+        u32::MAX
+    } else {
+        (1u32 << width) - 1
+    };
+    let masks = [mask as __mmask16, (mask >> 16) as __mmask16];
+    let column_scale = [
+        _mm512_loadu_ps(scale.as_ptr().add(j0)),
+        _mm512_loadu_ps(scale.as_ptr().add(j0 + TILE)),
+    ];
+    let column_offset = [
+        _mm512_loadu_si512(offset.as_ptr().add(j0).cast()),
+        _mm512_loadu_si512(offset.as_ptr().add(j0 + TILE).cast()),
+    ];
+    for r in 0..rows {
+        let sx = _mm512_set1_ps(row_scale[i0 + r]);
+        let out = c.add((i0 + r) * ldc + j0);
+        for half in 0..2 {
+            let acc = _mm512_load_si512(sums.0.as_ptr().add(r * PANEL + half * TILE).cast());
+            let sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, column_offset[half]));
+            let y = _mm512_mul_ps(sum, _mm512_mul_ps(sx, column_scale[half]));
+            // A fully masked store touches no memory: the pointer of an
+            // absent second half is never dereferenced.
+            _mm512_mask_storeu_ps(out.wrapping_add(half * TILE), masks[half], y);
+        }
     }
 }
+
+/// Two row tiles × one panel of 4-byte sums (f32 for bf16, i32 for int8).
+#[repr(C, align(64))]
+struct Sums<T>([T; 2 * TILE * PANEL]);
+
+/// Defines `$name`: sums over the whole depth for 16 (or, with `two`, 32)
+/// rows of `a` and the 32 columns of `panel` with the tile instruction
+/// `$op` (`tdpbf16ps` or `tdpbusd`, which read the same 16 × 64-byte
+/// operand tiles), stored at `out` (rows 32 values apart).
+macro_rules! tile_block {
+    ($name:ident, $op:literal) => {
+        /// # Safety
+        /// The tile configuration is loaded and the CPU has the instruction;
+        /// `a` has `depth` words a row for the rows read; `panel` has
+        /// `depth` rows of 32 words; `out` has room for the rows × 32
+        /// 4-byte sums.
+        #[inline]
+        unsafe fn $name(a: *const u32, depth: usize, panel: *const u32, out: *mut u32, two: bool) {
+            let (a_stride, b_stride) = (depth * 4, PANEL * 4);
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
+            for s in (0..depth).step_by(TILE) {
+                let (a0, b0) = (a.add(s), panel.add(s * PANEL));
+                if two {
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tileloadd tmm7, [{b1} + {sb}*1]",
+                        concat!($op, " tmm0, tmm4, tmm6"),
+                        concat!($op, " tmm1, tmm4, tmm7"),
+                        "tileloadd tmm5, [{a1} + {sa}*1]",
+                        concat!($op, " tmm2, tmm5, tmm6"),
+                        concat!($op, " tmm3, tmm5, tmm7"),
+                        a0 = in(reg) a0,
+                        a1 = in(reg) a0.add(TILE * depth),
+                        b0 = in(reg) b0,
+                        b1 = in(reg) b0.add(TILE),
+                        sa = in(reg) a_stride,
+                        sb = in(reg) b_stride,
+                        options(nostack, readonly)
+                    );
+                } else {
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tileloadd tmm7, [{b1} + {sb}*1]",
+                        concat!($op, " tmm0, tmm4, tmm6"),
+                        concat!($op, " tmm1, tmm4, tmm7"),
+                        a0 = in(reg) a0,
+                        b0 = in(reg) b0,
+                        b1 = in(reg) b0.add(TILE),
+                        sa = in(reg) a_stride,
+                        sb = in(reg) b_stride,
+                        options(nostack, readonly)
+                    );
+                }
+            }
+            let stride = PANEL * 4;
+            asm!(
+                "tilestored [{c0} + {s}*1], tmm0",
+                "tilestored [{c1} + {s}*1], tmm1",
+                c0 = in(reg) out,
+                c1 = in(reg) out.add(TILE),
+                s = in(reg) stride,
+                options(nostack)
+            );
+            if two {
+                asm!(
+                    "tilestored [{c0} + {s}*1], tmm2",
+                    "tilestored [{c1} + {s}*1], tmm3",
+                    c0 = in(reg) out.add(TILE * PANEL),
+                    c1 = in(reg) out.add(TILE * PANEL + TILE),
+                    s = in(reg) stride,
+                    options(nostack)
+                );
+            }
+        }
+    };
+}
+
+tile_block!(bf16_block, "tdpbf16ps");
+tile_block!(int8_block, "tdpbusd");

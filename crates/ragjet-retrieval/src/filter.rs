@@ -51,7 +51,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RetrievalError};
-use crate::types::{Metadata, MetadataValue};
+use crate::types::{MetadataLookup, MetadataValue};
 
 /// A comparison operator (the strings are LlamaIndex's `FilterOperator` values).
 ///
@@ -297,12 +297,12 @@ impl MetadataFilters {
 
     /// Whether an entry with this metadata passes the filter: whether
     /// llama-index-core's filter function returns `True` for it.
-    pub fn matches(&self, metadata: &Metadata) -> bool {
+    pub fn matches(&self, metadata: &impl MetadataLookup) -> bool {
         self.verdict(metadata) == Some(true)
     }
 
     /// What Python gives for the group: `None` where it raises.
-    fn verdict(&self, metadata: &Metadata) -> Verdict {
+    fn verdict(&self, metadata: &impl MetadataLookup) -> Verdict {
         if self.filters.is_empty() {
             return Some(true);
         }
@@ -312,7 +312,7 @@ impl MetadataFilters {
             // would in Python (every member is evaluated there).
             let m = match node {
                 FilterNode::Group(g) => g.verdict(metadata)?,
-                FilterNode::Filter(f) => verdict_one(f, metadata.get(&f.key))?,
+                FilterNode::Filter(f) => verdict_one(f, metadata.lookup(&f.key))?,
             };
             any |= m;
             all &= m;
@@ -576,7 +576,7 @@ mod tests {
             serde_json::to_string(&nan).unwrap(),
             "the JSON form loses the difference"
         );
-        let meta: Metadata = [("x".to_string(), MetadataValue::Number(1.0))].into();
+        let meta: crate::Metadata = [("x".to_string(), MetadataValue::Number(1.0))].into();
         assert_ne!(inf.matches(&meta), nan.matches(&meta));
         let keys = [
             inf.canonical_key(),

@@ -17,7 +17,7 @@ use crate::persist;
 use crate::quantized::{FullRows, Kind, Quantized};
 use crate::records::{grow, Records};
 use crate::topk::TopK;
-use crate::types::{Entry, Hit, Record};
+use crate::types::{Entry, Hit, Record, RecordRef};
 
 /// Element type of the stored vectors.
 ///
@@ -396,10 +396,7 @@ impl FlatIndex {
     fn passes(&self, row: usize, filter: Option<&MetadataFilters>) -> bool {
         match filter {
             None => true,
-            Some(f) => self
-                .records
-                .get(row)
-                .is_some_and(|r| f.matches(&r.metadata)),
+            Some(f) => self.records.metadata(row).is_some_and(|m| f.matches(&m)),
         }
     }
 
@@ -437,7 +434,7 @@ impl FlatIndex {
 
     fn search_prepared(&self, q: &[f32], k: usize, filter: Option<&MetadataFilters>) -> TopK {
         if let Vectors::Quantized(codes) = &self.vectors {
-            return self.search_quantized(codes, q, k, filter);
+            return self.search_quantized(codes, q, k, filter, true);
         }
         self.split_rows(k, |rows| self.scan(q, rows, k, filter))
     }
@@ -461,17 +458,24 @@ impl FlatIndex {
     /// Int8 / binary: the approximate scan keeps `rescore · k` candidates,
     /// then each is rescored with [`Self::exact_score`] (the f32 rows), so
     /// the scores are the f32 index's; only recall depends on the codes.
+    /// `split`: the rows are split across threads (a single query); a
+    /// batch already runs one query per thread, where splitting each
+    /// query's rows too would only add merges of `depth`-sized lists.
     fn search_quantized(
         &self,
         codes: &Quantized,
         q: &[f32],
         k: usize,
         filter: Option<&MetadataFilters>,
+        split: bool,
     ) -> TopK {
         let depth = self.cfg.rescore_depth(k);
-        let cand = self.split_rows(depth, |rows| {
-            codes.candidates(q, rows, depth, |r| self.passes(r, filter))
-        });
+        let scan = |rows| codes.candidates(q, rows, depth, |r| self.passes(r, filter));
+        let cand = if split {
+            self.split_rows(depth, scan)
+        } else {
+            scan(0..self.records.capacity())
+        };
         let mut top = TopK::new(k);
         for c in cand.into_sorted() {
             top.push(self.exact_score(q, c.slot as usize), c.slot);
@@ -483,8 +487,8 @@ impl FlatIndex {
         top.into_sorted()
             .into_iter()
             .filter_map(|c| {
-                self.records.get(c.slot as usize).map(|r| Hit {
-                    id: r.id.clone(),
+                self.records.id(c.slot as usize).map(|id| Hit {
+                    id: id.to_string(),
                     score: c.score,
                 })
             })
@@ -912,12 +916,13 @@ impl VectorIndex for FlatIndex {
         if k == 0 {
             return Ok(vec![Vec::new(); qs.len()]);
         }
-        if matches!(self.vectors, Vectors::Quantized(_)) {
+        if let Vectors::Quantized(codes) = &self.vectors {
             // Compressed storage scans its codes per query, in parallel over
             // the queries: the matrix-product path reads f32 rows.
+            let split = qs.len() < 2 * rayon::current_num_threads();
             return Ok(qs
                 .par_iter()
-                .map(|q| self.to_hits(self.search_prepared(q, k, filter)))
+                .map(|q| self.to_hits(self.search_quantized(codes, q, k, filter, split)))
                 .collect());
         }
         if qs.len() < 2 * QUERY_BLOCK {
@@ -940,7 +945,7 @@ impl VectorIndex for FlatIndex {
         Ok(self.records.ids_matching(filter))
     }
 
-    fn get(&self, id: &str) -> Option<&Record> {
+    fn get(&self, id: &str) -> Option<RecordRef<'_>> {
         self.records.by_id(id)
     }
 

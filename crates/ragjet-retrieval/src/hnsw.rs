@@ -19,7 +19,7 @@ use crate::metrics::{record_op, record_size, DEFAULT_NAMESPACE};
 use crate::persist;
 use crate::records::Records;
 use crate::topk::TopK;
-use crate::types::{Entry, Hit, Record};
+use crate::types::{Entry, Hit, Record, RecordRef};
 
 /// Most entries `capacity_hint` pre-allocates per-slot tables for; a
 /// larger hint is clamped, since the tables grow anyway.
@@ -278,11 +278,9 @@ impl HnswIndex {
         let mut records = Records::default();
         records.reserve(old.live());
         let mut live: Vec<f32> = Vec::with_capacity(old.live() * self.cfg.dim);
-        for (slot, rec) in old.into_slots().into_iter().enumerate() {
-            if let Some(rec) = rec {
-                records.push(rec);
-                live.extend_from_slice(self.graph.vector(slot as u32));
-            }
+        for (slot, rec) in old.into_live() {
+            records.push(rec);
+            live.extend_from_slice(self.graph.vector(slot));
         }
         let mut graph = new_graph(&self.cfg);
         graph.insert(live);
@@ -344,8 +342,8 @@ impl HnswIndex {
         let mut hits: Vec<Hit> = found
             .into_iter()
             .filter_map(|(distance, slot)| {
-                self.records.get(slot as usize).map(|r| Hit {
-                    id: r.id.clone(),
+                self.records.id(slot as usize).map(|id| Hit {
+                    id: id.to_string(),
                     score: match metric {
                         Metric::L2 => -distance,
                         _ => 1.0 - distance,
@@ -378,8 +376,8 @@ impl HnswIndex {
         let mask: Vec<bool> = (0..records.capacity())
             .map(|s| {
                 records
-                    .get(s)
-                    .is_some_and(|r| filter.is_none_or(|f| f.matches(&r.metadata)))
+                    .metadata(s)
+                    .is_some_and(|m| filter.is_none_or(|f| f.matches(&m)))
             })
             .collect();
         let passing = mask.iter().filter(|b| **b).count();
@@ -674,7 +672,7 @@ impl VectorIndex for HnswIndex {
         Ok(self.records.ids_matching(filter))
     }
 
-    fn get(&self, id: &str) -> Option<&Record> {
+    fn get(&self, id: &str) -> Option<RecordRef<'_>> {
         self.records.by_id(id)
     }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::distance::Metric;
 use crate::error::{Result, RetrievalError};
 use crate::filter::MetadataFilters;
-use crate::types::{Entry, Hit, Record};
+use crate::types::{Entry, Hit, Record, RecordRef};
 
 /// A vector index over entries with string ids, text and metadata.
 ///
@@ -86,7 +86,7 @@ pub trait VectorIndex: Send + Sync {
         queries.iter().map(|q| self.search(q, k, filter)).collect()
     }
     /// Text, metadata and source document of a live entry.
-    fn get(&self, id: &str) -> Option<&Record>;
+    fn get(&self, id: &str) -> Option<RecordRef<'_>>;
     /// Ids of the live entries passing `filter` (all with `None`), for
     /// listing nodes and deleting by filter.
     fn ids_matching(&self, filter: Option<&MetadataFilters>) -> Result<Vec<String>>;

@@ -83,4 +83,6 @@ pub use hnsw::{HnswConfig, HnswIndex};
 pub use hybrid::{alpha_fusion, mmr, reciprocal_rank_fusion};
 pub use index::VectorIndex;
 pub use store::{AnyIndex, IndexSpec, VectorStore};
-pub use types::{Entry, Hit, Metadata, MetadataValue, Record};
+pub use types::{
+    Entry, Hit, Metadata, MetadataLookup, MetadataRef, MetadataValue, Record, RecordRef,
+};

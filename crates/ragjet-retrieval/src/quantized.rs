@@ -498,16 +498,104 @@ impl Quantized {
                 let w = *words;
                 let mut qb = vec![0u64; w];
                 pack_bits(q, mid, &mut qb);
-                for r in rows {
-                    let s = -((f.hamming)(&qb, &bits[r * w..(r + 1) * w]) as f32);
-                    if top.worst_score().is_none_or(|wst| s > wst) && passes(r) {
-                        top.push(s, r as u32);
-                    }
-                }
+                return binary_candidates(&qb, bits, rows, depth, passes);
             }
         }
         top
     }
+}
+
+/// The `depth` rows of `rows` (that `passes`) nearest to the packed query
+/// `qb` in Hamming distance, ties to the lower row — exactly the set a
+/// [`TopK`] fed every passing row in order keeps, scored `−distance`.
+///
+/// Distances are small integers (0..=64·words), so rather than a heap
+/// update per improving row (which dominated the scan: about `depth ·
+/// ln(rows / depth)` sift-downs of a `depth`-sized heap) the block kernel
+/// writes every distance, a histogram gives the cut-off distance `t`
+/// (fewer than `depth` rows below it, at least `depth` up to it), and one
+/// pass keeps the rows below `t` plus the first rows at `t` in row order.
+/// `passes` runs only on those rows; when it rejects enough of them that
+/// fewer than `depth` remain, the rows beyond `t` that pass are selected
+/// from. Pushing the kept rows into the (not yet full) [`TopK`] costs O(1)
+/// on average: they arrive in row order, not sorted, so a new entry
+/// rarely sifts up.
+fn binary_candidates(
+    qb: &[u64],
+    bits: &[u64],
+    rows: std::ops::Range<usize>,
+    depth: usize,
+    passes: impl Fn(usize) -> bool,
+) -> TopK {
+    let w = qb.len();
+    let mut top = TopK::new(depth);
+    let rows = rows.start..rows.end.min(bits.len() / w.max(1));
+    if depth == 0 || rows.is_empty() || w == 0 {
+        return top;
+    }
+    let mut dist = vec![0u32; rows.len()];
+    crate::distance::hamming_rows(qb, &bits[rows.start * w..rows.end * w], &mut dist);
+    let mut hist = vec![0u32; 64 * w + 1];
+    for &d in &dist {
+        hist[d as usize] += 1;
+    }
+    // Smallest `t` with at least `depth` rows at distance <= t (the last
+    // bin when there are fewer rows); `cum` ends as their count.
+    let mut t = hist.len() - 1;
+    let mut cum = 0usize;
+    for (i, &h) in hist.iter().enumerate() {
+        cum += h as usize;
+        if cum >= depth {
+            t = i;
+            break;
+        }
+    }
+    // Keys `distance << 32 | row`: their order is the TopK's (lower
+    // distance, then lower row, is better).
+    let key = |d: u32, r: usize| (d as u64) << 32 | r as u64;
+    let mut kept: Vec<u64> = Vec::with_capacity(depth.min(rows.len()));
+    let mut ties: Vec<u64> = Vec::new();
+    let t = t as u32;
+    // The rows at or below `t` (about `depth` of them) first, without a
+    // branch per row: an unpredictable `d <= t` test cost more than the
+    // Hamming distances.
+    let mut near = vec![0u32; cum + 1];
+    let (mut m, last) = (0, cum);
+    for (i, &d) in dist.iter().enumerate() {
+        near[m.min(last)] = i as u32;
+        m += (d <= t) as usize;
+    }
+    for &i in &near[..m] {
+        let (d, r) = (dist[i as usize], rows.start + i as usize);
+        if d < t {
+            if passes(r) {
+                kept.push(key(d, r));
+            }
+        } else if d == t && ties.len() < depth && passes(r) {
+            ties.push(key(d, r));
+        }
+    }
+    let room = depth - kept.len().min(depth);
+    kept.extend(ties.iter().take(room));
+    if kept.len() < depth {
+        // The filter rejected rows up to `t`: select from those beyond.
+        let need = depth - kept.len();
+        let mut rest: Vec<u64> = dist
+            .iter()
+            .enumerate()
+            .filter(|&(i, &d)| d > t && passes(rows.start + i))
+            .map(|(i, &d)| key(d, rows.start + i))
+            .collect();
+        if rest.len() > need {
+            rest.select_nth_unstable(need - 1);
+            rest.truncate(need);
+        }
+        kept.extend(rest);
+    }
+    for k in kept {
+        top.push(-((k >> 32) as f32), k as u32);
+    }
+    top
 }
 
 /// Appends the code of `v` as a new last row.
@@ -675,6 +763,54 @@ mod tests {
                     assert_eq!(a.len(), q.rows() * 2);
                 }
                 _ => panic!("kinds differ"),
+            }
+        }
+    }
+
+    /// The histogram selection keeps exactly the rows, and scores, that a
+    /// [`TopK`] fed every passing row of the range keeps (the scan before
+    /// it): few dimensions (7: distances 0..=7, ties everywhere) and
+    /// several words, depths below, at and beyond the range, sub-ranges,
+    /// and filters that reject the cut-off's rows (the fallback past `t`)
+    /// or everything.
+    #[test]
+    fn binary_selection_equals_a_topk_over_every_row() {
+        let mut next = crate::testutil::uniform(11);
+        let n = 300;
+        let filters: [&dyn Fn(usize) -> bool; 4] =
+            [&|_| true, &|r| r % 3 != 0, &|r| r % 7 == 0, &|_| false];
+        for d in [7, 64, 70, 384] {
+            let rows: Vec<f32> = (0..n * d).map(|_| next()).collect();
+            let q = Quantized::from_rows(Kind::Binary, d, Metric::Dot, rows, FullRows::default())
+                .unwrap();
+            let Codes::Binary { mid, words, bits } = &q.codes else {
+                panic!("binary codes expected")
+            };
+            for _ in 0..3 {
+                let query: Vec<f32> = (0..d).map(|_| next()).collect();
+                let mut qb = vec![0u64; *words];
+                pack_bits(&query, mid, &mut qb);
+                for depth in [0, 1, 5, 37, 200, 299, 300, 301, 1000] {
+                    for range in [0..n, 13..250, 250..250, 299..300] {
+                        for passes in filters {
+                            let mut want = TopK::new(depth);
+                            for r in range.clone().filter(|&r| passes(r)) {
+                                let row = &bits[r * words..(r + 1) * words];
+                                let h: u32 =
+                                    qb.iter().zip(row).map(|(a, b)| (a ^ b).count_ones()).sum();
+                                want.push(-(h as f32), r as u32);
+                            }
+                            let got = q.candidates(&query, range.clone(), depth, passes);
+                            let key = |t: TopK| -> Vec<(u32, u32)> {
+                                t.into_sorted()
+                                    .iter()
+                                    .map(|c| (c.score.to_bits(), c.slot))
+                                    .collect()
+                            };
+                            assert_eq!(key(got), key(want), "d={d} depth={depth} {range:?}");
+                        }
+                    }
+                }
             }
         }
     }

@@ -1,29 +1,52 @@
 //! Id bookkeeping shared by both indexes: external string ids ↔ internal
 //! slots, per-slot text and metadata, and the `ref_doc_id` → slots map.
 //!
-//! Memory: an id is stored once, in its slot's [`Record`]. The id → slot
-//! table holds only `u32` slots, found by hashing the id and comparing it
-//! with the record's (5 bytes per bucket, against 33 for a
-//! `HashMap<String, u32>` plus a second heap copy of every id), and the
-//! `ref_doc_id` map holds slots, not id copies. Measured per entry in
-//! `tests/memory.rs`.
+//! Memory, which matters because an index holds millions of entries whose
+//! rows may be a few dozen bytes (binary codes): a slot costs 16 bytes plus
+//! its id's bytes when it has no text, metadata or source document. Ids
+//! live back to back in one arena (no allocation, header or capacity slack
+//! per id); text, metadata and `ref_doc_id` sit in one boxed [`Extras`]
+//! only for the slots that have any. The id → slot table holds `u32` slots,
+//! found by hashing the id and comparing it with the arena's (5 bytes per
+//! bucket, against 33 for a `HashMap<String, u32>` plus a second heap copy
+//! of every id), and the `ref_doc_id` map holds slots, not id copies.
+//! Measured per entry in `tests/memory.rs`.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
+use serde::ser::{Serialize, SerializeSeq, Serializer};
 
-use crate::types::Record;
+use crate::types::{store_metadata, Metadata, MetadataRef, Record, RecordRef, StoredMetadata};
+
+/// What a slot keeps besides its id, boxed so that a slot without any of
+/// it costs one null pointer.
+#[derive(Debug, Clone)]
+struct Extras {
+    text: String,
+    metadata: StoredMetadata,
+    ref_doc_id: Option<String>,
+}
+
+/// Marks a tombstone in [`Records::id_at`].
+const DEAD: u64 = u64::MAX;
 
 /// Slot table. A slot is the internal id (row in the flat index, data id in
-/// the HNSW graph); `None` marks a tombstone.
+/// the HNSW graph); a tombstone keeps its place with no id.
 ///
 /// Invariant: `by_id` holds exactly the live slots, each under the hash of
-/// its record's id; `by_ref[r]` exactly the live slots whose record has
-/// `ref_doc_id == Some(r)` (never empty).
+/// its id; `by_ref[r]` exactly the live slots whose `ref_doc_id` is `r`
+/// (never empty); `dead_bytes` counts the arena bytes no live slot points
+/// at.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Records {
-    slots: Vec<Option<Record>>,
+    /// Ids, each as a LEB128 length and its UTF-8 bytes.
+    ids: Vec<u8>,
+    /// Per slot, where its id starts in `ids` (`DEAD` for a tombstone).
+    id_at: Vec<u64>,
+    extras: Vec<Option<Box<Extras>>>,
+    dead_bytes: usize,
     by_id: HashTable<u32>,
     /// Randomly seeded SipHash, as `HashMap`'s: ids come from users, so a
     /// fixed hash would let crafted ids degrade every lookup.
@@ -32,10 +55,51 @@ pub(crate) struct Records {
     live: usize,
 }
 
+/// The id stored at `at` in the arena, and the bytes it takes there.
+fn id_in(ids: &[u8], at: u64) -> (&str, usize) {
+    let mut at = at as usize;
+    let (mut len, mut shift, start) = (0usize, 0, at);
+    loop {
+        let b = ids[at];
+        at += 1;
+        len |= usize::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            break;
+        }
+        shift += 7;
+    }
+    let bytes = &ids[at..at + len];
+    // SAFETY: the arena receives only whole `&str`s (`append_id`), and
+    // `at` is the start of one of them.
+    let id = unsafe { std::str::from_utf8_unchecked(bytes) };
+    (id, at + len - start)
+}
+
+/// Appends `id` to the arena; returns where it starts.
+fn append_id(ids: &mut Vec<u8>, id: &str) -> u64 {
+    let at = ids.len() as u64;
+    let mut len = id.len();
+    grow(ids, 10 + len);
+    loop {
+        let b = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            ids.push(b);
+            break;
+        }
+        ids.push(b | 0x80);
+    }
+    ids.extend_from_slice(id.as_bytes());
+    at
+}
+
 /// The id of a live slot (`""` for a tombstone, which the table never
 /// holds).
-fn id_at(slots: &[Option<Record>], slot: u32) -> &str {
-    slots[slot as usize].as_ref().map_or("", |r| r.id.as_str())
+fn id_of<'a>(ids: &'a [u8], id_at: &[u64], slot: u32) -> &'a str {
+    match id_at[slot as usize] {
+        DEAD => "",
+        at => id_in(ids, at).0,
+    }
 }
 
 /// Reserves room for `additional` more items, growing by at least an
@@ -57,10 +121,8 @@ impl Records {
         if u32::try_from(slots.len()).is_err() {
             return Err(format!("{} slots: at most 2^32 - 1", slots.len()));
         }
-        let mut r = Records {
-            slots: Vec::with_capacity(slots.len()),
-            ..Default::default()
-        };
+        let mut r = Records::default();
+        r.reserve(slots.len());
         for rec in slots {
             match rec {
                 Some(rec) => {
@@ -72,19 +134,54 @@ impl Records {
                     }
                     r.push(rec);
                 }
-                None => r.slots.push(None),
+                None => {
+                    r.id_at.push(DEAD);
+                    r.extras.push(None);
+                }
             }
         }
         Ok(r)
     }
 
-    pub(crate) fn slots(&self) -> &[Option<Record>] {
-        &self.slots
+    /// The slots in order, serialised as a list of `Record | null` (the
+    /// saved `records.json`).
+    pub(crate) fn slots(&self) -> impl Serialize + '_ {
+        SlotList(self)
     }
 
-    /// The slots, giving up the maps.
-    pub(crate) fn into_slots(self) -> Vec<Option<Record>> {
-        self.slots
+    /// The records of the live slots in slot order, giving up the table.
+    pub(crate) fn into_live(self) -> impl Iterator<Item = (u32, Record)> {
+        let Records {
+            ids, id_at, extras, ..
+        } = self;
+        id_at
+            .into_iter()
+            .zip(extras)
+            .enumerate()
+            .filter(|(_, (at, _))| *at != DEAD)
+            .map(move |(slot, (at, extras))| {
+                let id = id_in(&ids, at).0.to_string();
+                let rec = match extras {
+                    Some(e) => Record {
+                        id,
+                        text: e.text,
+                        metadata: e
+                            .metadata
+                            .into_vec()
+                            .into_iter()
+                            .map(|(k, v)| (k.into_string(), v))
+                            .collect(),
+                        ref_doc_id: e.ref_doc_id,
+                    },
+                    None => Record {
+                        id,
+                        text: String::new(),
+                        metadata: Metadata::new(),
+                        ref_doc_id: None,
+                    },
+                };
+                (slot as u32, rec)
+            })
     }
 
     pub(crate) fn live(&self) -> usize {
@@ -92,27 +189,61 @@ impl Records {
     }
 
     pub(crate) fn capacity(&self) -> usize {
-        self.slots.len()
+        self.id_at.len()
     }
 
     /// Makes room for `additional` more slots (see [`grow`]).
     pub(crate) fn reserve(&mut self, additional: usize) {
-        grow(&mut self.slots, additional);
+        grow(&mut self.id_at, additional);
+        grow(&mut self.extras, additional);
     }
 
     pub(crate) fn slot_of(&self, id: &str) -> Option<u32> {
-        let slots = &self.slots;
+        let (ids, id_at) = (&self.ids, &self.id_at);
         self.by_id
-            .find(self.hasher.hash_one(id), |&s| id_at(slots, s) == id)
+            .find(self.hasher.hash_one(id), |&s| id_of(ids, id_at, s) == id)
             .copied()
     }
 
+    /// The id of a live slot.
     #[inline]
-    pub(crate) fn get(&self, slot: usize) -> Option<&Record> {
-        self.slots.get(slot).and_then(|r| r.as_ref())
+    pub(crate) fn id(&self, slot: usize) -> Option<&str> {
+        match *self.id_at.get(slot)? {
+            DEAD => None,
+            at => Some(id_in(&self.ids, at).0),
+        }
     }
 
-    pub(crate) fn by_id(&self, id: &str) -> Option<&Record> {
+    /// The metadata of a live slot (empty when it has none).
+    #[inline]
+    pub(crate) fn metadata(&self, slot: usize) -> Option<MetadataRef<'_>> {
+        self.id(slot)?;
+        Some(
+            self.extras[slot]
+                .as_ref()
+                .map_or(MetadataRef::EMPTY, |e| MetadataRef(&e.metadata)),
+        )
+    }
+
+    pub(crate) fn get(&self, slot: usize) -> Option<RecordRef<'_>> {
+        let id = self.id(slot)?;
+        Some(match &self.extras[slot] {
+            Some(e) => RecordRef {
+                id,
+                text: &e.text,
+                metadata: MetadataRef(&e.metadata),
+                ref_doc_id: e.ref_doc_id.as_deref(),
+            },
+            None => RecordRef {
+                id,
+                text: "",
+                metadata: MetadataRef::EMPTY,
+                ref_doc_id: None,
+            },
+        })
+    }
+
+    pub(crate) fn by_id(&self, id: &str) -> Option<RecordRef<'_>> {
         self.slot_of(id).and_then(|s| self.get(s as usize))
     }
 
@@ -121,11 +252,13 @@ impl Records {
         &self,
         filter: Option<&crate::filter::MetadataFilters>,
     ) -> Vec<String> {
-        self.slots
-            .iter()
-            .flatten()
-            .filter(|r| filter.is_none_or(|f| f.matches(&r.metadata)))
-            .map(|r| r.id.clone())
+        (0..self.capacity())
+            .filter_map(|s| {
+                let m = self.metadata(s)?;
+                filter
+                    .is_none_or(|f| f.matches(&m))
+                    .then(|| self.id(s).unwrap_or_default().to_string())
+            })
             .collect()
     }
 
@@ -137,7 +270,7 @@ impl Records {
             .map(|slots| {
                 slots
                     .iter()
-                    .map(|&s| id_at(&self.slots, s).to_string())
+                    .map(|&s| id_of(&self.ids, &self.id_at, s).to_string())
                     .collect()
             })
             .unwrap_or_default();
@@ -145,35 +278,46 @@ impl Records {
         ids
     }
 
-    /// Enters the record now in live `slot` in both maps.
+    fn ref_doc_id(&self, slot: u32) -> Option<&str> {
+        self.extras[slot as usize].as_ref()?.ref_doc_id.as_deref()
+    }
+
+    /// Enters live `slot` in both maps.
     fn link(&mut self, slot: u32) {
-        let Some(rec) = self.slots[slot as usize].as_ref() else {
-            return;
-        };
-        let (slots, hasher) = (&self.slots, &self.hasher);
-        self.by_id
-            .insert_unique(hasher.hash_one(rec.id.as_str()), slot, |&s| {
-                hasher.hash_one(id_at(slots, s))
-            });
-        if let Some(r) = &rec.ref_doc_id {
-            match self.by_ref.get_mut(r.as_str()) {
+        let (ids, id_at, hasher) = (&self.ids, &self.id_at, &self.hasher);
+        let id = id_of(ids, id_at, slot);
+        self.by_id.insert_unique(hasher.hash_one(id), slot, |&s| {
+            hasher.hash_one(id_of(ids, id_at, s))
+        });
+        if let Some(r) = self.extras[slot as usize]
+            .as_ref()
+            .and_then(|e| e.ref_doc_id.as_deref())
+        {
+            match self.by_ref.get_mut(r) {
                 Some(list) => list.push(slot),
                 None => {
-                    self.by_ref.insert(r.clone(), vec![slot]);
+                    self.by_ref.insert(r.to_string(), vec![slot]);
                 }
             }
         }
     }
 
-    /// Removes `slot`, whose record is `rec`, from both maps.
-    fn unlink(&mut self, slot: u32, rec: &Record) {
+    /// Takes `slot` out of both maps and marks it dead, returning where
+    /// its id starts in the arena (`None` if it was dead already). Its
+    /// extras stay for the caller to clear, refill or move.
+    fn unmap(&mut self, slot: u32) -> Option<u64> {
+        let at = self.id_at[slot as usize];
+        if at == DEAD {
+            return None;
+        }
+        let id = id_in(&self.ids, at).0;
         if let Ok(e) = self
             .by_id
-            .find_entry(self.hasher.hash_one(rec.id.as_str()), |&s| s == slot)
+            .find_entry(self.hasher.hash_one(id), |&s| s == slot)
         {
             e.remove();
         }
-        if let Some(r) = &rec.ref_doc_id {
+        if let Some(r) = self.ref_doc_id(slot).map(str::to_string) {
             if let Some(list) = self.by_ref.get_mut(r.as_str()) {
                 list.retain(|&s| s != slot);
                 if list.is_empty() {
@@ -181,58 +325,115 @@ impl Records {
                 }
             }
         }
+        self.id_at[slot as usize] = DEAD;
+        self.live -= 1;
+        Some(at)
+    }
+
+    /// [`Self::unmap`], counting the id's arena bytes as garbage.
+    fn unlink(&mut self, slot: u32) {
+        if let Some(at) = self.unmap(slot) {
+            self.dead_bytes += id_in(&self.ids, at).1;
+        }
+    }
+
+    /// Stores `rec` in the dead `slot` and links it.
+    fn fill(&mut self, slot: u32, rec: Record) {
+        let Record {
+            id,
+            text,
+            metadata,
+            ref_doc_id,
+        } = rec;
+        self.id_at[slot as usize] = append_id(&mut self.ids, &id);
+        self.extras[slot as usize] =
+            (!text.is_empty() || !metadata.is_empty() || ref_doc_id.is_some()).then(|| {
+                Box::new(Extras {
+                    text,
+                    metadata: store_metadata(metadata),
+                    ref_doc_id,
+                })
+            });
+        self.link(slot);
+        self.live += 1;
+    }
+
+    /// Rewrites the arena without the ids of removed slots once they are
+    /// most of it, so churn (re-upserts, deletes) does not grow it forever.
+    fn reclaim(&mut self) {
+        if self.dead_bytes < 4096 || self.dead_bytes * 2 < self.ids.len() {
+            return;
+        }
+        let mut ids = Vec::with_capacity(self.ids.len() - self.dead_bytes);
+        for at in self.id_at.iter_mut().filter(|at| **at != DEAD) {
+            *at = append_id(&mut ids, id_in(&self.ids, *at).0);
+        }
+        self.ids = ids;
+        self.dead_bytes = 0;
     }
 
     /// Appends a record whose id is not present; returns its slot.
     pub(crate) fn push(&mut self, rec: Record) -> u32 {
-        let slot = self.slots.len() as u32;
-        self.slots.push(Some(rec));
-        self.link(slot);
-        self.live += 1;
+        let slot = self.id_at.len() as u32;
+        self.id_at.push(DEAD);
+        self.extras.push(None);
+        self.fill(slot, rec);
         slot
     }
 
     /// Replaces the record in a live slot in place (upsert of an existing id
     /// in the flat index).
     pub(crate) fn replace(&mut self, slot: u32, rec: Record) {
-        if let Some(old) = self.slots[slot as usize].take() {
-            self.unlink(slot, &old);
-            self.live -= 1;
-        }
-        self.slots[slot as usize] = Some(rec);
-        self.link(slot);
-        self.live += 1;
+        self.unlink(slot);
+        self.fill(slot, rec);
+        self.reclaim();
     }
 
     /// Marks a slot dead, keeping its place (HNSW).
-    pub(crate) fn tombstone(&mut self, slot: u32) -> Option<Record> {
-        let rec = self.slots.get_mut(slot as usize)?.take()?;
-        self.unlink(slot, &rec);
-        self.live -= 1;
-        Some(rec)
+    pub(crate) fn tombstone(&mut self, slot: u32) {
+        if (slot as usize) < self.id_at.len() {
+            self.unlink(slot);
+            self.extras[slot as usize] = None;
+            self.reclaim();
+        }
     }
 
     /// Removes a slot by moving the last slot into it (flat index, which
     /// keeps its rows dense). Returns the slot that moved, if any.
     pub(crate) fn swap_remove(&mut self, slot: u32) -> Option<u32> {
-        let last = self.slots.len().checked_sub(1)? as u32;
-        if let Some(rec) = self.slots[slot as usize].take() {
-            self.unlink(slot, &rec);
-            self.live -= 1;
+        let last = self.id_at.len().checked_sub(1)? as u32;
+        self.unlink(slot);
+        self.extras[slot as usize] = None;
+        if slot != last {
+            // The last record moves into `slot`: out of the maps under its
+            // old slot, back in under the new one; its id stays where it is
+            // in the arena.
+            if let Some(at) = self.unmap(last) {
+                self.id_at[slot as usize] = at;
+                self.extras.swap(slot as usize, last as usize);
+                self.link(slot);
+                self.live += 1;
+            }
         }
-        if slot == last {
-            self.slots.pop();
-            return None;
+        self.id_at.pop();
+        self.extras.pop();
+        self.reclaim();
+        (slot != last).then_some(last)
+    }
+}
+
+/// [`Records::slots`]: the same JSON as a `Vec<Option<Record>>`, written
+/// without building one.
+struct SlotList<'a>(&'a Records);
+
+impl Serialize for SlotList<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        let mut seq = s.serialize_seq(Some(r.capacity()))?;
+        for slot in 0..r.capacity() {
+            seq.serialize_element(&r.get(slot))?;
         }
-        // The last record moves into `slot`: out of the maps under its
-        // old slot, back in under the new one.
-        if let Some(moved) = self.slots[last as usize].take() {
-            self.unlink(last, &moved);
-            self.slots[slot as usize] = Some(moved);
-            self.link(slot);
-        }
-        self.slots.pop();
-        Some(last)
+        seq.end()
     }
 }
 
@@ -252,19 +453,25 @@ mod tests {
     /// Checks the invariant against a scan of the slots.
     fn check(r: &Records) {
         let mut live = 0;
-        for (s, rec) in r.slots.iter().enumerate() {
-            if let Some(rec) = rec {
-                live += 1;
-                assert_eq!(r.slot_of(&rec.id), Some(s as u32), "{}", rec.id);
-                if let Some(d) = &rec.ref_doc_id {
-                    assert!(r.ids_of_ref(d).contains(&rec.id));
+        let mut id_bytes = 0;
+        for s in 0..r.capacity() {
+            match r.get(s) {
+                Some(rec) => {
+                    live += 1;
+                    id_bytes += id_in(&r.ids, r.id_at[s]).1;
+                    assert_eq!(r.slot_of(rec.id), Some(s as u32), "{}", rec.id);
+                    if let Some(d) = rec.ref_doc_id {
+                        assert!(r.ids_of_ref(d).contains(&rec.id.to_string()));
+                    }
                 }
+                None => assert!(r.extras[s].is_none(), "extras kept by dead slot {s}"),
             }
         }
         assert_eq!(r.live, live);
         assert_eq!(r.by_id.len(), live);
+        assert_eq!(id_bytes + r.dead_bytes, r.ids.len());
         let in_refs: usize = r.by_ref.values().map(Vec::len).sum();
-        let with_ref = r.slots.iter().flatten().filter(|x| x.ref_doc_id.is_some());
+        let with_ref = (0..r.capacity()).filter_map(|s| r.get(s)?.ref_doc_id);
         assert_eq!(in_refs, with_ref.count());
     }
 
@@ -301,6 +508,54 @@ mod tests {
         let mut sorted = ids.clone();
         sorted.sort();
         assert_eq!(ids, sorted);
+    }
+
+    /// Ids of every length the arena's length prefix takes (1, 2 and 3
+    /// bytes), non-ASCII ids, extras, churn that reclaims the arena, and
+    /// the saved JSON: the same as a `Vec<Option<Record>>` would write.
+    #[test]
+    fn ids_survive_churn_and_save_as_plain_records() {
+        let long = |i: usize| format!("{i}-{}", "é".repeat(i % 200 * 100));
+        let mut r = Records::default();
+        let mut model: Vec<Option<Record>> = Vec::new();
+        for i in 0..300 {
+            let mut rec = rec(&long(i), (i % 4 == 0).then_some("doc"));
+            if i % 3 == 0 {
+                rec.text = format!("text {i}");
+                rec.metadata.insert("k".into(), (i as i64).into());
+                rec.metadata.insert("a".into(), vec!["x", "y"].into());
+            }
+            model.push(Some(rec.clone()));
+            r.push(rec);
+        }
+        for round in 0..5 {
+            for i in (round..300).step_by(4) {
+                let fresh = rec(&format!("r{round}-{}", long(i)), None);
+                r.replace(i as u32, fresh.clone());
+                model[i] = Some(fresh);
+            }
+            for i in (round * 7..300).step_by(11) {
+                r.tombstone(i as u32);
+                model[i] = None;
+            }
+            check(&r);
+        }
+        assert!(r.ids.len() < 2 * (r.ids.len() - r.dead_bytes) + 4096);
+        for (s, m) in model.iter().enumerate() {
+            assert_eq!(r.get(s).map(|x| x.to_record()), *m, "slot {s}");
+            if let Some(m) = m {
+                let stored = r.get(s).unwrap().metadata;
+                for key in ["a", "k", "missing", ""] {
+                    assert_eq!(stored.get(key), m.metadata.get(key), "slot {s} key {key:?}");
+                }
+            }
+        }
+        let saved = serde_json::to_string(&r.slots()).unwrap();
+        assert_eq!(saved, serde_json::to_string(&model).unwrap());
+        let back = Records::from_slots(serde_json::from_str(&saved).unwrap()).unwrap();
+        check(&back);
+        let live: Vec<Record> = back.into_live().map(|(_, rec)| rec).collect();
+        assert_eq!(live, model.into_iter().flatten().collect::<Vec<_>>());
     }
 
     #[test]

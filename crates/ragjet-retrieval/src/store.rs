@@ -13,7 +13,7 @@ use crate::hnsw::{HnswConfig, HnswIndex};
 use crate::index::VectorIndex;
 use crate::metrics::record_op;
 use crate::persist;
-use crate::types::{Entry, Hit, Record};
+use crate::types::{Entry, Hit, RecordRef};
 
 /// Which index a namespace uses.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,7 +137,7 @@ impl VectorIndex for AnyIndex {
     ) -> Result<Vec<Vec<Hit>>> {
         self.inner().search_batch(queries, k, filter)
     }
-    fn get(&self, id: &str) -> Option<&Record> {
+    fn get(&self, id: &str) -> Option<RecordRef<'_>> {
         self.inner().get(id)
     }
     fn ids_matching(&self, filter: Option<&MetadataFilters>) -> Result<Vec<String>> {

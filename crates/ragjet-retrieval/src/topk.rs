@@ -70,16 +70,38 @@ impl TopK {
         self.heap.peek().map(|c| c.score)
     }
 
-    pub(crate) fn merge(mut self, other: TopK) -> TopK {
-        for c in other.heap {
-            self.push(c.score, c.slot);
+    /// The `self.k` best of both. One linear selection over the union and
+    /// a linear heapify, not a heap replacement (log k) per entry of
+    /// `other`: parallel scans merge several full `k`-sized lists per
+    /// query (the binary storage's rescoring depth is 1,280 at 128·k),
+    /// where the per-entry replacements were a fifth of its search time.
+    pub(crate) fn merge(self, other: TopK) -> TopK {
+        let k = self.k;
+        if other.heap.is_empty() {
+            return self;
         }
-        self
+        let mut all = self.heap.into_vec();
+        all.append(&mut other.heap.into_vec());
+        if all.len() > k {
+            if k == 0 {
+                all.clear();
+            } else {
+                all.select_nth_unstable(k - 1);
+                all.truncate(k);
+            }
+        }
+        TopK {
+            k,
+            heap: BinaryHeap::from(all),
+        }
     }
 
-    /// Best first.
+    /// Best first. (A sort of the heap's vector: quicker than the heap's
+    /// own heapsort, and the same order, `Scored`'s order being total.)
     pub(crate) fn into_sorted(self) -> Vec<Scored> {
-        self.heap.into_sorted_vec()
+        let mut v = self.heap.into_vec();
+        v.sort_unstable();
+        v
     }
 }
 
@@ -105,6 +127,45 @@ mod tests {
         }
         assert_eq!(t.worst_score(), None);
         assert_eq!(t.into_sorted().len(), 10);
+    }
+
+    /// Merging partial lists keeps exactly what one list fed every
+    /// candidate keeps, in the same order: many tied scores (the lower
+    /// slot wins), one to five parts and an empty one, k = 0 and k past
+    /// the count.
+    #[test]
+    fn merge_equals_one_list_over_all_candidates() {
+        let mut s = 7u64;
+        let mut next = move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 33) as u32
+        };
+        for k in [0, 1, 3, 16, 100, 1000] {
+            for parts in [1, 2, 5] {
+                let n = 300usize;
+                let cands: Vec<(f32, u32)> =
+                    (0..n as u32).map(|i| ((next() % 20) as f32, i)).collect();
+                let mut whole = TopK::new(k);
+                cands.iter().for_each(|&(sc, i)| whole.push(sc, i));
+                let mut merged = TopK::new(k);
+                for p in 0..parts + 1 {
+                    // Part `parts` is empty.
+                    let mut t = TopK::new(k);
+                    for &(sc, i) in cands.iter().filter(|c| c.1 as usize % parts == p) {
+                        t.push(sc, i);
+                    }
+                    merged = merged.merge(t);
+                }
+                let key = |t: TopK| -> Vec<(f32, u32)> {
+                    t.into_sorted().iter().map(|c| (c.score, c.slot)).collect()
+                };
+                let want = key(whole);
+                assert_eq!(want.len(), k.min(n));
+                assert_eq!(key(merged), want, "k={k} parts={parts}");
+            }
+        }
     }
 
     #[test]

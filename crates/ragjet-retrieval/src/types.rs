@@ -154,6 +154,141 @@ pub struct Record {
     pub ref_doc_id: Option<String>,
 }
 
+/// Per-entry metadata as an index stores it: the pairs sorted by key in one
+/// allocation. A [`Metadata`] `BTreeMap` allocates a node of eleven pairs
+/// (about 640 bytes) even for one key, which at millions of entries is
+/// most of an index's memory beside the vectors.
+pub(crate) type StoredMetadata = Box<[(Box<str>, MetadataValue)]>;
+
+/// Where a [`crate::MetadataFilters`] reads an entry's values: a
+/// [`Metadata`] map or an index's [`MetadataRef`].
+pub trait MetadataLookup {
+    /// The value under `key`, if any.
+    fn lookup(&self, key: &str) -> Option<&MetadataValue>;
+}
+
+impl MetadataLookup for Metadata {
+    fn lookup(&self, key: &str) -> Option<&MetadataValue> {
+        self.get(key)
+    }
+}
+
+/// A live entry's metadata, borrowed from its index (see
+/// [`MetadataLookup`] and [`RecordRef`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetadataRef<'a>(pub(crate) &'a [(Box<str>, MetadataValue)]);
+
+impl<'a> MetadataRef<'a> {
+    /// No metadata.
+    pub const EMPTY: MetadataRef<'static> = MetadataRef(&[]);
+
+    /// The value under `key`, if any.
+    pub fn get(&self, key: &str) -> Option<&'a MetadataValue> {
+        let i = self.0.binary_search_by(|(k, _)| (**k).cmp(key)).ok()?;
+        Some(&self.0[i].1)
+    }
+
+    /// The pairs, sorted by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a MetadataValue)> {
+        self.0.iter().map(|(k, v)| (&**k, v))
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there is no key.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// An owned copy.
+    pub fn to_metadata(&self) -> Metadata {
+        self.iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+}
+
+/// `metadata["key"]`, as on a [`Metadata`] map.
+///
+/// # Panics
+///
+/// If the key is not present (as `BTreeMap`'s indexing).
+impl std::ops::Index<&str> for MetadataRef<'_> {
+    type Output = MetadataValue;
+
+    fn index(&self, key: &str) -> &MetadataValue {
+        self.get(key).expect("no entry found for key")
+    }
+}
+
+impl MetadataLookup for MetadataRef<'_> {
+    fn lookup(&self, key: &str) -> Option<&MetadataValue> {
+        self.get(key)
+    }
+}
+
+/// The same JSON as the [`Metadata`] map it came from.
+impl Serialize for MetadataRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+/// The stored form of a map (already sorted by key: a `BTreeMap`'s order).
+pub(crate) fn store_metadata(m: Metadata) -> StoredMetadata {
+    m.into_iter()
+        .map(|(k, v)| (k.into_boxed_str(), v))
+        .collect()
+}
+
+/// A live entry's [`Record`], borrowed from its index: indexes keep ids,
+/// text and metadata in compact internal forms (an id arena, one box for
+/// text, metadata and source document only when an entry has any, metadata
+/// as a sorted slice), so [`crate::VectorIndex::get`] lends views instead
+/// of stored `Record`s.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use ragjet_retrieval::{Entry, FlatConfig, FlatIndex, Metric, VectorIndex};
+///
+/// let mut index = FlatIndex::new(FlatConfig::new(2, Metric::Cosine))?;
+/// index.upsert(vec![Entry::new("a", vec![1.0, 0.0]).with_text("hello")])?;
+/// let rec = index.get("a").unwrap();
+/// assert_eq!((rec.id, rec.text, rec.ref_doc_id), ("a", "hello", None));
+/// assert!(rec.metadata.is_empty() && rec.metadata.get("lang").is_none());
+/// let owned = rec.to_record();
+/// assert_eq!(owned.text, "hello");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RecordRef<'a> {
+    /// External id.
+    pub id: &'a str,
+    /// Node text (empty when the entry has none).
+    pub text: &'a str,
+    /// Metadata (empty when the entry has none).
+    pub metadata: MetadataRef<'a>,
+    /// Source document id.
+    pub ref_doc_id: Option<&'a str>,
+}
+
+impl RecordRef<'_> {
+    /// An owned copy.
+    pub fn to_record(&self) -> Record {
+        Record {
+            id: self.id.to_string(),
+            text: self.text.to_string(),
+            metadata: self.metadata.to_metadata(),
+            ref_doc_id: self.ref_doc_id.map(str::to_string),
+        }
+    }
+}
+
 /// One search result. `score` is higher-is-better (see [`crate::Metric`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {

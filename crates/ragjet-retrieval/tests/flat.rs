@@ -208,7 +208,7 @@ fn upsert_replaces_text_metadata_and_vector() {
     assert_eq!(idx.len(), 1);
     let r = idx.get("a").unwrap();
     assert_eq!(r.text, "new");
-    assert_eq!(r.metadata["v"], 2i64.into());
+    assert_eq!(r.metadata.get("v"), Some(&2i64.into()));
     let hits = idx.search(&[0.0, 1.0], 5, None).unwrap();
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].score, 1.0);

@@ -4,7 +4,8 @@
 //! measures resident memory).
 //!
 //! The parts: the row (`dim` f32), HNSW layer 0 (`2M + 1` u32), the
-//! record (`Option<Record>` plus the id's heap bytes), the id → slot table,
+//! record (an arena offset and an extras pointer per slot, plus the id's
+//! bytes in the arena), the id → slot table,
 //! levels / upper layers / locks, and what metadata and `ref_doc_id` add.
 //! Everything in one `#[test]`: a parallel test would allocate into the
 //! same counter.
@@ -16,7 +17,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
 use ragjet_retrieval::{
-    Entry, FlatConfig, FlatIndex, HnswConfig, HnswIndex, Metric, Record, Storage, VectorIndex,
+    Entry, FlatConfig, FlatIndex, HnswConfig, HnswIndex, Metric, Storage, VectorIndex,
 };
 
 struct Counting;
@@ -56,8 +57,12 @@ static GLOBAL: Counting = Counting;
 const N: usize = 3_300;
 const DIM: usize = 32;
 const M: usize = 8;
-/// Bytes of one id below (`e00000`).
-const ID_BYTES: usize = 6;
+/// Arena bytes of one id below (`e00000`): its length byte and the id.
+const ID_BYTES: usize = 7;
+/// What a slot's record costs besides its id: the id's offset in the arena
+/// (u64) and the pointer to its text / metadata / `ref_doc_id` box (null
+/// without any).
+const RECORD: usize = 16;
 
 fn vector(i: usize) -> Vec<f32> {
     (0..DIM)
@@ -129,7 +134,7 @@ fn bytes_per_entry_by_part() {
 
     let row = (DIM * 4) as f64;
     let layer0 = ((2 * M + 1) * 4) as f64;
-    let record = std::mem::size_of::<Option<Record>>() as f64;
+    let record = RECORD as f64;
     let one = Shape {
         meta: false,
         ref_doc: false,
@@ -154,9 +159,15 @@ fn bytes_per_entry_by_part() {
 
     let (meta, idx) = per_entry(hnsw(), Shape { meta: true, ..one });
     drop(idx);
+    let meta_cost = meta - plain;
     eprintln!(
-        "one metadata key adds {:.1} B/entry (a BTreeMap leaf, the key, the value)",
-        meta - plain
+        "one metadata key adds {meta_cost:.1} B/entry (the extras box, one sorted pair, the key)"
+    );
+    // The extras box (64 B), the pair (16 B key pointer + 32 B value) and
+    // the key's bytes; a `BTreeMap` leaf of eleven slots alone was ≈ 640.
+    assert!(
+        meta_cost <= 140.0,
+        "one metadata key costs {meta_cost:.1} B/entry"
     );
 
     let (refd, idx) = per_entry(
@@ -169,10 +180,11 @@ fn bytes_per_entry_by_part() {
     drop(idx);
     let ref_cost = refd - plain;
     eprintln!("ref_doc_id (8 entries per document) adds {ref_cost:.1} B/entry");
-    // The id string of the record ("doc123", 6-7 B) plus a share of the
-    // document's map entry and slot list; a copy of each id in a
-    // per-document set cost about 50.
-    assert!(ref_cost <= 32.0, "ref_doc_id costs {ref_cost:.1} B/entry");
+    // The extras box (64 B: text, metadata and `ref_doc_id` headers) that
+    // an entry without any of them does not have, the `ref_doc_id` string
+    // ("doc123", 6-7 B), and a share of the document's map entry and slot
+    // list; a copy of each id in a per-document set would add about 50.
+    assert!(ref_cost <= 100.0, "ref_doc_id costs {ref_cost:.1} B/entry");
 
     // Growing in batches leaves at most an eighth of the rows unused (not
     // the up-to-half of doubling).

@@ -31,6 +31,7 @@ mod clock;
 mod cost;
 mod error;
 mod exporter;
+pub mod http;
 mod latency;
 pub mod metrics;
 #[cfg(feature = "otlp")]

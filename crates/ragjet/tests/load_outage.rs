@@ -26,8 +26,6 @@
 #[path = "load_mix/mod.rs"]
 mod load_mix;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -35,95 +33,12 @@ use ragjet::{Document, Engine, QueryOptions};
 
 use load_mix::*;
 
-fn require(what: &str) -> Option<()> {
-    if std::env::var("RAGJET_SKIP_REDIS_TESTS").is_ok_and(|v| v == "1") {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n**********************************************************************\n\
-             * SKIPPED: the Engine load test with a Redis outage, because\n\
-             * RAGJET_SKIP_REDIS_TESTS=1 and {what} is not available.\n\
-             **********************************************************************"
-        );
-        return None;
-    }
-    panic!(
-        "{what} is not available: install redis-server (scripts/test.sh does), or set \
-         RAGJET_SKIP_REDIS_TESTS=1 to skip the Redis tests knowingly"
-    );
-}
+#[path = "../../ragjet-cache/tests/support/redis_server.rs"]
+mod redis_server;
+use redis_server::{free_port, OwnServer};
 
-/// A redis-server of our own, killed on drop.
-struct OwnServer {
-    child: Child,
-    port: u16,
-}
-
-impl OwnServer {
-    fn start(port: u16) -> Option<Self> {
-        let bin =
-            std::env::var("RAGJET_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-        let child = match Command::new(&bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(_) => {
-                require(&format!("the redis-server binary ({bin})"))?;
-                unreachable!("require returns None or panics");
-            }
-        };
-        let mut server = OwnServer { child, port };
-        for _ in 0..500 {
-            if server.dbsize().is_some() {
-                return Some(server);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        server.stop();
-        panic!("redis-server on port {port} did not start");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    /// Keys held, or `None` when the server does not answer (RESP over a
-    /// plain socket: `DBSIZE` answers `:<n>`).
-    fn dbsize(&self) -> Option<u64> {
-        use std::io::{Read, Write};
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
-        let mut c = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()?;
-        c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        c.write_all(b"*1\r\n$6\r\nDBSIZE\r\n").ok()?;
-        let mut buf = [0u8; 64];
-        let n = c.read(&mut buf).ok()?;
-        let reply = std::str::from_utf8(&buf[..n]).ok()?;
-        reply.strip_prefix(':')?.trim_end().parse().ok()
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// What this test skips when Redis is missing and skipping is allowed.
+const SKIPPED: &str = "the Engine load test with a Redis outage";
 
 /// Sums `ragjet_cache_requests_total` over both caches for one tier and
 /// one result.
@@ -158,7 +73,7 @@ fn redis_killed_during_the_load_run() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
     let port = free_port();
-    let Some(server) = OwnServer::start(port) else {
+    let Some(server) = OwnServer::start(port, SKIPPED) else {
         return;
     };
     let (recorder, handle) = ragjet::telemetry::build_recorder().unwrap();
@@ -190,7 +105,7 @@ fn redis_killed_during_the_load_run() {
         wait_for(2 * total / 3);
         let restarted_at = Instant::now();
         let at_restart = snap(&handle.render());
-        let server = OwnServer::start(port).expect("redis-server started before");
+        let server = OwnServer::start(port, SKIPPED).expect("redis-server started before");
         (server, killed, restarted_at, at_restart)
     };
     let (models, took, (server, killed, restarted_at, at_restart)) = std::thread::scope(|s| {

@@ -9,25 +9,22 @@
 //!   for dry runs and for autoscalers that send their own figures;
 //! - `GET /healthz`: `ok`.
 //!
-//! Built like the `/metrics` server: hyper's HTTP/1 server on a one-thread
+//! Served like `/metrics`, by the telemetry crate's
+//! [`HttpEndpoint`]: hyper's HTTP/1 server on a one-thread
 //! tokio runtime, one task per connection, a 5 s deadline for the request
 //! head, 16 KiB for it, 64 KiB for a body, 15 s per connection, at most 64
 //! connections; 127.0.0.1 by default. A malformed request gets a 4xx with a
 //! JSON error and concerns only its own connection.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::{Method, Request, StatusCode};
+use ragjet_telemetry::http::{EndpointLimits, HttpEndpoint, Reply};
 use serde::Deserialize;
-use tokio::sync::{oneshot, Semaphore};
 
 use super::autoscale::{advise, ScalePolicy, ScaleSignals};
 use super::{ControlError, Result};
@@ -35,10 +32,7 @@ use super::{ControlError, Result};
 /// The default address: loopback only, next to `/metrics` on 9464.
 pub const DEFAULT_ADVICE_ADDR: &str = "127.0.0.1:9465";
 
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
-const CONNECTION_DEADLINE: Duration = Duration::from_secs(15);
 const MAX_CONNECTIONS: usize = 64;
-const MAX_HEAD_BYTES: usize = 16 * 1024;
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Where `GET /scale` reads the current signals; `None`: not known yet.
@@ -72,9 +66,7 @@ pub type SignalSource = dyn Fn() -> Option<ScaleSignals> + Send + Sync;
 /// ```
 #[derive(Debug)]
 pub struct AdviceServer {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    endpoint: HttpEndpoint,
 }
 
 #[derive(Deserialize)]
@@ -99,112 +91,44 @@ impl AdviceServer {
         source: impl Fn() -> Option<ScaleSignals> + Send + Sync + 'static,
     ) -> Result<Self> {
         policy.validate()?;
-        let err = |e: std::io::Error| ControlError::InvalidConfig(format!("binding {addr}: {e}"));
-        let listener = std::net::TcpListener::bind(addr).map_err(err)?;
-        let bound = listener.local_addr().map_err(err)?;
-        listener.set_nonblocking(true).map_err(err)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(err)?;
-        let listener = {
-            let _in = runtime.enter();
-            tokio::net::TcpListener::from_std(listener).map_err(err)?
-        };
         let state = Arc::new(State {
             source: Box::new(source),
             policy,
         });
-        let (stop, stopped) = oneshot::channel();
-        let thread = std::thread::Builder::new()
-            .name("ragjet-advice-http".into())
-            .spawn(move || runtime.block_on(serve(listener, state, stopped)))
-            .map_err(err)?;
-        Ok(Self {
-            addr: bound,
-            stop: Some(stop),
-            thread: Some(thread),
+        let limits = EndpointLimits {
+            max_connections: MAX_CONNECTIONS,
+            ..EndpointLimits::default()
+        };
+        let endpoint = HttpEndpoint::start(addr, "ragjet-advice-http", limits, move |req| {
+            let state = state.clone();
+            async move { respond(&state, req).await }
         })
+        .map_err(|e| ControlError::InvalidConfig(format!("binding {addr}: {e}")))?;
+        Ok(Self { endpoint })
     }
 
     /// The address bound.
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.endpoint.local_addr()
     }
 }
 
-impl Drop for AdviceServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<State>,
-    mut stopped: oneshot::Receiver<()>,
-) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        tokio::select! {
-            _ = &mut stopped => return,
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "advice endpoint: accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    continue;
-                };
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    let service = hyper::service::service_fn(move |req| {
-                        let state = state.clone();
-                        async move { respond(&state, req).await }
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(HEADER_READ_TIMEOUT)
-                        .max_buf_size(MAX_HEAD_BYTES)
-                        .keep_alive(false)
-                        // A client that shuts its write side after the
-                        // request still gets the answer.
-                        .half_close(true)
-                        .serve_connection(TokioIo::new(stream), service);
-                    let _ = tokio::time::timeout(CONNECTION_DEADLINE, conn).await;
-                });
-            }
-        }
-    }
-}
-
-fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+fn json(status: StatusCode, body: String) -> Reply {
+    let mut r = Reply::new(Bytes::from(body).into());
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Full<Bytes>> {
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Reply {
     json(
         status,
         serde_json::json!({ "error": message.to_string() }).to_string(),
     )
 }
 
-fn decide(signals: &ScaleSignals, policy: &ScalePolicy) -> Response<Full<Bytes>> {
+fn decide(signals: &ScaleSignals, policy: &ScalePolicy) -> Reply {
     match advise(signals, policy) {
         Ok(d) => json(
             StatusCode::OK,
@@ -214,14 +138,11 @@ fn decide(signals: &ScaleSignals, policy: &ScalePolicy) -> Response<Full<Bytes>>
     }
 }
 
-async fn respond(
-    state: &State,
-    req: Request<Incoming>,
-) -> std::result::Result<Response<Full<Bytes>>, Infallible> {
+async fn respond(state: &State, req: Request<Incoming>) -> Reply {
     let path = req.uri().path().to_owned();
     let response = match (req.method().clone(), path.as_str()) {
         (Method::GET, "/healthz") => {
-            let mut r = Response::new(Full::new(Bytes::from_static(b"ok\n")));
+            let mut r = Reply::new(Bytes::from_static(b"ok\n").into());
             r.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             r
@@ -263,5 +184,5 @@ async fn respond(
         }
         _ => error(StatusCode::NOT_FOUND, "not found; try /scale or /healthz"),
     };
-    Ok(response)
+    response
 }

@@ -394,7 +394,7 @@ impl Engine {
                 let Some(rec) = index.get(&h.id) else {
                     return false;
                 };
-                let words = bm25::tokenize(&rec.text);
+                let words = bm25::tokenize(rec.text);
                 required.iter().all(|k| contains_phrase(&words, k))
                     && !excluded.iter().any(|k| contains_phrase(&words, k))
             });
@@ -406,7 +406,7 @@ impl Engine {
             let ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
             let texts: Vec<&str> = ids
                 .iter()
-                .map(|id| index.get(id).map_or("", |r| r.text.as_str()))
+                .map(|id| index.get(id).map_or("", |r| r.text))
                 .collect();
             let vectors = chunk_vectors(self, index, &ids, &texts, Priority::Interactive)?;
             let order = mmr(q, &vectors, lambda, prep.top_k, Metric::Cosine)?;
@@ -421,7 +421,7 @@ impl Engine {
             let clock = Instant::now();
             let passages: Vec<&str> = hits
                 .iter()
-                .map(|h| index.get(&h.id).map_or("", |r| r.text.as_str()))
+                .map(|h| index.get(&h.id).map_or("", |r| r.text))
                 .collect();
             let rspan = spans::rerank(&self.reranker_name(), passages.len());
             let ranked =
@@ -500,7 +500,7 @@ impl Engine {
         let mut hits = Vec::with_capacity(result.hits.len());
         for (id, score) in result.hits {
             let Some(rec) = index.get(&id) else { continue };
-            let doc_id = rec.ref_doc_id.clone().unwrap_or_default();
+            let doc_id = rec.ref_doc_id.unwrap_or_default().to_string();
             let span = id
                 .get(doc_id.len() + 1..)
                 .and_then(|i| i.parse::<usize>().ok())
@@ -510,8 +510,8 @@ impl Engine {
                 chunk_id: id,
                 doc_id,
                 score,
-                text: rec.text.clone(),
-                metadata: rec.metadata.clone(),
+                text: rec.text.to_string(),
+                metadata: rec.metadata.to_metadata(),
                 span,
             });
         }

@@ -309,11 +309,11 @@ impl Engine {
         for id in flat.ids_matching(None)? {
             if let (Some(rec), Some(v)) = (flat.get(&id), flat.vector(&id)) {
                 entries.push(Entry {
-                    id: rec.id.clone(),
+                    id,
                     vector: v,
-                    text: rec.text.clone(),
-                    metadata: rec.metadata.clone(),
-                    ref_doc_id: rec.ref_doc_id.clone(),
+                    text: rec.text.to_string(),
+                    metadata: rec.metadata.to_metadata(),
+                    ref_doc_id: rec.ref_doc_id.map(str::to_string),
                 });
             }
         }

@@ -951,7 +951,7 @@ impl Engine {
             for batch in ids.chunks(512) {
                 let (batch, texts): (Vec<&str>, Vec<&str>) = batch
                     .iter()
-                    .filter_map(|id| idx.get(id).map(|r| (id.as_str(), r.text.as_str())))
+                    .filter_map(|id| idx.get(id).map(|r| (id.as_str(), r.text)))
                     .unzip();
                 let vectors = answer::chunk_vectors(self, idx, &batch, &texts, Priority::Bulk)?;
                 let items: Vec<_> = texts
@@ -1081,7 +1081,7 @@ fn sync_bm25(st: &mut State, cfg: &EngineConfig) -> Result<()> {
         let mut b = Bm25Index::new(params)?;
         for id in idx.ids_matching(None)? {
             if let Some(rec) = idx.get(&id) {
-                b.upsert(&id, &rec.text)?;
+                b.upsert(&id, rec.text)?;
             }
         }
         st.bm25.insert(ns.to_string(), b);
