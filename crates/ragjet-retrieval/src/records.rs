@@ -214,10 +214,14 @@ impl Records {
         }
     }
 
-    /// The metadata of a live slot (empty when it has none).
+    /// The metadata of a live slot (empty when it has none). Called per
+    /// row by filtered scans: liveness is the slot's offset, the id is not
+    /// decoded.
     #[inline]
     pub(crate) fn metadata(&self, slot: usize) -> Option<MetadataRef<'_>> {
-        self.id(slot)?;
+        if *self.id_at.get(slot)? == DEAD {
+            return None;
+        }
         Some(
             self.extras[slot]
                 .as_ref()
@@ -254,10 +258,10 @@ impl Records {
     ) -> Vec<String> {
         (0..self.capacity())
             .filter_map(|s| {
-                let m = self.metadata(s)?;
+                let r = self.get(s)?;
                 filter
-                    .is_none_or(|f| f.matches(&m))
-                    .then(|| self.id(s).unwrap_or_default().to_string())
+                    .is_none_or(|f| f.matches(&r.metadata))
+                    .then(|| r.id.to_string())
             })
             .collect()
     }
