@@ -16,6 +16,10 @@ queries in one call, best of 3, --threads threads) and single-query queries/s
 (200 queries, one call each, best of 3: for faiss one search plus one rescore
 call each, the better of --threads and one OpenMP thread).
 The machine may be shared: compare ratios from one run.
+`--storages hnsw_f32,hnsw_int8,hnsw_binary` adds ragjet's HnswIndex on each
+storage (cosine, M 16, ef_construction 200, ef_search 64; not in the default
+list, the builds take minutes); its batch q/s answers the queries one after
+another, and its resident memory includes the graph's links.
 
     pip install faiss-cpu numpy
     cargo build --release -p ragjet-retrieval --example quantized_search

@@ -577,6 +577,30 @@ macro_rules! vector_index_class {
     };
 }
 
+/// The `storage` argument of `FlatIndex` and `HnswIndex`.
+fn parse_storage(storage: &str) -> PyResult<Storage> {
+    Ok(match storage.to_ascii_lowercase().as_str() {
+        "f32" | "float32" => Storage::F32,
+        "f16" | "float16" => Storage::F16,
+        "int8" => Storage::Int8,
+        "binary" => Storage::Binary,
+        _ => {
+            return Err(invalid(format!(
+                "storage must be \"f32\", \"f16\", \"int8\" or \"binary\", not {storage:?}"
+            )))
+        }
+    })
+}
+
+fn storage_name(storage: Storage) -> &'static str {
+    match storage {
+        Storage::F32 => "f32",
+        Storage::F16 => "f16",
+        Storage::Int8 => "int8",
+        Storage::Binary => "binary",
+    }
+}
+
 /// Exact nearest-neighbour search over contiguous float32 (or float16)
 /// rows: `FlatIndex(dim, metric="cosine", storage="f32")`.
 ///
@@ -612,19 +636,8 @@ vector_index_class!(FlatIndex, rr::FlatIndex, "FlatIndex", {
     #[pyo3(signature = (dim, metric="cosine", storage="f32", rescore=0))]
     fn new(dim: i64, metric: &str, storage: &str, rescore: usize) -> PyResult<Self> {
         guard(|| {
-            let storage = match storage.to_ascii_lowercase().as_str() {
-                "f32" | "float32" => Storage::F32,
-                "f16" | "float16" => Storage::F16,
-                "int8" => Storage::Int8,
-                "binary" => Storage::Binary,
-                _ => {
-                    return Err(invalid(format!(
-                        "storage must be \"f32\", \"f16\", \"int8\" or \"binary\", not {storage:?}"
-                    )))
-                }
-            };
             let cfg = FlatConfig::new(dim_arg(dim)?, parse_metric(metric)?)
-                .with_storage(storage)
+                .with_storage(parse_storage(storage)?)
                 .with_rescore(rescore);
             Ok(Self::wrap(rr::FlatIndex::new(cfg).map_err(retrieval_err)?))
         })
@@ -634,17 +647,13 @@ vector_index_class!(FlatIndex, rr::FlatIndex, "FlatIndex", {
     /// "binary".
     #[getter]
     fn storage(&self, py: Python<'_>) -> &'static str {
-        match py.detach(|| read(&self.inner).config().storage) {
-            Storage::F32 => "f32",
-            Storage::F16 => "f16",
-            Storage::Int8 => "int8",
-            Storage::Binary => "binary",
-        }
+        storage_name(py.detach(|| read(&self.inner).config().storage))
     }
 });
 
 /// Approximate nearest-neighbour search on an HNSW graph:
-/// `HnswIndex(dim, metric="cosine", m=16, ef_construction=200, ef_search=64)`.
+/// `HnswIndex(dim, metric="cosine", m=16, ef_construction=200,
+/// ef_search=64, storage="f32", rescore=0)`.
 ///
 /// The same methods as `FlatIndex`; metric "cosine" or "l2" (a graph
 /// cannot search raw inner products reliably). Filters are applied during
@@ -670,12 +679,26 @@ impl HnswIndex {
 vector_index_class!(HnswIndex, rr::HnswIndex, "HnswIndex", {
     /// `m`: links per node (2..=255); `ef_construction`: candidate list
     /// while building; `ef_search`: candidate list while searching (raised
-    /// to `k` when smaller).
+    /// to `k` when smaller); `storage`: "f32", or "int8" / "binary" to walk
+    /// the graph on a byte or a bit per component, keeping
+    /// max(ef_search, `rescore`·k) candidates that are rescored exactly
+    /// from the f32 rows (scores stay exact; `rescore` 0 is the default, 4
+    /// for int8 and 64 for binary). "f16" is refused.
     #[new]
-    #[pyo3(signature = (dim, metric="cosine", m=16, ef_construction=200, ef_search=64))]
-    fn new(dim: i64, metric: &str, m: i64, ef_construction: i64, ef_search: i64) -> PyResult<Self> {
+    #[pyo3(signature = (dim, metric="cosine", m=16, ef_construction=200, ef_search=64, storage="f32", rescore=0))]
+    fn new(
+        dim: i64,
+        metric: &str,
+        m: i64,
+        ef_construction: i64,
+        ef_search: i64,
+        storage: &str,
+        rescore: usize,
+    ) -> PyResult<Self> {
         guard(|| {
-            let mut cfg = HnswConfig::new(dim_arg(dim)?, parse_metric(metric)?);
+            let mut cfg = HnswConfig::new(dim_arg(dim)?, parse_metric(metric)?)
+                .with_storage(parse_storage(storage)?)
+                .with_rescore(rescore);
             cfg.m = count("m", m)?;
             cfg.ef_construction = count("ef_construction", ef_construction)?;
             cfg.ef_search = count("ef_search", ef_search)?;
@@ -702,6 +725,12 @@ vector_index_class!(HnswIndex, rr::HnswIndex, "HnswIndex", {
     #[getter]
     fn m(&self, py: Python<'_>) -> usize {
         py.detach(|| read(&self.inner).config().m)
+    }
+
+    /// What the search walks on: "f32", "int8" or "binary".
+    #[getter]
+    fn storage(&self, py: Python<'_>) -> &'static str {
+        storage_name(py.detach(|| read(&self.inner).config().storage))
     }
 
     /// Deleted or replaced entries still in the graph.

@@ -16,13 +16,20 @@
 //! ```
 //! Depths are rescored rows per requested result (0: the defaults);
 //! `STORAGES` (comma-separated, e.g. `binary`) limits the run to those
-//! kinds, for profiling one of them.
+//! kinds, for profiling one of them. `hnsw_f32`, `hnsw_int8` and
+//! `hnsw_binary` (only when named in `STORAGES`: the builds take minutes)
+//! measure an `HnswIndex` (cosine, M 16, ef_construction 200, ef_search
+//! 64; the data are unit vectors, so the ranking is the inner product's)
+//! the same way; its batch figure is queries answered one after another
+//! (HNSW has no batched path), and its resident memory includes the graph.
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
 
-use ragjet_retrieval::{Entry, FlatConfig, FlatIndex, Metric, Storage, VectorIndex};
+use ragjet_retrieval::{
+    Entry, FlatConfig, FlatIndex, HnswConfig, HnswIndex, Metric, Storage, VectorIndex,
+};
 
 fn read_le<T>(path: &Path, f: fn([u8; 4]) -> T) -> Vec<T> {
     let b = std::fs::read(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
@@ -81,24 +88,46 @@ fn main() {
     let only: Option<Vec<String>> = args
         .get(5)
         .map(|s| s.split(',').map(str::to_lowercase).collect());
-    for (storage, depth) in [
-        (Storage::F32, 0),
-        (Storage::F16, 0),
-        (Storage::Int8, depth8),
-        (Storage::Binary, depthb),
-    ] {
-        let name = format!("{storage:?}").to_lowercase();
+    let kinds = [
+        (false, Storage::F32, 0),
+        (false, Storage::F16, 0),
+        (false, Storage::Int8, depth8),
+        (false, Storage::Binary, depthb),
+        (true, Storage::F32, 0),
+        (true, Storage::Int8, depth8),
+        (true, Storage::Binary, depthb),
+    ];
+    for (hnsw, storage, depth) in kinds {
+        let mut name = format!("{storage:?}").to_lowercase();
+        if hnsw {
+            name = format!("hnsw_{name}");
+            if !only.as_ref().is_some_and(|o| o.contains(&name)) {
+                continue;
+            }
+        }
         if only.as_ref().is_some_and(|o| !o.contains(&name)) {
             continue;
         }
-        let mut cfg = FlatConfig::new(dim, Metric::Dot)
-            .with_storage(storage)
-            .with_rescore(depth);
-        if matches!(storage, Storage::Int8 | Storage::Binary) {
-            cfg = cfg.with_rows_dir(dir);
-        }
+        let quantized = matches!(storage, Storage::Int8 | Storage::Binary);
         let (rss0, anon0) = (status_bytes("VmRSS:"), status_bytes("RssAnon:"));
-        let mut idx = FlatIndex::new(cfg).expect("config");
+        let mut idx: Box<dyn Measured> = if hnsw {
+            let mut cfg = HnswConfig::new(dim, Metric::Cosine)
+                .with_storage(storage)
+                .with_rescore(depth);
+            cfg.capacity_hint = n;
+            if quantized {
+                cfg = cfg.with_rows_dir(dir);
+            }
+            Box::new(HnswIndex::new(cfg).expect("config"))
+        } else {
+            let mut cfg = FlatConfig::new(dim, Metric::Dot)
+                .with_storage(storage)
+                .with_rescore(depth);
+            if quantized {
+                cfg = cfg.with_rows_dir(dir);
+            }
+            Box::new(FlatIndex::new(cfg).expect("config"))
+        };
         let t = Instant::now();
         idx.upsert(
             base.chunks_exact(dim)
@@ -129,6 +158,7 @@ fn main() {
             best_single = best_single.min(t.elapsed().as_secs_f64());
         }
         let qps_single = single as f64 / best_single;
+        let kind = storage;
         let mut found = 0usize;
         for (i, h) in hits.iter().enumerate() {
             let truth: HashSet<String> = gt[i * 10..(i + 1) * 10]
@@ -139,11 +169,16 @@ fn main() {
         }
         let anon = status_bytes("RssAnon:").saturating_sub(anon0) as f64 / n as f64;
         let (scanned, rescore) = idx.vector_bytes();
+        let storage = if hnsw {
+            format!("Hnsw{storage:?}")
+        } else {
+            format!("{storage:?}")
+        };
         println!(
-            "{{\"storage\":\"{storage:?}\",\"depth\":{},\"build_s\":{build:.3},\
+            "{{\"storage\":\"{storage}\",\"depth\":{},\"build_s\":{build:.3},\
              \"scan_bytes\":{:.1},\"rescore_bytes\":{:.1},\"recall\":{:.4},\"qps\":{:.1},\"qps_single\":{qps_single:.1},\"rss_bytes\":{rss:.1},\"anon_bytes\":{anon:.1}}}",
             if depth == 0 {
-                storage.default_rescore()
+                kind.default_rescore()
             } else {
                 depth
             },
@@ -152,5 +187,22 @@ fn main() {
             found as f64 / (10 * queries.len()) as f64,
             queries.len() as f64 / best,
         );
+    }
+}
+
+/// The two index types measured, behind one interface.
+trait Measured: VectorIndex {
+    fn vector_bytes(&self) -> (usize, usize);
+}
+
+impl Measured for FlatIndex {
+    fn vector_bytes(&self) -> (usize, usize) {
+        FlatIndex::vector_bytes(self)
+    }
+}
+
+impl Measured for HnswIndex {
+    fn vector_bytes(&self) -> (usize, usize) {
+        HnswIndex::vector_bytes(self)
     }
 }

@@ -65,7 +65,7 @@ impl Storage {
 }
 
 /// The compression of a quantized storage kind.
-fn kind_of(storage: Storage) -> Kind {
+pub(crate) fn kind_of(storage: Storage) -> Kind {
     if storage == Storage::Binary {
         Kind::Binary
     } else {
@@ -75,8 +75,8 @@ fn kind_of(storage: Storage) -> Kind {
 
 /// A rows directory only means something to the storages that rescore
 /// from full rows; elsewhere it would be silently ignored.
-fn check_rows_dir(cfg: &FlatConfig) -> Result<()> {
-    if cfg.rows_dir.is_some() && matches!(cfg.storage, Storage::F32 | Storage::F16) {
+pub(crate) fn check_rows_dir(storage: Storage, rows_dir: Option<&Path>) -> Result<()> {
+    if rows_dir.is_some() && matches!(storage, Storage::F32 | Storage::F16) {
         return Err(RetrievalError::InvalidOption(
             "rows_dir applies to int8 and binary storage (f32 / f16 rows are the index)".into(),
         ));
@@ -86,11 +86,31 @@ fn check_rows_dir(cfg: &FlatConfig) -> Result<()> {
 
 /// An I/O error of a rows file, named by its directory (the file itself
 /// has no name: it is unlinked).
-fn rows_io_err(cfg: &FlatConfig, e: std::io::Error) -> RetrievalError {
+pub(crate) fn rows_io_err(rows_dir: Option<&Path>, e: std::io::Error) -> RetrievalError {
     RetrievalError::Io {
-        path: cfg.rows_dir.clone().unwrap_or_default(),
+        path: rows_dir.map(Path::to_path_buf).unwrap_or_default(),
         source: e,
     }
+}
+
+/// Where a quantized index keeps its full rows: RAM, or a new file in
+/// `rows_dir`.
+pub(crate) fn full_rows(rows_dir: Option<&Path>, dim: usize) -> Result<FullRows> {
+    match rows_dir {
+        None => Ok(FullRows::default()),
+        Some(dir) => FullRows::in_file(dir, dim).map_err(io_err(dir)),
+    }
+}
+
+/// Rows rescored exactly for `k` results: `rescore` per result, 0 meaning
+/// [`Storage::default_rescore`].
+pub(crate) fn rescore_depth(storage: Storage, rescore: usize, k: usize) -> usize {
+    let f = if rescore == 0 {
+        storage.default_rescore()
+    } else {
+        rescore
+    };
+    k.saturating_mul(f.max(1))
 }
 
 /// Default int8 rescoring depth, per requested result.
@@ -189,10 +209,7 @@ impl FlatConfig {
     /// Where a quantized index keeps its full rows (RAM or a file in
     /// [`FlatConfig::rows_dir`]).
     fn full_rows(&self) -> Result<FullRows> {
-        match &self.rows_dir {
-            None => Ok(FullRows::default()),
-            Some(dir) => FullRows::in_file(dir, self.dim).map_err(io_err(dir)),
-        }
+        full_rows(self.rows_dir.as_deref(), self.dim)
     }
 
     /// Sets the rescoring depth per requested result (int8 and binary).
@@ -202,12 +219,7 @@ impl FlatConfig {
     }
 
     fn rescore_depth(&self, k: usize) -> usize {
-        let f = if self.rescore == 0 {
-            self.storage.default_rescore()
-        } else {
-            self.rescore
-        };
-        k.saturating_mul(f.max(1))
+        rescore_depth(self.storage, self.rescore, k)
     }
 }
 
@@ -298,7 +310,7 @@ impl FlatIndex {
     /// An empty index.
     pub fn new(cfg: FlatConfig) -> Result<Self> {
         check_dim(cfg.dim)?;
-        check_rows_dir(&cfg)?;
+        check_rows_dir(cfg.storage, cfg.rows_dir.as_deref())?;
         let vectors = match cfg.storage {
             Storage::F32 => Vectors::F32(Vec::new()),
             Storage::F16 => Vectors::F16(Vec::new()),
@@ -369,7 +381,9 @@ impl FlatIndex {
         match &mut self.vectors {
             Vectors::F32(s) => s.extend_from_slice(v),
             Vectors::F16(s) => s.extend(distance::narrow_f16(v)),
-            Vectors::Quantized(q) => q.push(v).map_err(|e| rows_io_err(&self.cfg, e))?,
+            Vectors::Quantized(q) => q
+                .push(v)
+                .map_err(|e| rows_io_err(self.cfg.rows_dir.as_deref(), e))?,
         }
         Ok(())
     }
@@ -744,7 +758,8 @@ impl FlatIndex {
             ));
         }
         check_dim(meta.config.dim).map_err(|e| corrupt(&mpath, e))?;
-        check_rows_dir(&meta.config).map_err(|e| corrupt(&mpath, e))?;
+        check_rows_dir(meta.config.storage, meta.config.rows_dir.as_deref())
+            .map_err(|e| corrupt(&mpath, e))?;
         let rpath = dir.path("records.json");
         let slots: Vec<Option<Record>> = dir.read_json("records.json")?;
         if slots.len() != meta.rows || slots.iter().any(|s| s.is_none()) {
@@ -766,7 +781,7 @@ impl FlatIndex {
                 let full = meta.config.full_rows()?;
                 let c = &meta.config;
                 let q = Quantized::from_rows(kind_of(c.storage), c.dim, c.metric, rows, full)
-                    .map_err(|e| rows_io_err(c, e))?;
+                    .map_err(|e| rows_io_err(c.rows_dir.as_deref(), e))?;
                 Vectors::Quantized(Box::new(q))
             }
         };
@@ -836,7 +851,7 @@ impl VectorIndex for FlatIndex {
                 // A rows file that cannot grow fails the batch here,
                 // before anything changed.
                 q.reserve(prepared.len())
-                    .map_err(|e| rows_io_err(&self.cfg, e))?;
+                    .map_err(|e| rows_io_err(self.cfg.rows_dir.as_deref(), e))?;
             }
         }
         for (rec, v) in prepared {

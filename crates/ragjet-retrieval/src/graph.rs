@@ -22,7 +22,14 @@
 //!
 //! Searching walks the same arrays (no snapshot to keep in step with a
 //! builder): the rows in f32, through the crate's SIMD kernels, with the
-//! next neighbour's row prefetched.
+//! next neighbour's row prefetched. The walk is generic over its distance
+//! ([`Walk`]): int8 and binary storage walk the same links on their codes
+//! (`quantized.rs`) and rescore the result from the rows, compiled apart
+//! so the f32 walk pays nothing for them.
+//!
+//! The rows are a [`FullRows`]: in RAM, or for int8 / binary storage with
+//! a rows directory in a mapped file, so the graph is built on the exact
+//! rows while the resident memory is the links and the codes.
 
 use std::cell::RefCell;
 use std::cmp::{Ordering as CmpOrdering, Reverse};
@@ -34,6 +41,7 @@ use hnsw_rs::prelude::{Distance, Hnsw};
 use rayon::prelude::*;
 
 use crate::distance::{Fns, Metric};
+use crate::quantized::{BinaryQuery, FullRows, Int8Query};
 use crate::records::grow;
 
 /// Highest level a slot can get (16 layers, as hnsw_rs; saved graphs of
@@ -111,7 +119,7 @@ pub(crate) struct FlatGraph {
     m: usize,
     degree0: usize,
     ef_construction: usize,
-    rows: Vec<f32>,
+    rows: FullRows,
     links0: Vec<AtomicU32>,
     levels: Vec<u8>,
     upper_at: Vec<u32>,
@@ -189,7 +197,7 @@ impl FlatGraph {
             m,
             degree0: 2 * m,
             ef_construction: ef_construction.max(1),
-            rows: Vec::new(),
+            rows: FullRows::default(),
             links0: Vec::new(),
             levels: Vec::new(),
             upper_at: vec![0],
@@ -216,7 +224,55 @@ impl FlatGraph {
     #[inline]
     pub(crate) fn vector(&self, slot: u32) -> &[f32] {
         let s = slot as usize * self.dim;
-        &self.rows[s..s + self.dim]
+        &self.rows.as_slice()[s..s + self.dim]
+    }
+
+    /// Every row, slot order.
+    pub(crate) fn rows(&self) -> &[f32] {
+        self.rows.as_slice()
+    }
+
+    /// Moves the rows into `full` (empty): a file in a rows directory for
+    /// int8 / binary storage (see [`FullRows::fill`]).
+    pub(crate) fn move_rows(&mut self, full: FullRows) -> std::io::Result<()> {
+        let rows = match std::mem::take(&mut self.rows) {
+            FullRows::Ram(v) => v,
+            other => other.as_slice().to_vec(),
+        };
+        self.rows = full.fill(rows, self.dim)?;
+        Ok(())
+    }
+
+    /// Makes room for `n` more rows, so that a following
+    /// [`FlatGraph::insert`] of at most `n` rows cannot fail.
+    pub(crate) fn reserve_rows(&mut self, n: usize) -> std::io::Result<()> {
+        match &self.rows {
+            // The first batch's buffer becomes the rows (see `insert`).
+            FullRows::Ram(v) if v.is_empty() => Ok(()),
+            _ => self.rows.reserve(n, self.dim),
+        }
+    }
+
+    /// Hands file-backed rows' pages back after a pass over them.
+    pub(crate) fn release_rows(&self) {
+        self.rows.release();
+    }
+
+    /// The exact distance of `q` to `slot`'s row, as the f32 walk computes
+    /// it.
+    #[inline]
+    pub(crate) fn exact_distance(&self, q: &[f32], slot: u32) -> f32 {
+        self.distance(q, self.vector(slot))
+    }
+
+    /// The f32 walk's distance from `q`.
+    #[inline]
+    fn exact<'a>(&'a self, q: &'a [f32]) -> Exact<'a> {
+        Exact {
+            g: self,
+            q,
+            rows: self.rows.as_slice(),
+        }
     }
 
     #[inline]
@@ -277,23 +333,57 @@ impl FlatGraph {
     }
 
     /// Appends the vectors (`dim` values each, already prepared) as new
-    /// slots `len()..` and links them into the graph.
-    pub(crate) fn insert(&mut self, mut vectors: Vec<f32>) {
+    /// slots `len()..` and links them into the graph. Fails, before any
+    /// change, only when file-backed rows cannot grow (never after a
+    /// [`FlatGraph::reserve_rows`] for the batch).
+    pub(crate) fn insert(&mut self, mut vectors: Vec<f32>) -> std::io::Result<()> {
         let count = vectors.len() / self.dim;
         if count == 0 {
-            return;
+            return Ok(());
         }
         vectors.truncate(count * self.dim);
         let first = self.len();
-        if self.rows.is_empty() {
+        match &mut self.rows {
             // The first batch's buffer becomes the rows: no second copy.
-            self.rows = vectors;
-        } else {
+            FullRows::Ram(rows) if rows.is_empty() => *rows = vectors,
             // Growth by an eighth, not doubling: the rows are most of the
             // index's memory (see `records::grow`).
-            grow(&mut self.rows, vectors.len());
-            self.rows.extend_from_slice(&vectors);
+            FullRows::Ram(rows) => {
+                grow(rows, vectors.len());
+                rows.extend_from_slice(&vectors);
+            }
+            file => {
+                file.reserve(count, self.dim)?;
+                for row in vectors.chunks_exact(self.dim) {
+                    file.push(row)?;
+                }
+            }
         }
+        self.link_new(first, count);
+        Ok(())
+    }
+
+    /// Takes the rows out (the graph keeps its links but no rows: for a
+    /// rebuild that is about to replace it).
+    pub(crate) fn take_rows(&mut self) -> FullRows {
+        std::mem::take(&mut self.rows)
+    }
+
+    /// Links `rows` (`dim` each) into this empty graph as slots `0..`:
+    /// the rows stay where they are (a file stays a file), so this cannot
+    /// fail.
+    pub(crate) fn insert_rows(&mut self, rows: FullRows) {
+        debug_assert_eq!(self.len(), 0);
+        let count = rows.as_slice().len() / self.dim;
+        self.rows = rows;
+        if count > 0 {
+            self.link_new(0, count);
+        }
+    }
+
+    /// Adds slots `first..first + count`, whose rows are in place, and
+    /// links them in.
+    fn link_new(&mut self, first: usize, count: usize) {
         let levels: Vec<u8> = (first..first + count).map(|s| self.draw_level(s)).collect();
         let upper_words: usize = levels.iter().map(|&l| l as usize * (self.m + 1)).sum();
         grow(&mut self.links0, count * (self.degree0 + 1));
@@ -324,6 +414,7 @@ impl FlatGraph {
         let (entry, top_level) = top.into_inner().unwrap_or_else(|e| e.into_inner());
         self.entry = entry;
         self.top_level = top_level;
+        self.rows.release();
     }
 
     /// Links slot `q` (row and level in place, no links yet) into the graph.
@@ -448,10 +539,22 @@ impl FlatGraph {
         }
     }
 
-    /// Greedy descent on one upper layer.
+    /// Greedy descent on one upper layer (f32 rows).
     fn greedy(
         &self,
         q: &[f32],
+        ep: u32,
+        ep_d: f32,
+        level: usize,
+        buf: &mut Vec<u32>,
+    ) -> (u32, f32) {
+        self.descend(&self.exact(q), ep, ep_d, level, buf)
+    }
+
+    /// Greedy descent on one upper layer by `walk`'s distance.
+    fn descend<W: Walk>(
+        &self,
+        walk: &W,
         mut ep: u32,
         mut ep_d: f32,
         level: usize,
@@ -461,7 +564,7 @@ impl FlatGraph {
             let mut moved = false;
             self.read_links(ep, level, buf);
             for &nb in buf.iter() {
-                let d = self.distance(q, self.vector(nb));
+                let d = walk.distance(nb);
                 if d < ep_d {
                     ep_d = d;
                     ep = nb;
@@ -482,6 +585,21 @@ impl FlatGraph {
     fn search_level(
         &self,
         q: &[f32],
+        ep: u32,
+        ep_d: f32,
+        ef: usize,
+        level: usize,
+        accept: Option<&dyn Fn(u32) -> bool>,
+        s: &mut Scratch,
+    ) {
+        self.walk_level(&self.exact(q), ep, ep_d, ef, level, accept, s);
+    }
+
+    /// [`FlatGraph::search_level`] by `walk`'s distance.
+    #[allow(clippy::too_many_arguments)]
+    fn walk_level<W: Walk>(
+        &self,
+        walk: &W,
         ep: u32,
         ep_d: f32,
         ef: usize,
@@ -512,9 +630,9 @@ impl FlatGraph {
             for i in 0..s.links.len() {
                 let nb = s.links[i];
                 if let Some(&next) = s.links.get(i + 1) {
-                    prefetch(self.vector(next));
+                    walk.prefetch(next);
                 }
-                let dn = self.distance(q, self.vector(nb));
+                let dn = walk.distance(nb);
                 if s.best.len() < ef || dn < bound {
                     s.candidates.push(Reverse(Near(dn, nb)));
                     if ok(nb) {
@@ -544,6 +662,18 @@ impl FlatGraph {
         ef: usize,
         accept: Option<&dyn Fn(u32) -> bool>,
     ) -> Vec<(f32, u32)> {
+        self.search_by(&self.exact(q), k, ef, accept)
+    }
+
+    /// [`FlatGraph::search`] by `walk`'s distance (int8 / binary codes):
+    /// the distances returned are `walk`'s.
+    pub(crate) fn search_by<W: Walk>(
+        &self,
+        walk: &W,
+        k: usize,
+        ef: usize,
+        accept: Option<&dyn Fn(u32) -> bool>,
+    ) -> Vec<(f32, u32)> {
         if self.len() == 0 || k == 0 {
             return Vec::new();
         }
@@ -552,11 +682,11 @@ impl FlatGraph {
         SCRATCH.with(|cell| {
             let s = &mut *cell.borrow_mut();
             let mut ep = self.entry;
-            let mut ep_d = self.distance(q, self.vector(ep));
+            let mut ep_d = walk.distance(ep);
             for l in (1..=self.top_level).rev() {
-                (ep, ep_d) = self.greedy(q, ep, ep_d, l, &mut s.links);
+                (ep, ep_d) = self.descend(walk, ep, ep_d, l, &mut s.links);
             }
-            self.search_level(q, ep, ep_d, ef, 0, accept, s);
+            self.walk_level(walk, ep, ep_d, ef, 0, accept, s);
             let mut out = std::mem::take(&mut s.found);
             out.truncate(k);
             out
@@ -628,7 +758,7 @@ impl FlatGraph {
             .into_iter()
             .collect::<Option<Vec<u8>>>()
             .ok_or_else(|| format!("the graph does not hold every slot of 0..{n}"))?;
-        g.rows = rows;
+        g.rows = FullRows::Ram(rows);
         g.reserve_slots(n);
         for &level in &levels {
             g.push_slot(level);
@@ -691,8 +821,9 @@ impl FlatGraph {
         for w in self.links0.iter().chain(&self.upper) {
             g.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
         }
-        let mut v = Vec::with_capacity(self.rows.len() * 4);
-        for x in &self.rows {
+        let rows = self.rows.as_slice();
+        let mut v = Vec::with_capacity(rows.len() * 4);
+        for x in rows {
             v.extend_from_slice(&x.to_le_bytes());
         }
         (g, v)
@@ -769,7 +900,7 @@ impl FlatGraph {
             }
             rows.push(x);
         }
-        g.rows = rows;
+        g.rows = FullRows::Ram(rows);
         g.reserve_slots(n);
         g.links0.reserve_exact(n * (degree0 + 1));
         g.upper.reserve_exact(upper_total);
@@ -804,6 +935,60 @@ impl FlatGraph {
         g.entry = entry as u32;
         g.top_level = top;
         Ok(g)
+    }
+}
+
+/// The distance a search walks by, from its query to any slot (smaller is
+/// closer): exact on the f32 rows, or approximate on int8 / binary codes.
+/// A type parameter, so each kind's walk is compiled on its own kernel.
+pub(crate) trait Walk {
+    fn distance(&self, slot: u32) -> f32;
+    /// Hints that `slot`'s data is read next.
+    fn prefetch(&self, slot: u32);
+}
+
+/// The f32 walk: the rows borrowed once per search, not matched per slot.
+struct Exact<'a> {
+    g: &'a FlatGraph,
+    q: &'a [f32],
+    rows: &'a [f32],
+}
+
+impl Walk for Exact<'_> {
+    #[inline]
+    fn distance(&self, slot: u32) -> f32 {
+        let s = slot as usize * self.g.dim;
+        self.g.distance(self.q, &self.rows[s..s + self.g.dim])
+    }
+
+    #[inline]
+    fn prefetch(&self, slot: u32) {
+        let s = slot as usize * self.g.dim;
+        prefetch(&self.rows[s..s + self.g.dim]);
+    }
+}
+
+impl Walk for Int8Query<'_> {
+    #[inline]
+    fn distance(&self, slot: u32) -> f32 {
+        Int8Query::distance(self, slot as usize)
+    }
+
+    #[inline]
+    fn prefetch(&self, slot: u32) {
+        prefetch(self.code(slot as usize));
+    }
+}
+
+impl Walk for BinaryQuery<'_> {
+    #[inline]
+    fn distance(&self, slot: u32) -> f32 {
+        BinaryQuery::distance(self, slot as usize)
+    }
+
+    #[inline]
+    fn prefetch(&self, slot: u32) {
+        prefetch(self.code(slot as usize));
     }
 }
 
@@ -936,7 +1121,7 @@ mod tests {
             let rows = clustered(n, dim, 30, metric, 7);
             let queries = clustered(300, dim, 30, metric, 8);
             let mut g = FlatGraph::new(dim, metric, 12, 100);
-            g.insert(rows.clone());
+            g.insert(rows.clone()).unwrap();
             assert_eq!(g.len(), n);
             // Batches below the parallel threshold, arriving in no
             // particular order (a batch per cluster would be data order,
@@ -946,7 +1131,7 @@ mod tests {
                 .collect();
             let mut small = FlatGraph::new(dim, metric, 12, 100);
             for chunk in mixed.chunks(dim * 40) {
-                small.insert(chunk.to_vec());
+                small.insert(chunk.to_vec()).unwrap();
             }
             let reference = Legacy::build(&rows, dim, metric, 12, 100)
                 .to_flat(dim, metric, 12, 100)
@@ -993,8 +1178,8 @@ mod tests {
         let (n, dim) = (2_000, 16);
         let rows = clustered(n, dim, 10, Metric::Cosine, 11);
         let mut g = FlatGraph::new(dim, Metric::Cosine, 6, 32);
-        g.insert(rows[..dim * 500].to_vec());
-        g.insert(rows[dim * 500..].to_vec());
+        g.insert(rows[..dim * 500].to_vec()).unwrap();
+        g.insert(rows[dim * 500..].to_vec()).unwrap();
         let mut buf = Vec::new();
         for s in 0..n as u32 {
             for l in 0..=g.levels[s as usize] as usize {
@@ -1035,7 +1220,7 @@ mod tests {
         let (n, dim) = (1_500, 8);
         let rows = clustered(n, dim, 5, Metric::L2, 3);
         let mut g = FlatGraph::new(dim, Metric::L2, 4, 32);
-        g.insert(rows.clone());
+        g.insert(rows.clone()).unwrap();
         let (gb, vb) = g.encode();
         let expect = Expect {
             dim,

@@ -2,7 +2,7 @@
 //! one flat layout (`graph.rs`); hnsw_rs only reads old saves
 //! (`hnsw_legacy.rs`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use std::sync::{Arc, Mutex};
 
@@ -11,15 +11,18 @@ use serde::{Deserialize, Serialize};
 use crate::distance::{graph_distance, Metric};
 use crate::error::{corrupt, Result, RetrievalError};
 use crate::filter::MetadataFilters;
-use crate::graph::{self, FlatGraph};
+use crate::flat::{check_rows_dir, full_rows, kind_of, rescore_depth, rows_io_err};
+use crate::graph::{self, FlatGraph, Walk};
 use crate::hnsw_dump;
 use crate::hnsw_legacy::{self, Legacy};
 use crate::index::{check_dim, check_filter, prepare_entries, prepare_query, VectorIndex};
 use crate::metrics::{record_op, record_size, DEFAULT_NAMESPACE};
 use crate::persist;
+use crate::quantized::{CodeBook, WalkQuery};
 use crate::records::Records;
 use crate::topk::TopK;
 use crate::types::{Entry, Hit, Record, RecordRef};
+use crate::Storage;
 
 /// Most entries `capacity_hint` pre-allocates per-slot tables for; a
 /// larger hint is clamped, since the tables grow anyway.
@@ -37,13 +40,18 @@ const VECTORS_FILE: &str = "vectors.bin";
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use ragjet_retrieval::{HnswConfig, HnswIndex, Metric};
+/// use ragjet_retrieval::{HnswConfig, HnswIndex, Metric, Storage};
 ///
 /// // More links and a wider build list for higher recall, at a slower build.
 /// let cfg = HnswConfig { m: 32, ef_construction: 400, ..HnswConfig::new(384, Metric::Cosine) };
 /// let mut index = HnswIndex::new(cfg)?;
 /// index.set_ef_search(128)?; // trade speed for recall at query time, no rebuild
 /// assert_eq!(index.config().ef_search, 128);
+/// // Walk on one byte per component; the best 8·k candidates are rescored
+/// // exactly from the f32 rows (kept in a mapped file with `with_rows_dir`).
+/// let int8 = HnswConfig::new(384, Metric::Cosine).with_storage(Storage::Int8).with_rescore(8);
+/// assert!(HnswIndex::new(int8).is_ok());
+/// assert!(HnswIndex::new(HnswConfig::new(384, Metric::Cosine).with_storage(Storage::F16)).is_err());
 /// // Graph search for raw inner products is unreliable, so it is refused.
 /// assert!(HnswIndex::new(HnswConfig::new(384, Metric::Dot)).is_err());
 /// assert!(HnswIndex::new(HnswConfig { m: HnswConfig::MAX_M + 1, ..HnswConfig::new(8, Metric::L2) }).is_err());
@@ -72,6 +80,28 @@ pub struct HnswConfig {
     /// tables, not a limit; pre-allocation stops at 2²⁰ entries; rows and
     /// links grow with the data, so a generous hint costs little).
     pub capacity_hint: usize,
+    /// What a search walks the graph on. [`Storage::F32`] (the default):
+    /// the rows. [`Storage::Int8`] / [`Storage::Binary`]: compressed codes
+    /// of the rows (as [`crate::FlatIndex`]'s), the walk keeping
+    /// `max(ef, rescore · k)` candidates that are then rescored exactly from
+    /// the f32 rows, so scores are exact and only recall depends on the
+    /// codes. The graph itself is always built on the f32 rows.
+    /// [`Storage::F16`] is refused (`Unsupported`): it would halve the rows
+    /// but round every score, which int8 with a rows directory beats on
+    /// both counts.
+    #[serde(default)]
+    pub storage: Storage,
+    /// Int8 and binary storage: candidates rescored exactly per requested
+    /// result; 0 means [`Storage::default_rescore`]. Ignored by f32.
+    #[serde(default)]
+    pub rescore: usize,
+    /// Int8 and binary storage: a directory for the f32 rows (the graph's
+    /// build and the rescore read them), as
+    /// [`crate::FlatConfig::rows_dir`]: they live in an unlinked mapped
+    /// file there, so the resident memory is the links, the codes and the
+    /// records. f32 storage refuses it (`InvalidOption`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_dir: Option<PathBuf>,
 }
 
 impl HnswConfig {
@@ -93,7 +123,53 @@ impl HnswConfig {
             ef_construction: 200,
             ef_search: 64,
             capacity_hint: 10_000,
+            storage: Storage::F32,
+            rescore: 0,
+            rows_dir: None,
         }
+    }
+
+    /// Sets the storage the search walks on (see [`HnswConfig::storage`]).
+    pub fn with_storage(mut self, storage: Storage) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// Keeps the f32 rows of int8 / binary storage in a mapped file in
+    /// `dir` (see [`HnswConfig::rows_dir`]).
+    pub fn with_rows_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.rows_dir = Some(dir.into());
+        self
+    }
+
+    /// Sets the rescoring depth per requested result (int8 and binary).
+    pub fn with_rescore(mut self, rescore: usize) -> Self {
+        self.rescore = rescore;
+        self
+    }
+
+    fn quantized(&self) -> bool {
+        matches!(self.storage, Storage::Int8 | Storage::Binary)
+    }
+
+    /// Empty codes for int8 / binary storage, `None` for f32.
+    fn new_codes(&self) -> Option<Box<CodeBook>> {
+        self.quantized()
+            .then(|| Box::new(CodeBook::new(kind_of(self.storage), self.dim, self.metric)))
+    }
+
+    /// Codes trained on a graph's rows (a load or a compaction).
+    fn trained_codes(&self, graph: &FlatGraph) -> Option<Box<CodeBook>> {
+        self.quantized().then(|| {
+            let book =
+                CodeBook::trained(kind_of(self.storage), self.dim, self.metric, graph.rows());
+            graph.release_rows();
+            Box::new(book)
+        })
+    }
+
+    fn rows_err(&self, e: std::io::Error) -> RetrievalError {
+        rows_io_err(self.rows_dir.as_deref(), e)
     }
 
     fn validate(&self) -> Result<()> {
@@ -122,7 +198,13 @@ impl HnswConfig {
                 self.ef_construction
             )));
         }
-        Ok(())
+        if self.storage == Storage::F16 {
+            return Err(RetrievalError::Unsupported(
+                "f16 storage for HNSW; use int8 (exact scores, a quarter of the scanned bytes)"
+                    .into(),
+            ));
+        }
+        check_rows_dir(self.storage, self.rows_dir.as_deref())
     }
 }
 
@@ -190,6 +272,8 @@ pub struct HnswIndex {
     /// Boxed: the graph's tables would make `AnyIndex` twice the size of
     /// its flat variant.
     graph: Box<FlatGraph>,
+    /// Int8 / binary storage: the codes of the graph's rows, slot order.
+    codes: Option<Box<CodeBook>>,
     records: Records,
     namespace: String,
     /// Bumped by every mutation; invalidates `selection_cache`.
@@ -204,7 +288,9 @@ struct Selection {
     generation: u64,
     mask: Vec<bool>,
     passing: usize,
-    /// `(slots, their vectors)` when few enough rows pass for brute force.
+    /// `(slots, their vectors)` when few enough rows pass for brute force;
+    /// the vectors are not gathered for int8 / binary storage (the rows
+    /// are read where they are, maybe a file, not copied into RAM).
     subset: Option<(Vec<u32>, Vec<f32>)>,
 }
 
@@ -222,8 +308,14 @@ impl HnswIndex {
     /// An empty index.
     pub fn new(cfg: HnswConfig) -> Result<Self> {
         cfg.validate()?;
+        let mut graph = new_graph(&cfg);
+        if cfg.rows_dir.is_some() {
+            let full = full_rows(cfg.rows_dir.as_deref(), cfg.dim)?;
+            graph.move_rows(full).map_err(|e| cfg.rows_err(e))?;
+        }
         Ok(HnswIndex {
-            graph: new_graph(&cfg),
+            graph,
+            codes: cfg.new_codes(),
             cfg,
             records: Records::default(),
             namespace: DEFAULT_NAMESPACE.to_string(),
@@ -258,6 +350,19 @@ impl HnswIndex {
         Some(self.row(slot).to_vec())
     }
 
+    /// Bytes of vector data, split as (walked, rescore) as
+    /// [`crate::FlatIndex::vector_bytes`] splits them: the f32 rows (f32
+    /// storage) or the codes with their parameters, and the f32 rows kept
+    /// for the rescore (0 for f32; in a mapped file with a rows
+    /// directory, so not resident). The graph's links are not counted.
+    pub fn vector_bytes(&self) -> (usize, usize) {
+        let rows = 4 * self.graph.rows().len();
+        match &self.codes {
+            None => (rows, 0),
+            Some(book) => (book.code_bytes(), rows),
+        }
+    }
+
     /// Number of deleted or replaced entries still in the graph.
     pub fn tombstones(&self) -> usize {
         self.records.capacity() - self.records.live()
@@ -282,8 +387,13 @@ impl HnswIndex {
             records.push(rec);
             live.extend_from_slice(self.graph.vector(slot));
         }
+        // The old rows' storage (RAM or the rows file) takes the live rows
+        // in place: fewer rows, so a file needs no new blocks.
+        let mut rows = self.graph.take_rows();
+        rows.replace_fewer(live);
         let mut graph = new_graph(&self.cfg);
-        graph.insert(live);
+        graph.insert_rows(rows);
+        self.codes = self.cfg.trained_codes(&graph);
         self.graph = graph;
         self.records = records;
         removed
@@ -315,13 +425,18 @@ impl HnswIndex {
         if k == 0 {
             return Ok(Vec::new());
         }
+        // Int8 / binary: the walk keeps the rescore depth's candidates.
+        let ef = match &self.codes {
+            None => ef,
+            Some(_) => ef.max(rescore_depth(self.cfg.storage, self.cfg.rescore, k)),
+        };
         let ef = ef.max(k).min(self.records.capacity());
         // An `ef` covering every slot asks for an exhaustive walk: below the
         // brute-force cut-off, the exact scan of the selection path is as
         // cheap and also reaches rows the graph might not connect.
         let exhaustive = ef >= self.records.capacity();
         let found = if filter.is_none() && self.tombstones() == 0 && !exhaustive {
-            self.graph.search(&q, k, ef, None)
+            self.walk(&q, k, ef, None)
         } else {
             let sel = self.selection(filter);
             if sel.passing == 0 {
@@ -333,8 +448,7 @@ impl HnswIndex {
                 Some((slots, vectors)) => self.brute_force(&q, k, slots, vectors),
                 None => {
                     let mask = &sel.mask;
-                    self.graph
-                        .search(&q, k, ef, Some(&|s: u32| mask[s as usize]))
+                    self.walk(&q, k, ef, Some(&|s: u32| mask[s as usize]))
                 }
             }
         };
@@ -353,6 +467,42 @@ impl HnswIndex {
             .collect();
         hits.truncate(k);
         Ok(hits)
+    }
+
+    /// The graph walk: on the f32 rows, or on the codes keeping `ef`
+    /// candidates, rescored exactly (the f32 walk's distances) and cut to
+    /// `k`.
+    fn walk(
+        &self,
+        q: &[f32],
+        k: usize,
+        ef: usize,
+        accept: Option<&dyn Fn(u32) -> bool>,
+    ) -> Vec<(f32, u32)> {
+        let Some(book) = &self.codes else {
+            return self.graph.search(q, k, ef, accept);
+        };
+        let cands = match book.walk_query(q) {
+            WalkQuery::Int8(w) => self.walk_codes(&w, ef, accept),
+            WalkQuery::Binary(w) => self.walk_codes(&w, ef, accept),
+        };
+        let mut top = TopK::new(k);
+        for (_, slot) in cands {
+            top.push(-self.graph.exact_distance(q, slot), slot);
+        }
+        top.into_sorted()
+            .into_iter()
+            .map(|c| (-c.score, c.slot))
+            .collect()
+    }
+
+    fn walk_codes<W: Walk>(
+        &self,
+        w: &W,
+        ef: usize,
+        accept: Option<&dyn Fn(u32) -> bool>,
+    ) -> Vec<(f32, u32)> {
+        self.graph.search_by(w, ef, ef, accept)
     }
 
     /// The rows a filter (and the tombstone check) lets through, cached for
@@ -381,12 +531,15 @@ impl HnswIndex {
             })
             .collect();
         let passing = mask.iter().filter(|b| **b).count();
+        let gather = self.codes.is_none();
         let subset = (passing > 0 && passing <= BRUTE_FORCE_MAX_ROWS).then(|| {
             let mut slots = Vec::with_capacity(passing);
-            let mut vectors = Vec::with_capacity(passing * self.cfg.dim);
+            let mut vectors = Vec::with_capacity(if gather { passing * self.cfg.dim } else { 0 });
             for (slot, _) in mask.iter().enumerate().filter(|(_, pass)| **pass) {
                 slots.push(slot as u32);
-                vectors.extend_from_slice(self.row(slot));
+                if gather {
+                    vectors.extend_from_slice(self.row(slot));
+                }
             }
             (slots, vectors)
         });
@@ -401,10 +554,16 @@ impl HnswIndex {
         sel
     }
 
-    /// Exact top-k over gathered rows, as `(distance, slot)` (same distance
-    /// as the graph, so scores match a graph search's).
+    /// Exact top-k over gathered rows (or, when none were gathered, the
+    /// rows of `slots` where they are), as `(distance, slot)` (same
+    /// distance as the graph, so scores match a graph search's).
     fn brute_force(&self, q: &[f32], k: usize, slots: &[u32], vectors: &[f32]) -> Vec<(f32, u32)> {
         let mut top = TopK::new(k);
+        if vectors.is_empty() {
+            for (i, &slot) in slots.iter().enumerate() {
+                top.push(-self.graph.exact_distance(q, slot), i as u32);
+            }
+        }
         for (i, v) in vectors.chunks_exact(self.cfg.dim).enumerate() {
             top.push(-graph_distance(self.cfg.metric, q, v), i as u32);
         }
@@ -426,6 +585,7 @@ impl HnswIndex {
         persist::write_json(&dir.join("records.json"), &self.records.slots())?;
         if has_graph {
             let (graph, vectors) = self.graph.encode();
+            self.graph.release_rows();
             persist::write_file(&dir.join(GRAPH_FILE), &graph)?;
             persist::write_file(&dir.join(VECTORS_FILE), &vectors)?;
         }
@@ -484,7 +644,7 @@ impl HnswIndex {
         }
         let records = Records::from_slots(slots).map_err(|e| corrupt(&rpath, e))?;
         let cfg = meta.config;
-        let graph = if !meta.has_graph {
+        let mut graph = if !meta.has_graph {
             if records.capacity() != 0 {
                 return Err(corrupt(
                     dir.dir(),
@@ -543,7 +703,14 @@ impl HnswIndex {
                 ),
             ));
         }
+        // Int8 / binary: the rows move to their file (if any) and the codes
+        // are trained on every saved row, as a flat index's are.
+        if cfg.rows_dir.is_some() {
+            let full = full_rows(cfg.rows_dir.as_deref(), cfg.dim)?;
+            graph.move_rows(full).map_err(|e| cfg.rows_err(e))?;
+        }
         Ok(HnswIndex {
+            codes: cfg.trained_codes(&graph),
             cfg,
             graph,
             records,
@@ -623,6 +790,11 @@ impl VectorIndex for HnswIndex {
         let prepared = prepare_entries(entries, self.cfg.dim, self.cfg.metric)?;
         self.generation += 1;
         let added = prepared.len();
+        // A rows file that cannot grow fails the batch here, before
+        // anything changed.
+        self.graph
+            .reserve_rows(added)
+            .map_err(|e| self.cfg.rows_err(e))?;
         let mut rows: Vec<f32> = Vec::with_capacity(added * self.cfg.dim);
         self.records.reserve(added);
         for (rec, v) in prepared {
@@ -632,7 +804,17 @@ impl VectorIndex for HnswIndex {
             self.records.push(rec);
             rows.extend_from_slice(&v);
         }
-        self.graph.insert(rows);
+        if let Some(book) = &mut self.codes {
+            book.reserve(added);
+            for row in rows.chunks_exact(self.cfg.dim) {
+                book.push(row);
+            }
+        }
+        self.graph.insert(rows).map_err(|e| self.cfg.rows_err(e))?;
+        if let Some(book) = &mut self.codes {
+            book.maybe_retrain(self.graph.rows());
+            self.graph.release_rows();
+        }
         record_op(&self.namespace, "add", added as u64);
         record_size(&self.namespace, self.len());
         Ok(())

@@ -1,4 +1,7 @@
-//! Compressed rows for [`crate::FlatIndex`]'s `int8` and `binary` storage.
+//! Compressed rows for the `int8` and `binary` storage of
+//! [`crate::FlatIndex`] ([`Quantized`]: codes plus their full rows) and of
+//! [`crate::HnswIndex`] (a [`CodeBook`], the codes alone — the graph holds
+//! the full rows — walked through [`WalkQuery`]).
 //!
 //! A search scans the compressed codes (4× smaller for int8, 32× for
 //! binary), keeps the best `depth` rows by approximate score, then rescores
@@ -183,7 +186,7 @@ impl FullRows {
     }
 
     /// Appends a row.
-    fn push(&mut self, v: &[f32]) -> std::io::Result<()> {
+    pub(crate) fn push(&mut self, v: &[f32]) -> std::io::Result<()> {
         self.reserve(1, v.len())?;
         match self {
             FullRows::Ram(data) => data.extend_from_slice(v),
@@ -202,6 +205,40 @@ impl FullRows {
             FullRows::Ram(v) => v.truncate(rows * dim),
             FullRows::File(f) => f.rows = f.rows.min(rows),
         }
+    }
+
+    /// Replaces the rows with `rows`, at most as many as now (a
+    /// compaction keeping the live ones): cannot fail, a file keeps its
+    /// blocks. Extra rows beyond the current count are dropped.
+    pub(crate) fn replace_fewer(&mut self, rows: Vec<f32>) {
+        match self {
+            FullRows::Ram(v) => *v = rows,
+            FullRows::File(f) => {
+                let n = (rows.len() / f.dim.max(1)).min(f.rows);
+                f.rows = n;
+                let dst = self.as_mut_slice();
+                let len = dst.len();
+                dst.copy_from_slice(&rows[..len]);
+                self.release();
+            }
+        }
+    }
+
+    /// `rows` (checked, `dim` each) held where `self` (empty) keeps rows:
+    /// the `Vec` itself for RAM, a copy for a file (the `Vec` is then
+    /// dropped).
+    pub(crate) fn fill(self, rows: Vec<f32>, dim: usize) -> std::io::Result<Self> {
+        Ok(match self {
+            FullRows::Ram(_) => FullRows::Ram(rows),
+            mut file => {
+                file.reserve(rows.len() / dim.max(1), dim)?;
+                for row in rows.chunks_exact(dim) {
+                    file.push(row)?;
+                }
+                file.release();
+                file
+            }
+        })
     }
 
     /// Hands the map's pages back to the kernel after a pass over every
@@ -243,20 +280,21 @@ enum Codes {
     },
 }
 
-/// Compressed codes plus the full rows they were made from.
+/// The compressed codes of a row set and the parameters they were made
+/// with, without the rows: [`Quantized`] pairs it with its [`FullRows`],
+/// [`crate::HnswIndex`] with the rows its graph holds.
 #[derive(Debug, Clone)]
-pub(crate) struct Quantized {
+pub(crate) struct CodeBook {
     dim: usize,
     metric: Metric,
-    full: FullRows,
     codes: Codes,
     /// Rows present at the last training (0: never trained).
     trained_on: usize,
 }
 
-impl Quantized {
-    /// An empty store keeping its full rows in `full` (empty).
-    pub(crate) fn new(kind: Kind, dim: usize, metric: Metric, full: FullRows) -> Self {
+impl CodeBook {
+    /// No codes yet, untrained.
+    pub(crate) fn new(kind: Kind, dim: usize, metric: Metric) -> Self {
         let codes = match kind {
             Kind::Int8 => Codes::Int8 {
                 lo: vec![0.0; dim],
@@ -270,50 +308,23 @@ impl Quantized {
                 bits: Vec::new(),
             },
         };
-        Quantized {
+        CodeBook {
             dim,
             metric,
-            full,
             codes,
             trained_on: 0,
         }
     }
 
-    /// Builds from saved full rows (already checked), training once on
-    /// all; `full` (empty) is where they go: the `Vec` itself for RAM, a
-    /// copy for a file (the `Vec` is then dropped).
-    pub(crate) fn from_rows(
-        kind: Kind,
-        dim: usize,
-        metric: Metric,
-        rows: Vec<f32>,
-        full: FullRows,
-    ) -> std::io::Result<Self> {
-        let full = match full {
-            FullRows::Ram(_) => FullRows::Ram(rows),
-            mut file => {
-                let n = rows.len() / dim.max(1);
-                file.reserve(n, dim)?;
-                for row in rows.chunks_exact(dim) {
-                    file.push(row)?;
-                }
-                file
-            }
-        };
-        let mut q = Quantized::new(kind, dim, metric, full);
-        q.retrain();
-        q.full.release();
-        Ok(q)
+    /// Codes trained once on every row of `full` (`dim` f32 each).
+    pub(crate) fn trained(kind: Kind, dim: usize, metric: Metric, full: &[f32]) -> Self {
+        let mut book = CodeBook::new(kind, dim, metric);
+        book.retrain(full);
+        book
     }
 
-    pub(crate) fn rows(&self) -> usize {
-        self.full.as_slice().len() / self.dim
-    }
-
-    /// Makes room for `rows` more rows (codes and full rows), so that a
-    /// batch either fails here, before any change, or not at all.
-    pub(crate) fn reserve(&mut self, rows: usize) -> std::io::Result<()> {
-        self.full.reserve(rows, self.dim)?;
+    /// Makes room for `rows` more codes.
+    pub(crate) fn reserve(&mut self, rows: usize) {
         match &mut self.codes {
             Codes::Int8 { codes, norms2, .. } => {
                 grow(codes, rows * self.dim);
@@ -321,21 +332,6 @@ impl Quantized {
             }
             Codes::Binary { words, bits, .. } => grow(bits, rows * *words),
         }
-        Ok(())
-    }
-
-    /// Hands the file-backed rows' pages back (see the module docs); the
-    /// caller's pass over the rows is over.
-    pub(crate) fn release(&self) {
-        self.full.release();
-    }
-
-    pub(crate) fn full(&self) -> &FullRows {
-        &self.full
-    }
-
-    pub(crate) fn row(&self, r: usize) -> &[f32] {
-        &self.full.as_slice()[r * self.dim..(r + 1) * self.dim]
     }
 
     /// Bytes of the compressed codes and their parameters: what a scan
@@ -352,61 +348,52 @@ impl Quantized {
         }
     }
 
-    /// Appends a row; fails only when a rows file cannot grow (after a
-    /// [`Quantized::reserve`] for the batch, never).
-    pub(crate) fn push(&mut self, v: &[f32]) -> std::io::Result<()> {
-        self.full.push(v)?;
-        self.append_code(v);
-        Ok(())
+    /// Appends the code of `v` as a new last row.
+    pub(crate) fn push(&mut self, v: &[f32]) {
+        append_code(&mut self.codes, self.dim, v);
     }
 
+    /// Writes the code of `v` at `slot` (and for int8 its ‖x̂‖²).
     pub(crate) fn set(&mut self, slot: usize, v: &[f32]) {
-        let d = self.dim;
-        self.full.as_mut_slice()[slot * d..(slot + 1) * d].copy_from_slice(v);
-        self.encode_into(slot, v);
+        encode_into(&mut self.codes, self.dim, slot, v);
     }
 
-    /// Moves the last row into `slot` and drops the last, as the f32 rows do.
-    pub(crate) fn swap_remove(&mut self, slot: usize) {
-        let d = self.dim;
-        let last = self.rows() - 1;
+    /// Moves the last row's code into `slot` and drops the last.
+    fn swap_remove(&mut self, slot: usize, last: usize) {
         fn mv<T: Copy>(v: &mut Vec<T>, s: usize, last: usize, w: usize) {
             if s != last {
                 v.copy_within(last * w..(last + 1) * w, s * w);
             }
             v.truncate(last * w);
         }
-        if slot != last {
-            self.full
-                .as_mut_slice()
-                .copy_within(last * d..(last + 1) * d, slot * d);
-        }
-        self.full.truncate(last, d);
         match &mut self.codes {
             Codes::Int8 { codes, norms2, .. } => {
-                mv(codes, slot, last, d);
+                mv(codes, slot, last, self.dim);
                 mv(norms2, slot, last, 1);
             }
             Codes::Binary { words, bits, .. } => mv(bits, slot, last, *words),
         }
     }
 
-    /// Retrains when the rows have doubled since the last training (or on
-    /// the first rows); called once per upsert batch.
-    pub(crate) fn maybe_retrain(&mut self) {
-        let n = self.rows();
+    /// Retrains on `full` (the rows the codes stand for) when they have
+    /// doubled since the last training (or on the first rows); called once
+    /// per upsert batch.
+    pub(crate) fn maybe_retrain(&mut self, full: &[f32]) {
+        let n = full.len() / self.dim;
         if n > 0 && n >= 2 * self.trained_on {
-            self.retrain();
+            self.retrain(full);
         }
     }
 
-    fn retrain(&mut self) {
-        let (d, n) = (self.dim, self.rows());
+    /// Trains the parameters on `full` and rewrites every code from it.
+    pub(crate) fn retrain(&mut self, full: &[f32]) {
+        let d = self.dim;
+        let n = full.len() / d;
         match &mut self.codes {
             Codes::Int8 { lo, step, .. } => {
                 let mut hi = vec![f32::NEG_INFINITY; d];
                 lo.iter_mut().for_each(|x| *x = f32::INFINITY);
-                for row in self.full.as_slice().chunks_exact(d) {
+                for row in full.chunks_exact(d) {
                     for i in 0..d {
                         lo[i] = lo[i].min(row[i]);
                         hi[i] = hi[i].max(row[i]);
@@ -421,7 +408,7 @@ impl Quantized {
             }
             Codes::Binary { mid, .. } => {
                 let mut sum = vec![0.0f64; d];
-                for row in self.full.as_slice().chunks_exact(d) {
+                for row in full.chunks_exact(d) {
                     sum.iter_mut().zip(row).for_each(|(s, x)| *s += *x as f64);
                 }
                 for i in 0..d {
@@ -440,19 +427,10 @@ impl Quantized {
             }
             Codes::Binary { bits, .. } => bits.clear(),
         }
-        for row in self.full.as_slice().chunks_exact(d) {
+        for row in full.chunks_exact(d) {
             append_code(&mut self.codes, d, row);
         }
         self.trained_on = n;
-    }
-
-    fn append_code(&mut self, v: &[f32]) {
-        append_code(&mut self.codes, self.dim, v);
-    }
-
-    /// Writes the code of `v` at `slot` (and for int8 its ‖x̂‖²).
-    fn encode_into(&mut self, slot: usize, v: &[f32]) {
-        encode_into(&mut self.codes, self.dim, slot, v);
     }
 
     /// The best `depth` rows of `rows` (that `passes`) by approximate score.
@@ -463,8 +441,6 @@ impl Quantized {
         depth: usize,
         passes: impl Fn(usize) -> bool,
     ) -> TopK {
-        let f = Fns::get();
-        let d = self.dim;
         let mut top = TopK::new(depth);
         match &self.codes {
             Codes::Int8 {
@@ -473,22 +449,9 @@ impl Quantized {
                 codes,
                 norms2,
             } => {
-                // q·x̂ = q·lo + Σ (q ⊙ step)ᵢ·cᵢ. The scaled query is
-                // rounded to i16 so the sum is an integer kernel (16-bit
-                // lanes, twice f32's per register); its rounding only
-                // moves approximate scores, which the rescore replaces.
-                let scaled: Vec<f32> = q.iter().zip(step).map(|(a, s)| a * s).collect();
-                let bias: f32 = q.iter().zip(lo).map(|(a, l)| a * l).sum();
-                let qmax = int8_query_max(d);
-                let m = scaled.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-                let qs = if m > 0.0 { qmax / m } else { 0.0 };
-                let qi: Vec<i16> = scaled.iter().map(|x| (x * qs).round() as i16).collect();
-                let inv = if qs > 0.0 { 1.0 / qs } else { 0.0 };
-                let l2 = self.metric == Metric::L2;
+                let walk = self.int8_query(q, lo, step, codes, norms2);
                 for r in rows {
-                    let dp = bias + (f.dot_u8)(&qi, &codes[r * d..(r + 1) * d]) as f32 * inv;
-                    // −‖q − x̂‖² without the per-query constant ‖q‖².
-                    let s = if l2 { 2.0 * dp - norms2[r] } else { dp };
+                    let s = -walk.distance(r);
                     if top.worst_score().is_none_or(|w| s > w) && passes(r) {
                         top.push(s, r as u32);
                     }
@@ -502,6 +465,230 @@ impl Quantized {
             }
         }
         top
+    }
+
+    /// The query side of a graph walk on the codes (see [`WalkQuery`]).
+    pub(crate) fn walk_query(&self, q: &[f32]) -> WalkQuery<'_> {
+        match &self.codes {
+            Codes::Int8 {
+                lo,
+                step,
+                codes,
+                norms2,
+            } => WalkQuery::Int8(self.int8_query(q, lo, step, codes, norms2)),
+            Codes::Binary { mid, words, bits } => {
+                let mut qb = vec![0u64; *words];
+                pack_bits(q, mid, &mut qb);
+                WalkQuery::Binary(BinaryQuery {
+                    fns: Fns::get(),
+                    qb,
+                    bits,
+                })
+            }
+        }
+    }
+
+    /// The int8 query over these codes (`lo` … `norms2`: the fields of
+    /// [`Codes::Int8`]).
+    fn int8_query<'a>(
+        &self,
+        q: &[f32],
+        lo: &[f32],
+        step: &[f32],
+        codes: &'a [u8],
+        norms2: &'a [f32],
+    ) -> Int8Query<'a> {
+        let d = self.dim;
+        // q·x̂ = q·lo + Σ (q ⊙ step)ᵢ·cᵢ. The scaled query is rounded to
+        // i16 so the sum is an integer kernel (16-bit lanes, twice f32's
+        // per register); its rounding only moves approximate scores, which
+        // the rescore replaces.
+        let scaled: Vec<f32> = q.iter().zip(step).map(|(a, s)| a * s).collect();
+        let bias: f32 = q.iter().zip(lo).map(|(a, l)| a * l).sum();
+        let qmax = int8_query_max(d);
+        let m = scaled.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let qs = if m > 0.0 { qmax / m } else { 0.0 };
+        let qi: Vec<i16> = scaled.iter().map(|x| (x * qs).round() as i16).collect();
+        let inv = if qs > 0.0 { 1.0 / qs } else { 0.0 };
+        Int8Query {
+            fns: Fns::get(),
+            dim: d,
+            qi,
+            bias,
+            inv,
+            l2: self.metric == Metric::L2,
+            codes,
+            norms2,
+        }
+    }
+}
+
+/// A query prepared against a [`CodeBook`], giving the approximate
+/// distance (smaller is closer) of any row: what an HNSW search walks on
+/// for int8 and binary storage. Two types, not one with a match per row,
+/// so the walk is compiled once per kind.
+pub(crate) enum WalkQuery<'a> {
+    Int8(Int8Query<'a>),
+    Binary(BinaryQuery<'a>),
+}
+
+/// Int8: `−q·x̂` (dot, cosine) or `‖x̂‖² − 2q·x̂` (L2, `‖q − x̂‖²` less the
+/// per-query constant `‖q‖²`).
+pub(crate) struct Int8Query<'a> {
+    fns: &'static Fns,
+    dim: usize,
+    qi: Vec<i16>,
+    bias: f32,
+    inv: f32,
+    l2: bool,
+    codes: &'a [u8],
+    norms2: &'a [f32],
+}
+
+impl Int8Query<'_> {
+    #[inline]
+    pub(crate) fn distance(&self, r: usize) -> f32 {
+        let d = self.dim;
+        let dp = self.bias
+            + (self.fns.dot_u8)(&self.qi, &self.codes[r * d..(r + 1) * d]) as f32 * self.inv;
+        if self.l2 {
+            self.norms2[r] - 2.0 * dp
+        } else {
+            -dp
+        }
+    }
+
+    #[inline]
+    pub(crate) fn code(&self, r: usize) -> &[u8] {
+        &self.codes[r * self.dim..(r + 1) * self.dim]
+    }
+}
+
+/// Binary: the Hamming distance to the packed query.
+pub(crate) struct BinaryQuery<'a> {
+    fns: &'static Fns,
+    qb: Vec<u64>,
+    bits: &'a [u64],
+}
+
+impl BinaryQuery<'_> {
+    #[inline]
+    pub(crate) fn distance(&self, r: usize) -> f32 {
+        (self.fns.hamming)(&self.qb, self.code(r)) as f32
+    }
+
+    #[inline]
+    pub(crate) fn code(&self, r: usize) -> &[u64] {
+        let w = self.qb.len();
+        &self.bits[r * w..(r + 1) * w]
+    }
+}
+
+/// Compressed codes plus the full rows they were made from.
+#[derive(Debug, Clone)]
+pub(crate) struct Quantized {
+    dim: usize,
+    full: FullRows,
+    book: CodeBook,
+}
+
+impl Quantized {
+    /// An empty store keeping its full rows in `full` (empty).
+    pub(crate) fn new(kind: Kind, dim: usize, metric: Metric, full: FullRows) -> Self {
+        Quantized {
+            dim,
+            full,
+            book: CodeBook::new(kind, dim, metric),
+        }
+    }
+
+    /// Builds from saved full rows (already checked), training once on
+    /// all; `full` (empty) is where they go (see [`FullRows::fill`]).
+    pub(crate) fn from_rows(
+        kind: Kind,
+        dim: usize,
+        metric: Metric,
+        rows: Vec<f32>,
+        full: FullRows,
+    ) -> std::io::Result<Self> {
+        let full = full.fill(rows, dim)?;
+        let book = CodeBook::trained(kind, dim, metric, full.as_slice());
+        full.release();
+        Ok(Quantized { dim, full, book })
+    }
+
+    pub(crate) fn rows(&self) -> usize {
+        self.full.as_slice().len() / self.dim
+    }
+
+    /// Makes room for `rows` more rows (codes and full rows), so that a
+    /// batch either fails here, before any change, or not at all.
+    pub(crate) fn reserve(&mut self, rows: usize) -> std::io::Result<()> {
+        self.full.reserve(rows, self.dim)?;
+        self.book.reserve(rows);
+        Ok(())
+    }
+
+    /// Hands the file-backed rows' pages back (see the module docs); the
+    /// caller's pass over the rows is over.
+    pub(crate) fn release(&self) {
+        self.full.release();
+    }
+
+    pub(crate) fn full(&self) -> &FullRows {
+        &self.full
+    }
+
+    pub(crate) fn row(&self, r: usize) -> &[f32] {
+        &self.full.as_slice()[r * self.dim..(r + 1) * self.dim]
+    }
+
+    /// See [`CodeBook::code_bytes`].
+    pub(crate) fn code_bytes(&self) -> usize {
+        self.book.code_bytes()
+    }
+
+    /// Appends a row; fails only when a rows file cannot grow (after a
+    /// [`Quantized::reserve`] for the batch, never).
+    pub(crate) fn push(&mut self, v: &[f32]) -> std::io::Result<()> {
+        self.full.push(v)?;
+        self.book.push(v);
+        Ok(())
+    }
+
+    pub(crate) fn set(&mut self, slot: usize, v: &[f32]) {
+        let d = self.dim;
+        self.full.as_mut_slice()[slot * d..(slot + 1) * d].copy_from_slice(v);
+        self.book.set(slot, v);
+    }
+
+    /// Moves the last row into `slot` and drops the last, as the f32 rows do.
+    pub(crate) fn swap_remove(&mut self, slot: usize) {
+        let d = self.dim;
+        let last = self.rows() - 1;
+        if slot != last {
+            self.full
+                .as_mut_slice()
+                .copy_within(last * d..(last + 1) * d, slot * d);
+        }
+        self.full.truncate(last, d);
+        self.book.swap_remove(slot, last);
+    }
+
+    /// See [`CodeBook::maybe_retrain`].
+    pub(crate) fn maybe_retrain(&mut self) {
+        self.book.maybe_retrain(self.full.as_slice());
+    }
+
+    /// See [`CodeBook::candidates`].
+    pub(crate) fn candidates(
+        &self,
+        q: &[f32],
+        rows: std::ops::Range<usize>,
+        depth: usize,
+        passes: impl Fn(usize) -> bool,
+    ) -> TopK {
+        self.book.candidates(q, rows, depth, passes)
     }
 }
 
@@ -686,7 +873,7 @@ mod tests {
         .unwrap();
         let Codes::Int8 {
             lo, step, codes, ..
-        } = &q.codes
+        } = &q.book.codes
         else {
             panic!("int8 codes expected")
         };
@@ -703,7 +890,7 @@ mod tests {
             FullRows::default(),
         )
         .unwrap();
-        let Codes::Binary { mid, words, bits } = &b.codes else {
+        let Codes::Binary { mid, words, bits } = &b.book.codes else {
             panic!("binary codes expected")
         };
         assert_eq!(*words, 2);
@@ -739,9 +926,9 @@ mod tests {
             let mut fresh = q.clone();
             let full = fresh.full.as_slice().to_vec();
             for (r, row) in full.chunks_exact(d).enumerate() {
-                fresh.encode_into(r, row);
+                fresh.book.set(r, row);
             }
-            match (&q.codes, &fresh.codes) {
+            match (&q.book.codes, &fresh.book.codes) {
                 (
                     Codes::Int8 {
                         codes: a,
@@ -783,7 +970,7 @@ mod tests {
             let rows: Vec<f32> = (0..n * d).map(|_| next()).collect();
             let q = Quantized::from_rows(Kind::Binary, d, Metric::Dot, rows, FullRows::default())
                 .unwrap();
-            let Codes::Binary { mid, words, bits } = &q.codes else {
+            let Codes::Binary { mid, words, bits } = &q.book.codes else {
                 panic!("binary codes expected")
             };
             for _ in 0..3 {
@@ -822,16 +1009,16 @@ mod tests {
         let mut q = Quantized::new(Kind::Int8, d, Metric::Dot, FullRows::default());
         q.push(&[1.0; 8]).unwrap();
         q.maybe_retrain();
-        assert_eq!(q.trained_on, 1);
+        assert_eq!(q.book.trained_on, 1);
         q.push(&[2.0; 8]).unwrap();
         q.push(&[3.0; 8]).unwrap();
         q.maybe_retrain();
-        assert_eq!(q.trained_on, 3);
+        assert_eq!(q.book.trained_on, 3);
         q.push(&[0.0; 8]).unwrap();
         q.maybe_retrain();
-        assert_eq!(q.trained_on, 3, "4 rows < 2 × 3");
+        assert_eq!(q.book.trained_on, 3, "4 rows < 2 × 3");
         // Out-of-range rows clamp to the trained range meanwhile.
-        let Codes::Int8 { codes, .. } = &q.codes else {
+        let Codes::Int8 { codes, .. } = &q.book.codes else {
             panic!()
         };
         assert_eq!(&codes[3 * d..], &[0u8; 8]);

@@ -2,11 +2,12 @@
 //! slots, per-slot text and metadata, and the `ref_doc_id` → slots map.
 //!
 //! Memory, which matters because an index holds millions of entries whose
-//! rows may be a few dozen bytes (binary codes): a slot costs 16 bytes plus
-//! its id's bytes when it has no text, metadata or source document. Ids
-//! live back to back in one arena (no allocation, header or capacity slack
-//! per id); text, metadata and `ref_doc_id` sit in one boxed [`Extras`]
-//! only for the slots that have any. The id → slot table holds `u32` slots,
+//! rows may be a few dozen bytes (binary codes): a slot costs 8 bytes plus
+//! its id's bytes and one more when it has no text, metadata or source
+//! document. Ids live back to back in one arena (no allocation, header or
+//! capacity slack per id), each followed by the number of its [`Extras`]
+//! (text, metadata and `ref_doc_id`), which only the slots that have any
+//! take, in one dense table: no pointer per slot, no allocation per entry. The id → slot table holds `u32` slots,
 //! found by hashing the id and comparing it with the arena's (5 bytes per
 //! bucket, against 33 for a `HashMap<String, u32>` plus a second heap copy
 //! of every id), and the `ref_doc_id` map holds slots, not id copies.
@@ -20,9 +21,8 @@ use serde::ser::{Serialize, SerializeSeq, Serializer};
 
 use crate::types::{store_metadata, Metadata, MetadataRef, Record, RecordRef, StoredMetadata};
 
-/// What a slot keeps besides its id, boxed so that a slot without any of
-/// it costs one null pointer.
-#[derive(Debug, Clone)]
+/// What a slot keeps besides its id; only slots with any of it take one.
+#[derive(Debug, Clone, Default)]
 struct Extras {
     text: String,
     metadata: StoredMetadata,
@@ -41,11 +41,15 @@ const DEAD: u64 = u64::MAX;
 /// at.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Records {
-    /// Ids, each as a LEB128 length and its UTF-8 bytes.
+    /// Per slot, a LEB128 length, the id's UTF-8 bytes, and a LEB128
+    /// reference into `extras` (0: none, `i + 1`: `extras[i]`).
     ids: Vec<u8>,
-    /// Per slot, where its id starts in `ids` (`DEAD` for a tombstone).
+    /// Per slot, where its entry starts in `ids` (`DEAD` for a tombstone).
     id_at: Vec<u64>,
-    extras: Vec<Option<Box<Extras>>>,
+    /// The extras of the slots that have any; the unused ones are empty
+    /// and listed in `free_extras`.
+    extras: Vec<Extras>,
+    free_extras: Vec<u32>,
     dead_bytes: usize,
     by_id: HashTable<u32>,
     /// Randomly seeded SipHash, as `HashMap`'s: ids come from users, so a
@@ -55,41 +59,75 @@ pub(crate) struct Records {
     live: usize,
 }
 
-/// The id stored at `at` in the arena, and the bytes it takes there.
-fn id_in(ids: &[u8], at: u64) -> (&str, usize) {
-    let mut at = at as usize;
-    let (mut len, mut shift, start) = (0usize, 0, at);
+/// Reads a LEB128 number at `*at`, moving `*at` past it.
+#[inline]
+fn read_leb(ids: &[u8], at: &mut usize) -> usize {
+    let (mut n, mut shift) = (0usize, 0);
     loop {
-        let b = ids[at];
-        at += 1;
-        len |= usize::from(b & 0x7f) << shift;
+        let b = ids[*at];
+        *at += 1;
+        n |= usize::from(b & 0x7f) << shift;
         if b < 0x80 {
-            break;
+            return n;
         }
         shift += 7;
     }
-    let bytes = &ids[at..at + len];
-    // SAFETY: the arena receives only whole `&str`s (`append_id`), and
-    // `at` is the start of one of them.
-    let id = unsafe { std::str::from_utf8_unchecked(bytes) };
-    (id, at + len - start)
 }
 
-/// Appends `id` to the arena; returns where it starts.
-fn append_id(ids: &mut Vec<u8>, id: &str) -> u64 {
-    let at = ids.len() as u64;
-    let mut len = id.len();
-    grow(ids, 10 + len);
+fn push_leb(ids: &mut Vec<u8>, mut n: usize) {
     loop {
-        let b = (len & 0x7f) as u8;
-        len >>= 7;
-        if len == 0 {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
             ids.push(b);
-            break;
+            return;
         }
         ids.push(b | 0x80);
     }
+}
+
+/// An arena entry: the id, its extras' index, and the bytes it takes.
+struct ArenaEntry<'a> {
+    id: &'a str,
+    extras: Option<usize>,
+    bytes: usize,
+}
+
+/// The entry starting at `at` in the arena.
+#[inline]
+fn entry_in(ids: &[u8], at: u64) -> ArenaEntry<'_> {
+    let start = at as usize;
+    let mut at = start;
+    let len = read_leb(ids, &mut at);
+    // SAFETY: the arena receives only whole `&str`s (`append_entry`), and
+    // `at` is the start of one of them.
+    let id = unsafe { std::str::from_utf8_unchecked(&ids[at..at + len]) };
+    at += len;
+    let extras = read_leb(ids, &mut at).checked_sub(1);
+    ArenaEntry {
+        id,
+        extras,
+        bytes: at - start,
+    }
+}
+
+/// The id stored at `at` in the arena.
+#[inline]
+fn id_in(ids: &[u8], at: u64) -> &str {
+    let mut at = at as usize;
+    let len = read_leb(ids, &mut at);
+    // SAFETY: as in `entry_in`.
+    unsafe { std::str::from_utf8_unchecked(&ids[at..at + len]) }
+}
+
+/// Appends an entry for `id` with extras `extras` to the arena; returns
+/// where it starts.
+fn append_entry(ids: &mut Vec<u8>, id: &str, extras: Option<usize>) -> u64 {
+    let at = ids.len() as u64;
+    grow(ids, 20 + id.len());
+    push_leb(ids, id.len());
     ids.extend_from_slice(id.as_bytes());
+    push_leb(ids, extras.map_or(0, |e| e + 1));
     at
 }
 
@@ -98,7 +136,7 @@ fn append_id(ids: &mut Vec<u8>, id: &str) -> u64 {
 fn id_of<'a>(ids: &'a [u8], id_at: &[u64], slot: u32) -> &'a str {
     match id_at[slot as usize] {
         DEAD => "",
-        at => id_in(ids, at).0,
+        at => id_in(ids, at),
     }
 }
 
@@ -134,10 +172,7 @@ impl Records {
                     }
                     r.push(rec);
                 }
-                None => {
-                    r.id_at.push(DEAD);
-                    r.extras.push(None);
-                }
+                None => r.id_at.push(DEAD),
             }
         }
         Ok(r)
@@ -152,16 +187,19 @@ impl Records {
     /// The records of the live slots in slot order, giving up the table.
     pub(crate) fn into_live(self) -> impl Iterator<Item = (u32, Record)> {
         let Records {
-            ids, id_at, extras, ..
+            ids,
+            id_at,
+            mut extras,
+            ..
         } = self;
         id_at
             .into_iter()
-            .zip(extras)
             .enumerate()
-            .filter(|(_, (at, _))| *at != DEAD)
-            .map(move |(slot, (at, extras))| {
-                let id = id_in(&ids, at).0.to_string();
-                let rec = match extras {
+            .filter(|&(_, at)| at != DEAD)
+            .map(move |(slot, at)| {
+                let entry = entry_in(&ids, at);
+                let id = entry.id.to_string();
+                let rec = match entry.extras.map(|e| std::mem::take(&mut extras[e])) {
                     Some(e) => Record {
                         id,
                         text: e.text,
@@ -192,10 +230,16 @@ impl Records {
         self.id_at.len()
     }
 
-    /// Makes room for `additional` more slots (see [`grow`]).
+    /// Makes room for `additional` more slots (see [`grow`]; the extras
+    /// grow as entries with any arrive).
     pub(crate) fn reserve(&mut self, additional: usize) {
         grow(&mut self.id_at, additional);
-        grow(&mut self.extras, additional);
+    }
+
+    /// The extras of the entry at `at`, if it has any.
+    #[inline]
+    fn extras_at(&self, at: u64) -> Option<&Extras> {
+        entry_in(&self.ids, at).extras.map(|e| &self.extras[e])
     }
 
     pub(crate) fn slot_of(&self, id: &str) -> Option<u32> {
@@ -210,28 +254,31 @@ impl Records {
     pub(crate) fn id(&self, slot: usize) -> Option<&str> {
         match *self.id_at.get(slot)? {
             DEAD => None,
-            at => Some(id_in(&self.ids, at).0),
+            at => Some(id_in(&self.ids, at)),
         }
     }
 
     /// The metadata of a live slot (empty when it has none). Called per
-    /// row by filtered scans: liveness is the slot's offset, the id is not
-    /// decoded.
+    /// row by filtered scans: liveness is the slot's offset.
     #[inline]
     pub(crate) fn metadata(&self, slot: usize) -> Option<MetadataRef<'_>> {
-        if *self.id_at.get(slot)? == DEAD {
-            return None;
+        match *self.id_at.get(slot)? {
+            DEAD => None,
+            at => Some(
+                self.extras_at(at)
+                    .map_or(MetadataRef::EMPTY, |e| MetadataRef(&e.metadata)),
+            ),
         }
-        Some(
-            self.extras[slot]
-                .as_ref()
-                .map_or(MetadataRef::EMPTY, |e| MetadataRef(&e.metadata)),
-        )
     }
 
     pub(crate) fn get(&self, slot: usize) -> Option<RecordRef<'_>> {
-        let id = self.id(slot)?;
-        Some(match &self.extras[slot] {
+        let at = *self.id_at.get(slot)?;
+        if at == DEAD {
+            return None;
+        }
+        let entry = entry_in(&self.ids, at);
+        let id = entry.id;
+        Some(match entry.extras.map(|e| &self.extras[e]) {
             Some(e) => RecordRef {
                 id,
                 text: &e.text,
@@ -283,7 +330,10 @@ impl Records {
     }
 
     fn ref_doc_id(&self, slot: u32) -> Option<&str> {
-        self.extras[slot as usize].as_ref()?.ref_doc_id.as_deref()
+        match self.id_at[slot as usize] {
+            DEAD => None,
+            at => self.extras_at(at)?.ref_doc_id.as_deref(),
+        }
     }
 
     /// Enters live `slot` in both maps.
@@ -293,10 +343,9 @@ impl Records {
         self.by_id.insert_unique(hasher.hash_one(id), slot, |&s| {
             hasher.hash_one(id_of(ids, id_at, s))
         });
-        if let Some(r) = self.extras[slot as usize]
-            .as_ref()
-            .and_then(|e| e.ref_doc_id.as_deref())
-        {
+        let (ids, extras) = (&self.ids, &self.extras);
+        let entry = entry_in(ids, self.id_at[slot as usize]);
+        if let Some(r) = entry.extras.and_then(|e| extras[e].ref_doc_id.as_deref()) {
             match self.by_ref.get_mut(r) {
                 Some(list) => list.push(slot),
                 None => {
@@ -314,7 +363,7 @@ impl Records {
         if at == DEAD {
             return None;
         }
-        let id = id_in(&self.ids, at).0;
+        let id = id_in(&self.ids, at);
         if let Ok(e) = self
             .by_id
             .find_entry(self.hasher.hash_one(id), |&s| s == slot)
@@ -334,10 +383,16 @@ impl Records {
         Some(at)
     }
 
-    /// [`Self::unmap`], counting the id's arena bytes as garbage.
+    /// [`Self::unmap`], counting the entry's arena bytes as garbage and
+    /// freeing its extras.
     fn unlink(&mut self, slot: u32) {
         if let Some(at) = self.unmap(slot) {
-            self.dead_bytes += id_in(&self.ids, at).1;
+            let entry = entry_in(&self.ids, at);
+            self.dead_bytes += entry.bytes;
+            if let Some(e) = entry.extras {
+                self.extras[e] = Extras::default();
+                self.free_extras.push(e as u32);
+            }
         }
     }
 
@@ -349,30 +404,52 @@ impl Records {
             metadata,
             ref_doc_id,
         } = rec;
-        self.id_at[slot as usize] = append_id(&mut self.ids, &id);
-        self.extras[slot as usize] =
+        let extras =
             (!text.is_empty() || !metadata.is_empty() || ref_doc_id.is_some()).then(|| {
-                Box::new(Extras {
+                let e = Extras {
                     text,
                     metadata: store_metadata(metadata),
                     ref_doc_id,
-                })
+                };
+                match self.free_extras.pop() {
+                    Some(i) => {
+                        self.extras[i as usize] = e;
+                        i as usize
+                    }
+                    None => {
+                        grow(&mut self.extras, 1);
+                        self.extras.push(e);
+                        self.extras.len() - 1
+                    }
+                }
             });
+        self.id_at[slot as usize] = append_entry(&mut self.ids, &id, extras);
         self.link(slot);
         self.live += 1;
     }
 
-    /// Rewrites the arena without the ids of removed slots once they are
-    /// most of it, so churn (re-upserts, deletes) does not grow it forever.
+    /// Rewrites the arena and the extras without what removed slots left
+    /// once that is most of either, so churn (re-upserts, deletes) does not
+    /// grow them forever.
     fn reclaim(&mut self) {
-        if self.dead_bytes < 4096 || self.dead_bytes * 2 < self.ids.len() {
+        let arena = self.dead_bytes >= 4096 && self.dead_bytes * 2 >= self.ids.len();
+        let free = self.free_extras.len();
+        if !arena && (free < 64 || free * 2 < self.extras.len()) {
             return;
         }
         let mut ids = Vec::with_capacity(self.ids.len() - self.dead_bytes);
+        let mut extras = Vec::with_capacity(self.extras.len() - free);
         for at in self.id_at.iter_mut().filter(|at| **at != DEAD) {
-            *at = append_id(&mut ids, id_in(&self.ids, *at).0);
+            let entry = entry_in(&self.ids, *at);
+            let moved = entry.extras.map(|e| {
+                extras.push(std::mem::take(&mut self.extras[e]));
+                extras.len() - 1
+            });
+            *at = append_entry(&mut ids, entry.id, moved);
         }
         self.ids = ids;
+        self.extras = extras;
+        self.free_extras = Vec::new();
         self.dead_bytes = 0;
     }
 
@@ -380,7 +457,6 @@ impl Records {
     pub(crate) fn push(&mut self, rec: Record) -> u32 {
         let slot = self.id_at.len() as u32;
         self.id_at.push(DEAD);
-        self.extras.push(None);
         self.fill(slot, rec);
         slot
     }
@@ -397,7 +473,6 @@ impl Records {
     pub(crate) fn tombstone(&mut self, slot: u32) {
         if (slot as usize) < self.id_at.len() {
             self.unlink(slot);
-            self.extras[slot as usize] = None;
             self.reclaim();
         }
     }
@@ -407,20 +482,17 @@ impl Records {
     pub(crate) fn swap_remove(&mut self, slot: u32) -> Option<u32> {
         let last = self.id_at.len().checked_sub(1)? as u32;
         self.unlink(slot);
-        self.extras[slot as usize] = None;
         if slot != last {
             // The last record moves into `slot`: out of the maps under its
-            // old slot, back in under the new one; its id stays where it is
-            // in the arena.
+            // old slot, back in under the new one; its entry (id and
+            // extras) stays where it is.
             if let Some(at) = self.unmap(last) {
                 self.id_at[slot as usize] = at;
-                self.extras.swap(slot as usize, last as usize);
                 self.link(slot);
                 self.live += 1;
             }
         }
         self.id_at.pop();
-        self.extras.pop();
         self.reclaim();
         (slot != last).then_some(last)
     }
@@ -458,19 +530,29 @@ mod tests {
     fn check(r: &Records) {
         let mut live = 0;
         let mut id_bytes = 0;
+        let mut extras_used = vec![false; r.extras.len()];
         for s in 0..r.capacity() {
-            match r.get(s) {
-                Some(rec) => {
-                    live += 1;
-                    id_bytes += id_in(&r.ids, r.id_at[s]).1;
-                    assert_eq!(r.slot_of(rec.id), Some(s as u32), "{}", rec.id);
-                    if let Some(d) = rec.ref_doc_id {
-                        assert!(r.ids_of_ref(d).contains(&rec.id.to_string()));
-                    }
+            if let Some(rec) = r.get(s) {
+                live += 1;
+                let entry = entry_in(&r.ids, r.id_at[s]);
+                id_bytes += entry.bytes;
+                if let Some(e) = entry.extras {
+                    assert!(!extras_used[e], "extras {e} shared");
+                    extras_used[e] = true;
                 }
-                None => assert!(r.extras[s].is_none(), "extras kept by dead slot {s}"),
+                assert_eq!(r.slot_of(rec.id), Some(s as u32), "{}", rec.id);
+                if let Some(d) = rec.ref_doc_id {
+                    assert!(r.ids_of_ref(d).contains(&rec.id.to_string()));
+                }
             }
         }
+        // Every extras entry is either a live slot's or free (and empty).
+        for &f in &r.free_extras {
+            assert!(!extras_used[f as usize], "extras {f} free and in use");
+            extras_used[f as usize] = true;
+            assert!(r.extras[f as usize].text.is_empty());
+        }
+        assert!(extras_used.iter().all(|&u| u), "extras leaked");
         assert_eq!(r.live, live);
         assert_eq!(r.by_id.len(), live);
         assert_eq!(id_bytes + r.dead_bytes, r.ids.len());
@@ -560,6 +642,37 @@ mod tests {
         check(&back);
         let live: Vec<Record> = back.into_live().map(|(_, rec)| rec).collect();
         assert_eq!(live, model.into_iter().flatten().collect::<Vec<_>>());
+    }
+
+    /// Extras of replaced and deleted entries are reused, then dropped
+    /// once most of the table is free; the others keep theirs.
+    #[test]
+    fn freed_extras_are_reused_then_reclaimed() {
+        let with_text = |id: String| Record {
+            text: format!("text of {id}"),
+            ..rec(&id, Some("doc"))
+        };
+        let mut r = Records::default();
+        for i in 0..200 {
+            r.push(with_text(format!("a{i}")));
+        }
+        r.tombstone(r.slot_of("a0").unwrap());
+        r.push(with_text("b".into()));
+        assert_eq!(r.extras.len(), 200, "a freed extras entry is reused");
+        for i in 1..150 {
+            r.replace(
+                r.slot_of(&format!("a{i}")).unwrap(),
+                rec(&format!("c{i}"), None),
+            );
+            check(&r);
+        }
+        // 200 → 100 when half was free; 49 freed since, under the bound.
+        assert_eq!((r.extras.len(), r.free_extras.len()), (100, 49));
+        assert_eq!(
+            r.get(r.slot_of("a199").unwrap() as usize).unwrap().text,
+            "text of a199"
+        );
+        assert_eq!(r.ids_of_ref("doc").len(), 51);
     }
 
     #[test]

@@ -59,10 +59,10 @@ const DIM: usize = 32;
 const M: usize = 8;
 /// Arena bytes of one id below (`e00000`): its length byte and the id.
 const ID_BYTES: usize = 7;
-/// What a slot's record costs besides its id: the id's offset in the arena
-/// (u64) and the pointer to its text / metadata / `ref_doc_id` box (null
-/// without any).
-const RECORD: usize = 16;
+/// What a slot's record costs besides its id: the entry's offset in the
+/// arena (u64) and the byte after the id that says it has no text /
+/// metadata / `ref_doc_id` entry.
+const RECORD: usize = 9;
 
 fn vector(i: usize) -> Vec<f32> {
     (0..DIM)
@@ -161,10 +161,11 @@ fn bytes_per_entry_by_part() {
     drop(idx);
     let meta_cost = meta - plain;
     eprintln!(
-        "one metadata key adds {meta_cost:.1} B/entry (the extras box, one sorted pair, the key)"
+        "one metadata key adds {meta_cost:.1} B/entry (an extras entry, one sorted pair, the key)"
     );
-    // The extras box (64 B), the pair (16 B key pointer + 32 B value) and
-    // the key's bytes; a `BTreeMap` leaf of eleven slots alone was ≈ 640.
+    // An extras entry (48 B, in a table grown by an eighth), the pair (16 B
+    // key pointer + 32 B value) and the key's bytes; a `BTreeMap` leaf of
+    // eleven slots alone was ≈ 640.
     assert!(
         meta_cost <= 140.0,
         "one metadata key costs {meta_cost:.1} B/entry"
@@ -180,7 +181,7 @@ fn bytes_per_entry_by_part() {
     drop(idx);
     let ref_cost = refd - plain;
     eprintln!("ref_doc_id (8 entries per document) adds {ref_cost:.1} B/entry");
-    // The extras box (64 B: text, metadata and `ref_doc_id` headers) that
+    // The extras entry (48 B: text, metadata and `ref_doc_id` headers) that
     // an entry without any of them does not have, the `ref_doc_id` string
     // ("doc123", 6-7 B), and a share of the document's map entry and slot
     // list; a copy of each id in a per-document set would add about 50.

@@ -268,10 +268,15 @@ class HnswIndex:
         m: int = 16,
         ef_construction: int = 200,
         ef_search: int = 64,
+        storage: Literal["f32", "int8", "binary"] = "f32",
+        rescore: int = 0,
     ) -> None: ...
     @staticmethod
     def load(path: str | PathLike[str]) -> HnswIndex:
         """Loads an index saved with ``save``; damage raises ``StorageError``."""
+    @property
+    def storage(self) -> Literal["f32", "int8", "binary"]:
+        """What the search walks on (int8 / binary: codes, rescored exactly)."""
     @property
     def ef_search(self) -> int:
         """Candidate list size while searching (settable)."""

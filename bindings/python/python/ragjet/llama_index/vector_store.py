@@ -173,8 +173,8 @@ class RagjetVectorStore(BasePydanticVectorStore):
     enable_hybrid: bool = Field(default=True, description="Keep a BM25 index for SPARSE/HYBRID.")
     storage: str = Field(
         default="f32",
-        description='Flat index element type: "f32", "f16", "int8" or "binary" '
-        "(compressed scan, exact rescore of the best candidates from f32 rows).",
+        description='Element type: "f32", "f16" (flat only), "int8" or "binary" '
+        "(compressed scan or graph walk, exact rescore of the best candidates from f32 rows).",
     )
     m: int = Field(default=16, description="HNSW links per node.")
     ef_construction: int = Field(default=200, description="HNSW build beam width.")
@@ -208,11 +208,15 @@ class RagjetVectorStore(BasePydanticVectorStore):
         ``persist_dir`` (its settings then win over the arguments).
 
         Raises:
-            ValueError: an unknown ``index`` or ``metric``.
+            ValueError: an unknown ``index`` or ``metric``, or ``storage="f16"``
+                with ``index="hnsw"``.
             ragjet.StorageError: the persisted files are unreadable.
         """
         if index not in ("flat", "hnsw"):
             raise ValueError(f'index must be "flat" or "hnsw", not {index!r}')
+        if index == "hnsw" and storage in ("f16", "float16"):
+            # Refused here, not at the first add (the index is created then).
+            raise ValueError('storage="f16" is for index="flat"; HNSW takes f32, int8 or binary')
         if metric not in ("cosine", "ip", "l2"):
             raise ValueError(f'metric must be "cosine", "ip" or "l2", not {metric!r}')
         super().__init__(
@@ -278,6 +282,7 @@ class RagjetVectorStore(BasePydanticVectorStore):
                 m=self.m,
                 ef_construction=self.ef_construction,
                 ef_search=self.ef_search,
+                storage=self.storage,
             )
         return ragjet.FlatIndex(dim, metric=self.metric, storage=self.storage)
 
