@@ -12,7 +12,7 @@ use crate::distance::{graph_distance, Metric};
 use crate::error::{corrupt, Result, RetrievalError};
 use crate::filter::MetadataFilters;
 use crate::flat::{check_rows_dir, full_rows, kind_of, rescore_depth, rows_io_err};
-use crate::graph::{self, FlatGraph, Walk};
+use crate::graph::{self, FlatGraph};
 use crate::hnsw_dump;
 use crate::hnsw_legacy::{self, Legacy};
 use crate::index::{check_dim, check_filter, prepare_entries, prepare_query, VectorIndex};
@@ -483,8 +483,8 @@ impl HnswIndex {
             return self.graph.search(q, k, ef, accept);
         };
         let cands = match book.walk_query(q) {
-            WalkQuery::Int8(w) => self.walk_codes(&w, ef, accept),
-            WalkQuery::Binary(w) => self.walk_codes(&w, ef, accept),
+            WalkQuery::Int8(w) => self.graph.search_by(&w, ef, ef, accept),
+            WalkQuery::Binary(w) => self.graph.search_by(&w, ef, ef, accept),
         };
         let mut top = TopK::new(k);
         for (_, slot) in cands {
@@ -494,15 +494,6 @@ impl HnswIndex {
             .into_iter()
             .map(|c| (-c.score, c.slot))
             .collect()
-    }
-
-    fn walk_codes<W: Walk>(
-        &self,
-        w: &W,
-        ef: usize,
-        accept: Option<&dyn Fn(u32) -> bool>,
-    ) -> Vec<(f32, u32)> {
-        self.graph.search_by(w, ef, ef, accept)
     }
 
     /// The rows a filter (and the tombstone check) lets through, cached for

@@ -11,8 +11,6 @@ use ragjet_retrieval::{
     Entry, FilterOperator, FlatConfig, FlatIndex, Hit, HnswConfig, HnswIndex, IndexSpec,
     MetadataFilter, MetadataFilters, RetrievalError, Storage, VectorIndex, VectorStore,
 };
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 const KINDS: [Storage; 2] = [Storage::Int8, Storage::Binary];
 
@@ -20,19 +18,6 @@ fn entries(rows: &[Vec<f32>]) -> Vec<Entry> {
     rows.iter()
         .enumerate()
         .map(|(i, v)| Entry::new(format!("e{i}"), v.clone()).with_meta("tag", (i % 5) as i64))
-        .collect()
-}
-
-/// Queries near stored rows (a row plus noise), as retrieval queries are.
-fn queries_near(rows: &[Vec<f32>], n: usize, noise: f32, seed: u64) -> Vec<Vec<f32>> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    (0..n)
-        .map(|_| {
-            let r = &rows[rng.random_range(0..rows.len())];
-            r.iter()
-                .map(|x| x + noise * common::normal(&mut rng))
-                .collect()
-        })
         .collect()
 }
 
@@ -150,7 +135,7 @@ fn recall_and_exact_scores_at_the_default_rescore() {
 #[test]
 fn the_rescoring_depth_is_used() {
     let all = common::clustered(2_000, 96, 30, 0.4, 31);
-    let qs = queries_near(&all, 30, 0.4, 32);
+    let qs = common::queries_near(&all, 30, 0.4, 32);
     let exact = exact_index(&all, Metric::Cosine);
     let mut shallow =
         HnswIndex::new(config(96, Metric::Cosine, Storage::Binary).with_rescore(1)).unwrap();
@@ -176,7 +161,7 @@ fn the_rescoring_depth_is_used() {
 fn filters_deletes_upserts_compact_and_persistence() {
     let dim = 64;
     let all = common::clustered(2_400, dim, 20, 0.4, 41);
-    let qs = queries_near(&all, 25, 0.4, 42);
+    let qs = common::queries_near(&all, 25, 0.4, 42);
     for storage in KINDS {
         for metric in [Metric::Cosine, Metric::L2] {
             let ents: Vec<Entry> = entries(&all)
@@ -273,7 +258,7 @@ fn filters_deletes_upserts_compact_and_persistence() {
 fn broad_filters_and_tombstones_walk_the_codes() {
     let dim = 16;
     let all = common::clustered(26_000, dim, 60, 0.5, 51);
-    let qs = queries_near(&all, 30, 0.3, 52);
+    let qs = common::queries_near(&all, 30, 0.3, 52);
     let exact = exact_index(&all, Metric::Cosine);
     let f = tag_filter(FilterOperator::Ne, 0);
     for storage in KINDS {
@@ -306,7 +291,7 @@ fn broad_filters_and_tombstones_walk_the_codes() {
 fn namespaces_keep_their_storage_through_a_store_save() {
     let dim = 32;
     let all = common::clustered(1_200, dim, 10, 0.4, 61);
-    let qs = queries_near(&all, 10, 0.4, 62);
+    let qs = common::queries_near(&all, 10, 0.4, 62);
     let mut store = VectorStore::new();
     for storage in KINDS {
         let name = format!("{storage:?}");
@@ -337,7 +322,7 @@ fn namespaces_keep_their_storage_through_a_store_save() {
 fn rows_in_a_mapped_file_answer_as_rows_in_ram() {
     let dim = 48;
     let all = common::clustered(1_500, dim, 12, 0.4, 71);
-    let qs = queries_near(&all, 15, 0.4, 72);
+    let qs = common::queries_near(&all, 15, 0.4, 72);
     for storage in KINDS {
         let spill = tempfile::tempdir().unwrap();
         let cfg = config(dim, Metric::L2, storage);

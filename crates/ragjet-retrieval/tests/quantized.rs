@@ -12,7 +12,7 @@ use ragjet_retrieval::{
     Storage, VectorIndex, VectorStore,
 };
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 const KINDS: [Storage; 2] = [Storage::Int8, Storage::Binary];
 
@@ -20,20 +20,6 @@ fn random(n: usize, dim: usize, seed: u64) -> Vec<Vec<f32>> {
     let mut rng = StdRng::seed_from_u64(seed);
     (0..n)
         .map(|_| (0..dim).map(|_| common::normal(&mut rng)).collect())
-        .collect()
-}
-
-/// Queries near stored rows (a row plus noise of the same scale), as
-/// retrieval queries are near their answers rather than uniform.
-fn queries_near(rows: &[Vec<f32>], n: usize, noise: f32, seed: u64) -> Vec<Vec<f32>> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    (0..n)
-        .map(|_| {
-            let r = &rows[rng.random_range(0..rows.len())];
-            r.iter()
-                .map(|x| x + noise * common::normal(&mut rng))
-                .collect()
-        })
         .collect()
 }
 
@@ -102,7 +88,7 @@ fn data_sets(n: usize) -> [(&'static str, Vec<Vec<f32>>); 2] {
 #[test]
 fn recall_after_rescoring_at_the_default_depth() {
     for (name, rows) in data_sets(4000) {
-        let qs = queries_near(&rows, 40, 0.5, 3);
+        let qs = common::queries_near(&rows, 40, 0.5, 3);
         for metric in [Metric::Cosine, Metric::L2] {
             let exact = build(Storage::F32, metric, &rows, 0);
             let r8 = recall(
@@ -132,7 +118,7 @@ fn recall_after_rescoring_at_the_default_depth() {
 #[test]
 fn the_rescoring_depth_is_configurable() {
     let rows = common::clustered(4000, 384, 50, 0.3, 2);
-    let qs = queries_near(&rows, 40, 0.5, 3);
+    let qs = common::queries_near(&rows, 40, 0.5, 3);
     let exact = build(Storage::F32, Metric::Cosine, &rows, 0);
     let shallow = recall(
         &exact,
@@ -170,7 +156,7 @@ fn tag_filter(min: i64) -> MetadataFilters {
 #[test]
 fn filters_deletes_and_upserts_match_f32() {
     let rows = common::clustered(600, 48, 8, 0.3, 5);
-    let qs = queries_near(&rows, 20, 0.3, 6);
+    let qs = common::queries_near(&rows, 20, 0.3, 6);
     for storage in KINDS {
         for metric in [Metric::Cosine, Metric::Dot, Metric::L2] {
             let mut exact = build(Storage::F32, metric, &rows, 0);
@@ -214,7 +200,7 @@ fn filters_deletes_and_upserts_match_f32() {
 #[test]
 fn namespaces_and_persistence_round_trip() {
     let rows = common::clustered(800, 64, 8, 0.3, 9);
-    let qs = queries_near(&rows, 20, 0.3, 10);
+    let qs = common::queries_near(&rows, 20, 0.3, 10);
     let tmp = tempfile::tempdir().unwrap();
     let mut store = VectorStore::new();
     for storage in KINDS {
@@ -275,7 +261,7 @@ fn saves_without_a_format_version_load_as_f32() {
 #[ignore = "tuning run (minutes): cargo test -p ragjet-retrieval --test quantized -- --ignored --nocapture"]
 fn print_recall_by_depth() {
     for (name, rows) in data_sets(20_000) {
-        let qs = queries_near(&rows, 100, 0.5, 3);
+        let qs = common::queries_near(&rows, 100, 0.5, 3);
         for metric in [Metric::Cosine, Metric::L2] {
             let exact = build(Storage::F32, metric, &rows, 0);
             for storage in KINDS {
@@ -297,7 +283,7 @@ fn print_recall_by_depth() {
 fn rows_in_a_mapped_file_answer_as_rows_in_ram() {
     let dim = 24;
     let rows = random(900, dim, 41);
-    let queries = queries_near(&rows, 20, 0.1, 42);
+    let queries = common::queries_near(&rows, 20, 0.1, 42);
     for storage in KINDS {
         let spill = tempfile::tempdir().unwrap();
         let cfg = FlatConfig::new(dim, Metric::L2).with_storage(storage);

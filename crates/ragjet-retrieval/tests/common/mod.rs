@@ -26,6 +26,18 @@ pub fn clustered(n: usize, dim: usize, clusters: usize, spread: f32, seed: u64) 
         .collect()
 }
 
+/// Queries near stored rows (a row plus noise), as retrieval queries are
+/// near their answers rather than uniform.
+pub fn queries_near(rows: &[Vec<f32>], n: usize, noise: f32, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let r = &rows[rng.random_range(0..rows.len())];
+            r.iter().map(|x| x + noise * normal(&mut rng)).collect()
+        })
+        .collect()
+}
+
 /// The current generation directory of `dir`.
 pub fn generation(dir: &Path) -> PathBuf {
     fs::read_dir(dir)
