@@ -168,6 +168,17 @@ impl HnswConfig {
         })
     }
 
+    /// With a rows directory, moves `graph`'s rows into a new file there
+    /// (a new index, or a load's verified rows); without one they stay in
+    /// RAM.
+    fn place_rows(&self, graph: &mut FlatGraph) -> Result<()> {
+        if let Some(dir) = self.rows_dir.as_deref() {
+            let full = full_rows(Some(dir), self.dim)?;
+            graph.move_rows(full).map_err(|e| self.rows_err(e))?;
+        }
+        Ok(())
+    }
+
     fn rows_err(&self, e: std::io::Error) -> RetrievalError {
         rows_io_err(self.rows_dir.as_deref(), e)
     }
@@ -309,10 +320,7 @@ impl HnswIndex {
     pub fn new(cfg: HnswConfig) -> Result<Self> {
         cfg.validate()?;
         let mut graph = new_graph(&cfg);
-        if cfg.rows_dir.is_some() {
-            let full = full_rows(cfg.rows_dir.as_deref(), cfg.dim)?;
-            graph.move_rows(full).map_err(|e| cfg.rows_err(e))?;
-        }
+        cfg.place_rows(&mut graph)?;
         Ok(HnswIndex {
             graph,
             codes: cfg.new_codes(),
@@ -696,10 +704,7 @@ impl HnswIndex {
         }
         // Int8 / binary: the rows move to their file (if any) and the codes
         // are trained on every saved row, as a flat index's are.
-        if cfg.rows_dir.is_some() {
-            let full = full_rows(cfg.rows_dir.as_deref(), cfg.dim)?;
-            graph.move_rows(full).map_err(|e| cfg.rows_err(e))?;
-        }
+        cfg.place_rows(&mut graph)?;
         Ok(HnswIndex {
             codes: cfg.trained_codes(&graph),
             cfg,
