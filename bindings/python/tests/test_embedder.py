@@ -448,7 +448,11 @@ def test_the_gil_is_released_while_embedding(embedder, monkeypatch):
 def test_ctrl_c_interrupts_a_long_embed(embedder, monkeypatch):
     fake = FakeTqdm()
     monkeypatch.setitem(sys.modules, "tqdm.auto", fake.module)
-    chunks = 400
+    # Long enough (≈ 7 s uninterrupted) that the sender thread is scheduled
+    # well before the end on a busy 2-core machine: with 400 chunks (≈ 0.7
+    # s) a fresh-clone CI run once finished every chunk first. Interrupted,
+    # the call stops after a few chunks, so the length costs nothing.
+    chunks = 4000
     main = threading.main_thread().ident
     assert threading.get_ident() == main, "signals are delivered to the main thread"
 
