@@ -126,6 +126,45 @@ pub(crate) fn check_not_empty(batch: &[&Encoding]) -> Result<()> {
 /// rows of the packed hidden states.
 pub(crate) struct PackedBackend(pub BertEncoder);
 
+/// The most tokens one forward pass of the packed encoder takes (whole
+/// texts; a longer text goes alone). Why: a pass holds 9 KB of f32
+/// activations per token at all-MiniLM-L6-v2's width (layer input,
+/// query/key/value, context, attention output), and once those outgrow the
+/// caches every layer streams them through memory. On the 2-core Xeon here,
+/// 32 fixture passages (~5,400 tokens) in one pass embedded 10–25 % slower
+/// than in passes of 1,536–2,048 tokens, and bf16 was slower again at 1,024
+/// (`docs/performance.md`, "Int8 encoder").
+const FORWARD_TOKENS: usize = 2048;
+
+impl PackedBackend {
+    fn forward_group(
+        &self,
+        batch: &[&Encoding],
+        tokens: usize,
+        modes: &[PoolingMode],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let mut packed = PackedBatch::with_capacity(batch.len(), tokens);
+        for enc in batch {
+            packed.push(enc.get_ids(), enc.get_type_ids());
+        }
+        let states = self.0.forward(&packed)?;
+        let hidden = self.hidden_size();
+        let dim = modes.len() * hidden;
+        for (row, dst) in out.chunks_exact_mut(dim).enumerate() {
+            let (start, end) = (packed.offsets[row], packed.offsets[row + 1]);
+            pool_into(
+                &states[start * hidden..end * hidden],
+                end - start,
+                hidden,
+                modes,
+                dst,
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Backend for PackedBackend {
     fn hidden_size(&self) -> usize {
         self.0.hidden_size()
@@ -142,23 +181,17 @@ impl Backend for PackedBackend {
         out: &mut [f32],
     ) -> Result<()> {
         check_not_empty(batch)?;
-        let tokens = batch.iter().map(|e| e.len()).sum();
-        let mut packed = PackedBatch::with_capacity(batch.len(), tokens);
-        for enc in batch {
-            packed.push(enc.get_ids(), enc.get_type_ids());
-        }
-        let states = self.0.forward(&packed)?;
-        let hidden = self.hidden_size();
-        let dim = modes.len() * hidden;
-        for (row, dst) in out.chunks_exact_mut(dim).enumerate().take(batch.len()) {
-            let (start, end) = (packed.offsets[row], packed.offsets[row + 1]);
-            pool_into(
-                &states[start * hidden..end * hidden],
-                end - start,
-                hidden,
-                modes,
-                dst,
-            );
+        let dim = modes.len() * self.hidden_size();
+        let mut start = 0;
+        while start < batch.len() {
+            let (mut end, mut tokens) = (start + 1, batch[start].len());
+            while end < batch.len() && tokens + batch[end].len() <= FORWARD_TOKENS {
+                tokens += batch[end].len();
+                end += 1;
+            }
+            let group = &batch[start..end];
+            self.forward_group(group, tokens, modes, &mut out[start * dim..end * dim])?;
+            start = end;
         }
         Ok(())
     }

@@ -73,6 +73,7 @@
 mod adaptive;
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod amx;
+mod attention;
 mod backend;
 mod config;
 mod cross_encoder;

@@ -348,6 +348,10 @@ impl Linear {
         self.n
     }
 
+    pub fn in_features(&self) -> usize {
+        self.k
+    }
+
     fn weights(&self) -> &[f32] {
         // SAFETY: `Line` is 16 f32 with no padding.
         unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast(), self.lines.len() * 16) }
@@ -361,6 +365,31 @@ impl Linear {
         x: &[f32],
         out: &mut [f32],
         epilogue: Epilogue,
+    ) -> candle_core::Result<()> {
+        self.product(x, out, epilogue, true)
+    }
+
+    /// [`forward`](Self::forward) on the calling thread, as one task: for a
+    /// caller that already runs parallel blocks of rows (the encoder's fused
+    /// layers), so that a block's product and what follows it stay in this
+    /// core's cache. Gives the same bits as `forward` on the AVX-512 and
+    /// int8 paths (each output's sum runs in the same order however the
+    /// rows are split); `gemm`'s blocking may differ in rounding.
+    pub fn forward_rows(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        epilogue: Epilogue,
+    ) -> candle_core::Result<()> {
+        self.product(x, out, epilogue, false)
+    }
+
+    fn product(
+        &self,
+        x: &[f32],
+        out: &mut [f32],
+        epilogue: Epilogue,
+        parallel: bool,
     ) -> candle_core::Result<()> {
         let kernels = self.kernels;
         let m = match self.k {
@@ -379,20 +408,35 @@ impl Linear {
         if m == 0 || self.n == 0 {
             return Ok(());
         }
+        let finish = |out: &mut [f32]| match epilogue {
+            Epilogue::Bias(bias, act) if parallel => out
+                .par_chunks_mut(rows_per_task(m) * self.n)
+                .for_each(|rows| apply(kernels, rows, bias, act)),
+            Epilogue::Bias(bias, act) => apply(kernels, out, bias, act),
+            Epilogue::None => {}
+        };
         if self.k == 0 {
             // An empty sum: the product is zero (the tiles and the bf16
             // conversion split rows of width `k`, which must not be 0).
             out.fill(0.0);
-            if let Epilogue::Bias(bias, act) = epilogue {
-                out.par_chunks_mut(rows_per_task(m) * self.n)
-                    .for_each(|rows| apply(kernels, rows, bias, act));
-            }
+            finish(out);
             return Ok(());
         }
+        let grid = self.grid(m, parallel);
+        // SAFETY: each task of the grid writes its own block of rows ×
+        // columns, and `out` is not touched otherwise until they are done.
+        let dst = unsafe { SharedOut::new(out) };
+        let for_each_task = |run: &(dyn Fn(Task) + Sync)| {
+            if parallel {
+                (0..grid.tasks())
+                    .into_par_iter()
+                    .for_each(|task| run(grid.task(task)));
+            } else {
+                run(grid.task(0));
+            }
+        };
         if let Some(columns) = &self.int8 {
-            // SAFETY: `int8_products` gives each task its own block of rows
-            // × columns, and `out` is not touched otherwise until it returns.
-            self.int8_products(x, m, columns, unsafe { SharedOut::new(out) }, epilogue);
+            for_each_task(&|task| self.int8_task(x, task, columns, dst, epilogue));
             return Ok(());
         }
         // Without native bf16 products, round the inputs and multiply them
@@ -401,16 +445,17 @@ impl Linear {
         let x = if self.products == Products::Bf16
             && !matches!(self.layout, Layout::Bf16Panels | Layout::Bf16Amx)
         {
-            rounded = x.par_iter().map(|&v| round_bf16(v)).collect();
+            rounded = match parallel {
+                true => x.par_iter().map(|&v| round_bf16(v)).collect(),
+                false => x.iter().map(|&v| round_bf16(v)).collect(),
+            };
             &rounded
         } else {
             x
         };
         #[cfg(target_arch = "x86_64")]
         if self.layout != Layout::RowMajor {
-            // SAFETY: `tiled` gives each task its own block of rows ×
-            // columns, and `out` is not touched otherwise until it returns.
-            self.tiled(x, m, unsafe { SharedOut::new(out) }, epilogue);
+            for_each_task(&|task| self.tiled_task(x, task, dst, epilogue));
             return Ok(());
         }
         // SAFETY: the shapes match the buffers (checked above).
@@ -434,174 +479,173 @@ impl Linear {
                 false,
                 false,
                 false,
-                gemm::Parallelism::Rayon(rayon::current_num_threads()),
+                if parallel {
+                    gemm::Parallelism::Rayon(rayon::current_num_threads())
+                } else {
+                    gemm::Parallelism::None
+                },
             );
         }
-        if let Epilogue::Bias(bias, act) = epilogue {
-            out.par_chunks_mut(rows_per_task(m) * self.n)
-                .for_each(|rows| apply(kernels, rows, bias, act));
-        }
+        finish(out);
         Ok(())
     }
 
-    /// The AVX-512 paths: tasks of up to `TILES_PER_BLOCK` row tiles × a
-    /// group of column panels, enough of them to keep every thread busy
-    /// even for one short text.
+    /// How the product of `m` rows is cut into tasks: one task when the
+    /// caller runs it on its own thread; otherwise blocks of the kernel's
+    /// rows × groups of column panels.
+    fn grid(&self, m: usize, parallel: bool) -> TaskGrid {
+        match (parallel, self.layout) {
+            (false, _) => TaskGrid::whole(m, self.n),
+            // The AMX tiles sum 32 rows × 32 columns at a time: blocks of
+            // two such row groups (rather than 48 rows, whose last 16 would
+            // load a weight tile per product instead of per two) that share
+            // each weight panel from L1.
+            (true, Layout::Int8Amx) => TaskGrid::with_block_rows(m, self.n, 64),
+            (true, _) => TaskGrid::new(m, self.n),
+        }
+    }
+
+    /// One task of the AVX-512 paths: its rows × its group of panels.
     #[cfg(target_arch = "x86_64")]
-    fn tiled(&self, x: &[f32], m: usize, dst: SharedOut<'_>, epilogue: Epilogue) {
+    fn tiled_task(&self, x: &[f32], task: Task, dst: SharedOut<'_>, epilogue: Epilogue) {
         let (k, n) = (self.k, self.n);
         let pairs = k.div_ceil(2);
-        let grid = TaskGrid::new(m, n);
-        (0..grid.tasks()).into_par_iter().for_each(|task| {
-            let Task {
-                r0,
-                r1,
-                p0,
-                p1,
-                c0,
-                c1,
-            } = grid.task(task);
-            let (rows, cols) = (r1 - r0, c1 - c0);
-            let c = dst.block(r0 * n + c0, rows, cols, n);
-            let x = &x[r0 * k..r1 * k];
-            // SAFETY: `x`, the weight panels and the output block `c` are
-            // checked to hold what the tiles read and write (slicing here,
-            // the length asserts of the tile functions, `dst.block`); this
-            // task alone writes that output block; the CPU has the features
-            // of the layout (`with_layout` only builds layouts that
-            // `Layout::available` offers after its CPU check).
-            unsafe {
-                if self.layout == Layout::Bf16Amx {
-                    // Rows padded to whole tiles, each padded to `depth`
-                    // words, with zeros (which add nothing to the sums).
-                    let depth = bf16_depth(k, self.layout);
-                    BF16_ROWS.with_borrow_mut(|words| {
-                        words.clear();
-                        words.resize(rows.next_multiple_of(crate::amx::TILE) * depth, 0);
-                        for (row, out) in x.chunks_exact(k).zip(words.chunks_exact_mut(depth)) {
-                            avx512::to_bf16_pairs(row, k, &mut out[..pairs]);
-                        }
-                        let w = &words_ref(&self.lines)[p0 * depth * NR..p1 * depth * NR];
-                        crate::amx::bf16_tiles(rows, cols, depth, words, w, c, n);
-                    });
-                } else if self.layout == Layout::Bf16Panels {
-                    BF16_ROWS.with_borrow_mut(|words| {
-                        words.resize(rows * pairs, 0);
-                        avx512::to_bf16_pairs(x, k, words);
-                        let w = &words_ref(&self.lines)[p0 * pairs * NR..p1 * pairs * NR];
-                        avx512::bf16_tiles(rows, cols, pairs, words, w, c, n);
-                    });
-                } else {
-                    let w = &self.weights()[p0 * k * NR..p1 * k * NR];
-                    avx512::f32_tiles(rows, cols, k, x, w, c, n);
-                }
+        let Task {
+            r0,
+            r1,
+            p0,
+            p1,
+            c0,
+            c1,
+        } = task;
+        let (rows, cols) = (r1 - r0, c1 - c0);
+        let c = dst.block(r0 * n + c0, rows, cols, n);
+        let x = &x[r0 * k..r1 * k];
+        // SAFETY: `x`, the weight panels and the output block `c` are
+        // checked to hold what the tiles read and write (slicing here, the
+        // length asserts of the tile functions, `dst.block`); this task
+        // alone writes that output block; the CPU has the features of the
+        // layout (`with_layout` only builds layouts that
+        // `Layout::available` offers after its CPU check).
+        unsafe {
+            if self.layout == Layout::Bf16Amx {
+                // Rows padded to whole tiles, each padded to `depth` words,
+                // with zeros (which add nothing to the sums).
+                let depth = bf16_depth(k, self.layout);
+                BF16_ROWS.with_borrow_mut(|words| {
+                    words.clear();
+                    words.resize(rows.next_multiple_of(crate::amx::TILE) * depth, 0);
+                    for (row, out) in x.chunks_exact(k).zip(words.chunks_exact_mut(depth)) {
+                        avx512::to_bf16_pairs(row, k, &mut out[..pairs]);
+                    }
+                    let w = &words_ref(&self.lines)[p0 * depth * NR..p1 * depth * NR];
+                    crate::amx::bf16_tiles(rows, cols, depth, words, w, c, n);
+                });
+            } else if self.layout == Layout::Bf16Panels {
+                BF16_ROWS.with_borrow_mut(|words| {
+                    words.resize(rows * pairs, 0);
+                    avx512::to_bf16_pairs(x, k, words);
+                    let w = &words_ref(&self.lines)[p0 * pairs * NR..p1 * pairs * NR];
+                    avx512::bf16_tiles(rows, cols, pairs, words, w, c, n);
+                });
+            } else {
+                let w = &self.weights()[p0 * k * NR..p1 * k * NR];
+                avx512::f32_tiles(rows, cols, k, x, w, c, n);
             }
-            if let Epilogue::Bias(bias, act) = epilogue {
-                for i in r0..r1 {
-                    // SAFETY: this task's block, written above.
-                    let row = unsafe { dst.slice_mut(i * n + c0, c1 - c0) };
-                    apply(self.kernels, row, &bias[c0..c1], act);
-                }
+        }
+        self.task_epilogue(task, dst, epilogue);
+    }
+
+    /// The bias and activation on a task's block, written just before.
+    fn task_epilogue(&self, task: Task, dst: SharedOut<'_>, epilogue: Epilogue) {
+        if let Epilogue::Bias(bias, act) = epilogue {
+            for i in task.r0..task.r1 {
+                // SAFETY: this task's block, which only this task writes.
+                let row = unsafe { dst.slice_mut(i * self.n + task.c0, task.c1 - task.c0) };
+                apply(self.kernels, row, &bias[task.c0..task.c1], act);
             }
-        });
+        }
     }
 }
 
 impl Linear {
-    /// The int8 paths: the tasks of [`tiled`](Self::tiled), each
-    /// quantizing its input rows once, then summing them against its
-    /// panels on `vpdpbusd` tiles or in [`int8_rows_emulated`].
-    fn int8_products(
+    /// One task of the int8 paths: quantizes its input rows once, then sums
+    /// them against its panels on AMX or `vpdpbusd` tiles or in
+    /// [`int8_rows_emulated`].
+    fn int8_task(
         &self,
         x: &[f32],
-        m: usize,
+        task: Task,
         columns: &Int8Columns,
         dst: SharedOut<'_>,
         epilogue: Epilogue,
     ) {
         let (k, n) = (self.k, self.n);
         let quads = int8_depth(k, self.layout);
-        // The AMX tiles sum 32 rows × 32 columns at a time: blocks of two
-        // such row groups (rather than 48 rows, whose last 16 would load a
-        // weight tile per product instead of per two) that share each
-        // weight panel from L1.
-        let grid = match self.layout {
-            Layout::Int8Amx => TaskGrid::with_block_rows(m, n, 64),
-            _ => TaskGrid::new(m, n),
-        };
-        (0..grid.tasks()).into_par_iter().for_each(|task| {
-            let Task {
-                r0,
-                r1,
-                p0,
-                p1,
-                c0,
-                c1,
-            } = grid.task(task);
-            let (rows, cols) = (r1 - r0, c1 - c0);
-            let w = &words_ref(&self.lines)[p0 * quads * NR..p1 * quads * NR];
-            let (scale, offset) = (&columns.scale[c0..p1 * NR], &columns.offset[c0..p1 * NR]);
-            INT8_ROWS.with_borrow_mut(|(words, row_scales)| {
-                // The AMX tiles read rows in whole tiles; what the padding
-                // rows and words hold meets zero weights or is never stored.
-                let padded_rows = match self.layout {
-                    Layout::Int8Amx => rows.next_multiple_of(16),
-                    _ => rows,
-                };
-                words.resize(padded_rows * quads, 0);
-                row_scales.resize(rows, 0.0);
-                quantize_rows(
-                    self.kernels,
-                    &x[r0 * k..r1 * k],
-                    k,
-                    quads,
-                    words,
-                    row_scales,
-                );
-                #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-                if self.layout == Layout::Int8Amx {
-                    let c = dst.block(r0 * n + c0, rows, cols, n);
-                    // SAFETY: the operands' lengths are checked by the tile
-                    // function and `dst.block`; this task alone writes the
-                    // block `c`; the CPU has AMX-INT8 with Linux's
-                    // permission and AVX-512F (`with_layout` only builds
-                    // layouts `Layout::available` offers after its checks).
-                    unsafe {
-                        crate::amx::int8_tiles(
-                            rows, cols, quads, words, row_scales, w, scale, offset, c, n,
-                        );
-                    }
-                    return;
+        let Task {
+            r0,
+            r1,
+            p0,
+            p1,
+            c0,
+            c1,
+        } = task;
+        let (rows, cols) = (r1 - r0, c1 - c0);
+        let w = &words_ref(&self.lines)[p0 * quads * NR..p1 * quads * NR];
+        let (scale, offset) = (&columns.scale[c0..p1 * NR], &columns.offset[c0..p1 * NR]);
+        INT8_ROWS.with_borrow_mut(|(words, row_scales)| {
+            // The AMX tiles read rows in whole tiles; what the padding rows
+            // and words hold meets zero weights or is never stored.
+            let padded_rows = match self.layout {
+                Layout::Int8Amx => rows.next_multiple_of(16),
+                _ => rows,
+            };
+            words.resize(padded_rows * quads, 0);
+            row_scales.resize(rows, 0.0);
+            quantize_rows(
+                self.kernels,
+                &x[r0 * k..r1 * k],
+                k,
+                quads,
+                words,
+                row_scales,
+            );
+            #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+            if self.layout == Layout::Int8Amx {
+                let c = dst.block(r0 * n + c0, rows, cols, n);
+                // SAFETY: the operands' lengths are checked by the tile
+                // function and `dst.block`; this task alone writes the block
+                // `c`; the CPU has AMX-INT8 with Linux's permission and
+                // AVX-512F (`with_layout` only builds layouts
+                // `Layout::available` offers after its checks).
+                unsafe {
+                    crate::amx::int8_tiles(
+                        rows, cols, quads, words, row_scales, w, scale, offset, c, n,
+                    );
                 }
-                #[cfg(target_arch = "x86_64")]
-                if self.layout == Layout::Int8Vnni {
-                    let c = dst.block(r0 * n + c0, rows, cols, n);
-                    // SAFETY: the operands' lengths are checked by the tile
-                    // function and `dst.block`; this task alone writes the
-                    // block `c`; the CPU has AVX-512 VNNI (`with_layout`
-                    // only builds layouts `Layout::available` offers after
-                    // its CPU check).
-                    unsafe {
-                        avx512::int8_tiles(
-                            rows, cols, quads, words, row_scales, w, scale, offset, c, n,
-                        );
-                    }
-                    return;
+                return;
+            }
+            #[cfg(target_arch = "x86_64")]
+            if self.layout == Layout::Int8Vnni {
+                let c = dst.block(r0 * n + c0, rows, cols, n);
+                // SAFETY: the operands' lengths are checked by the tile
+                // function and `dst.block`; this task alone writes the block
+                // `c`; the CPU has AVX-512 VNNI (`with_layout` only builds
+                // layouts `Layout::available` offers after its CPU check).
+                unsafe {
+                    avx512::int8_tiles(
+                        rows, cols, quads, words, row_scales, w, scale, offset, c, n,
+                    );
                 }
-                for (i, (a, &sx)) in words.chunks_exact(quads).zip(row_scales.iter()).enumerate() {
-                    // SAFETY: this task alone reads or writes its block.
-                    let row = unsafe { dst.slice_mut((r0 + i) * n + c0, cols) };
-                    int8_rows_emulated(a, sx, w, scale, offset, row);
-                }
-            });
-            if let Epilogue::Bias(bias, act) = epilogue {
-                for i in r0..r1 {
-                    // SAFETY: this task's block, written above.
-                    let row = unsafe { dst.slice_mut(i * n + c0, cols) };
-                    apply(self.kernels, row, &bias[c0..c1], act);
-                }
+                return;
+            }
+            for (i, (a, &sx)) in words.chunks_exact(quads).zip(row_scales.iter()).enumerate() {
+                // SAFETY: this task alone reads or writes its block.
+                let row = unsafe { dst.slice_mut((r0 + i) * n + c0, cols) };
+                int8_rows_emulated(a, sx, w, scale, offset, row);
             }
         });
+        self.task_epilogue(task, dst, epilogue);
     }
 }
 
@@ -617,6 +661,7 @@ struct TaskGrid {
 }
 
 /// One task's rows `r0..r1`, panels `p0..p1` and columns `c0..c1`.
+#[derive(Clone, Copy)]
 struct Task {
     r0: usize,
     r1: usize,
@@ -651,6 +696,17 @@ impl TaskGrid {
             block_rows,
             groups,
             per_group,
+        }
+    }
+
+    /// One task: every row, every panel.
+    fn whole(m: usize, n: usize) -> Self {
+        Self {
+            m,
+            n,
+            block_rows: m.max(1),
+            groups: 1,
+            per_group: n.div_ceil(NR).max(1),
         }
     }
 
@@ -750,10 +806,14 @@ unsafe fn quantize_rows_avx512(
         // The largest magnitude: `max(|v|, m)` keeps `m` when `v` is NaN,
         // as `f32::max` does, and the largest of a set does not depend on
         // the order it is taken in.
-        let mut m = _mm512_setzero_ps();
+        // Four running maxima, so that the loop is not one chain of
+        // dependent `vmaxps` (four cycles each).
+        let mut ms = [_mm512_setzero_ps(); 4];
         for c in 0..full {
-            m = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(src.add(16 * c))), m);
+            let m = &mut ms[c % 4];
+            *m = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(src.add(16 * c))), *m);
         }
+        let mut m = _mm512_max_ps(_mm512_max_ps(ms[0], ms[1]), _mm512_max_ps(ms[2], ms[3]));
         if tail > 0 {
             let v = _mm512_maskz_loadu_ps(tail_mask, src.add(16 * full));
             m = _mm512_max_ps(_mm512_abs_ps(v), m);

@@ -76,6 +76,30 @@ fn order_is_restored_and_batch_composition_does_not_matter() {
     }
 }
 
+/// The packed CPU backend splits a batch of more tokens than one forward
+/// pass takes (2,048) into passes of whole texts: every row still belongs to
+/// its text, whichever pass it ran in.
+#[test]
+fn a_batch_over_several_forward_passes_keeps_each_text_its_own() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let e = load(
+        &dir,
+        EmbedderOptions {
+            max_batch_size: 256,
+            ..Default::default()
+        },
+    );
+    let texts: Vec<String> = (0..200).map(|i| sentence(i, 20 + i % 40)).collect();
+    let tokens: usize = texts.iter().map(|t| e.count_tokens(t).unwrap()).sum();
+    assert!(tokens > 3 * 2048, "{tokens} tokens: fewer than three passes' worth");
+    let batched = e.embed(&texts).unwrap();
+    for (i, text) in texts.iter().enumerate() {
+        let alone = e.embed_one(text).unwrap();
+        let diff = max_abs_diff(batched.row(i), &alone);
+        assert!(diff <= 1e-5, "text {i} differs by {diff}");
+    }
+}
+
 #[test]
 fn short_text_among_long_ones_equals_it_alone() {
     let (_tmp, dir) = tiny(TinyModel::default());
