@@ -91,7 +91,10 @@ fn a_batch_over_several_forward_passes_keeps_each_text_its_own() {
     );
     let texts: Vec<String> = (0..200).map(|i| sentence(i, 20 + i % 40)).collect();
     let tokens: usize = texts.iter().map(|t| e.count_tokens(t).unwrap()).sum();
-    assert!(tokens > 3 * 2048, "{tokens} tokens: fewer than three passes' worth");
+    assert!(
+        tokens > 3 * 2048,
+        "{tokens} tokens: fewer than three passes' worth"
+    );
     let batched = e.embed(&texts).unwrap();
     for (i, text) in texts.iter().enumerate() {
         let alone = e.embed_one(text).unwrap();
