@@ -155,7 +155,7 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::Head;
-    use crate::kernels::vector::exp;
+    use crate::kernels::vector::{exp, lanes};
 
     /// Query rows per block: their score rows (`ROWS` × tokens) stay in
     /// L1, and `ROWS` × 2 accumulators of 16 lanes hide the FMA latency in
@@ -165,15 +165,6 @@ mod avx512 {
 
     /// Lanes of a zmm register.
     const L: usize = 16;
-
-    /// The first `n` lanes (all for `n ≥ 16`).
-    fn lanes(n: usize) -> __mmask16 {
-        if n >= L {
-            0xffff
-        } else {
-            (1u16 << n) - 1
-        }
-    }
 
     /// The head's keys and values packed in `scratch`, and room for the
     /// scores of one block of query rows.

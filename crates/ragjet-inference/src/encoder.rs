@@ -364,8 +364,8 @@ impl Sublayer<'_> {
         (tokens >= 2 * threads * rows).then_some(rows)
     }
 
-    /// `out = products(input)`, on blocks of `rows` rows when `parallel` is
-    /// false (the caller's task), else over the pool.
+    /// `out = products(input)`: on the calling thread when `parallel` is
+    /// false (a block of rows, the caller's task), else over the pool.
     fn products(&self, input: &[f32], out: &mut [f32], parallel: bool) -> candle_core::Result<()> {
         let (first, epilogue) = self.first;
         let forward = |linear: &Linear, x: &[f32], y: &mut [f32], e| match parallel {
@@ -386,6 +386,46 @@ impl Sublayer<'_> {
             forward(first, input, middle, epilogue)?;
             forward(second, middle, out, Epilogue::None)
         })
+    }
+
+    /// The op on blocks of `block_rows` rows, or step by step over the
+    /// whole batch with `None`.
+    fn run(
+        &self,
+        out: &mut [f32],
+        input: &[f32],
+        residual: &[f32],
+        block_rows: Option<usize>,
+    ) -> candle_core::Result<()> {
+        let (h, k) = (self.bias.len(), self.first.0.in_features());
+        let tokens = out.len() / h.max(1);
+        if out.len() != tokens * h || input.len() != tokens * k || residual.len() != out.len() {
+            candle_core::bail!(
+                "sublayer: {} outputs, {} inputs and {} residuals for width {h}",
+                out.len(),
+                input.len(),
+                residual.len()
+            );
+        }
+        if tokens == 0 {
+            return Ok(());
+        }
+        let Some(rows) = block_rows else {
+            self.products(input, out, true)?;
+            let chunk = rows_per_task(tokens) * h;
+            out.par_chunks_mut(chunk)
+                .zip(residual.par_chunks(chunk))
+                .for_each(|(rows, res)| self.layer_norm(rows, res));
+            return Ok(());
+        };
+        out.par_chunks_mut(rows * h)
+            .zip(input.par_chunks(rows * k))
+            .zip(residual.par_chunks(rows * h))
+            .try_for_each(|((out, input), residual)| {
+                self.products(input, out, false)?;
+                self.layer_norm(out, residual);
+                Ok(())
+            })
     }
 
     fn layer_norm(&self, rows: &mut [f32], residual: &[f32]) {
@@ -432,48 +472,6 @@ impl InplaceOp3 for Sublayer<'_> {
         let (out, input, residual) = (f32_mut(s1, l1)?, f32_ref(s2, l2)?, f32_ref(s3, l3)?);
         let tokens = out.len() / self.bias.len().max(1);
         self.run(out, input, residual, Self::block_rows(tokens))
-    }
-}
-
-impl Sublayer<'_> {
-    /// The op on blocks of `block_rows` rows, or step by step over the
-    /// whole batch with `None`.
-    fn run(
-        &self,
-        out: &mut [f32],
-        input: &[f32],
-        residual: &[f32],
-        block_rows: Option<usize>,
-    ) -> candle_core::Result<()> {
-        let (h, k) = (self.bias.len(), self.first.0.in_features());
-        let tokens = out.len() / h.max(1);
-        if out.len() != tokens * h || input.len() != tokens * k || residual.len() != out.len() {
-            candle_core::bail!(
-                "sublayer: {} outputs, {} inputs and {} residuals for width {h}",
-                out.len(),
-                input.len(),
-                residual.len()
-            );
-        }
-        if tokens == 0 {
-            return Ok(());
-        }
-        let Some(rows) = block_rows else {
-            self.products(input, out, true)?;
-            let chunk = rows_per_task(tokens) * h;
-            out.par_chunks_mut(chunk)
-                .zip(residual.par_chunks(chunk))
-                .for_each(|(rows, res)| self.layer_norm(rows, res));
-            return Ok(());
-        };
-        out.par_chunks_mut(rows * h)
-            .zip(input.par_chunks(rows * k))
-            .zip(residual.par_chunks(rows * h))
-            .try_for_each(|((out, input), residual)| {
-                self.products(input, out, false)?;
-                self.layer_norm(out, residual);
-                Ok(())
-            })
     }
 }
 
@@ -548,18 +546,7 @@ impl InplaceOp2 for Attention<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn data(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
+    use crate::linear::tests::data;
 
     /// Blocks of rows taken through a whole sublayer give what passes over
     /// the whole batch give: the same bits on the AVX-512 and int8 paths

@@ -196,6 +196,16 @@ variant!(avx2, "avx2", "fma");
 pub(crate) mod vector {
     use std::arch::x86_64::*;
 
+    /// The first `n` lanes of a 16-lane register (all for `n ≥ 16`): the
+    /// mask of a row's tail.
+    pub fn lanes(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xffff
+        } else {
+            (1u16 << n) - 1
+        }
+    }
+
     /// `e^x` per lane: the polynomial of the scalar [`exp`](super::exp)
     /// (Cephes), with fused multiply-adds, which round less, and 2ⁿ by
     /// `vscalefps`, which overflows to infinity by itself (the softmax
@@ -235,7 +245,7 @@ pub(crate) mod vector {
         let h = bias.len();
         for row in rows.chunks_exact_mut(h) {
             for (x, b) in row.chunks_mut(16).zip(bias.chunks(16)) {
-                let keep: __mmask16 = (u32::MAX >> (32 - x.len())) as __mmask16;
+                let keep = lanes(x.len());
                 // SAFETY: `keep` limits the loads and the store to the
                 // chunk's own values.
                 unsafe {

@@ -1276,10 +1276,12 @@ mod avx512 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn data(len: usize, seed: u64) -> Vec<f32> {
+    /// Values in [-1, 1), the same for the same seed (also the encoder's
+    /// tests' data).
+    pub(crate) fn data(len: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
         (0..len)
             .map(|_| {
