@@ -108,6 +108,7 @@ fn residual_layer_norm_body(
 ) {
     let h = gamma.len();
     for (row, res) in rows.chunks_exact_mut(h).zip(residual.chunks_exact(h)) {
+        prefetch_next_rows(row, res);
         for ((x, r), b) in row.iter_mut().zip(res).zip(bias) {
             *x += r + b;
         }
@@ -117,6 +118,28 @@ fn residual_layer_norm_body(
         let inv = 1.0 / (var / h as f32 + eps).sqrt();
         for ((x, g), b) in row.iter_mut().zip(gamma).zip(beta) {
             *x = *x * inv * g + b;
+        }
+    }
+}
+
+/// Requests the rows after `row` and `res` (as wide) from memory, so that
+/// they arrive while this one is normalised: the encoder's rows were often
+/// written by the other core or long before, and each row's first pass
+/// waited on them.
+#[inline(always)]
+fn prefetch_next_rows(row: &[f32], res: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for v in (0..row.len()).step_by(16) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let (a, b) = (
+            row.as_ptr().wrapping_add(row.len() + v),
+            res.as_ptr().wrapping_add(res.len() + v),
+        );
+        // SAFETY: a prefetch reads nothing and does not fault, past the
+        // slices' ends or anywhere.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(a.cast());
+            _mm_prefetch::<_MM_HINT_T0>(b.cast());
         }
     }
 }
@@ -186,7 +209,7 @@ macro_rules! variant {
     };
 }
 
-variant!(avx512, "avx512f", "avx512vl", "avx2", "fma");
+variant!(avx512, "avx512f", "avx512vl", "avx512bw", "avx2", "fma");
 variant!(avx2, "avx2", "fma");
 
 /// Kernels written with AVX-512 intrinsics, where the compiled loops above
@@ -236,10 +259,14 @@ pub(crate) mod vector {
         _mm512_scalef_ps(y, n)
     }
 
-    /// `GELU(x + bias)` in place, row by row: the portable kernel's
-    /// formula (A&S 7.1.26 for erf), with fused multiply-adds, and
-    /// `1 / (1 + p·|z|)` as `vrcp14ps` plus one Newton step instead of a
-    /// division (`vdivps` alone took about half the kernel's time).
+    /// `GELU(x + bias)` in place, row by row, with erf as a rational
+    /// function (Eigen's and TensorFlow's float erf: odd degree 13 over
+    /// even degree 8, the argument clamped to ±4, where erf rounds to ±1 in
+    /// f32) and the division as `vrcp14ps` plus one Newton step. That is
+    /// 22 vector operations a value, where the portable kernel's formula
+    /// (A&S 7.1.26, which needs an `exp`) took 36: the GELU was a tenth of
+    /// the int8 encoder's time. Its erf is as accurate (2.6e-7 against
+    /// 1.5e-7 plus rounding), tested against f64.
     #[target_feature(enable = "avx512f")]
     pub fn bias_gelu(rows: &mut [f32], bias: &[f32]) {
         let h = bias.len();
@@ -263,30 +290,41 @@ pub(crate) mod vector {
     #[target_feature(enable = "avx512f")]
     #[inline]
     fn gelu(v: __m512) -> __m512 {
+        const NUMERATOR: [f32; 7] = [
+            -2.726_142_3e-10,
+            2.770_681_4e-8,
+            -2.101_024e-6,
+            -5.692_506_4e-5,
+            -7.349_906_3e-4,
+            -2.954_6e-3,
+            -1.609_603_3e-2,
+        ];
+        const DENOMINATOR: [f32; 5] = [
+            -1.456_607_2e-5,
+            -2.133_740_6e-4,
+            -1.682_827e-3,
+            -7.373_329e-3,
+            -1.426_473_9e-2,
+        ];
         let one = _mm512_set1_ps(1.0);
         let z = _mm512_mul_ps(v, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
-        let a = _mm512_abs_ps(z);
-        let d = _mm512_fmadd_ps(a, _mm512_set1_ps(0.327_591_1), one);
-        let r = _mm512_rcp14_ps(d);
-        // t = r + r·(1 − d·r): the reciprocal to f32 precision.
-        let t = _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, r, one), r);
-        let mut poly = _mm512_set1_ps(1.061_405_4);
-        for c in [-1.453_152_1, 1.421_413_8, -0.284_496_74, 0.254_829_6] {
-            poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(c));
-        }
-        poly = _mm512_mul_ps(poly, t);
-        let e = exp(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a)));
-        // erf(|z|) = 1 − poly · e ≥ 0, then z's sign.
-        let erf_abs = _mm512_fnmadd_ps(poly, e, one);
-        let sign = _mm512_set1_epi32(i32::MIN);
-        let erf = _mm512_castsi512_ps(_mm512_or_si512(
-            _mm512_andnot_si512(sign, _mm512_castps_si512(erf_abs)),
-            _mm512_and_si512(sign, _mm512_castps_si512(z)),
-        ));
-        _mm512_mul_ps(
-            _mm512_mul_ps(v, _mm512_set1_ps(0.5)),
-            _mm512_add_ps(erf, one),
-        )
+        // `max(lo, z)` then `min(hi, z)` keep a NaN `z`, so NaN stays NaN.
+        let z = _mm512_min_ps(_mm512_set1_ps(4.0), _mm512_max_ps(_mm512_set1_ps(-4.0), z));
+        let z2 = _mm512_mul_ps(z, z);
+        let horner = |coefficients: &[f32]| {
+            let mut p = _mm512_set1_ps(coefficients[0]);
+            for &c in &coefficients[1..] {
+                p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(c));
+            }
+            p
+        };
+        let (p, q) = (horner(&NUMERATOR), horner(&DENOMINATOR));
+        // 1/q to f32 precision (q ≤ −0.0142, never near 0).
+        let r = _mm512_rcp14_ps(q);
+        let r = _mm512_fmadd_ps(r, _mm512_fnmadd_ps(q, r, one), r);
+        let erf = _mm512_mul_ps(_mm512_mul_ps(p, z), r);
+        let half = _mm512_mul_ps(v, _mm512_set1_ps(0.5));
+        _mm512_fmadd_ps(half, erf, half)
     }
 }
 
@@ -329,6 +367,7 @@ mod checked {
         cpu_has_avx2()
             && is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512bw")
     }
 
     impl Kernels {
@@ -351,7 +390,7 @@ mod checked {
             Kernels(Variant::Portable)
         }
 
-        /// Whether this is the AVX-512 variant (the CPU has AVX-512F and VL).
+        /// Whether this is the AVX-512 variant (the CPU has AVX-512F, VL and BW).
         pub fn has_avx512(self) -> bool {
             #[cfg(target_arch = "x86_64")]
             return self.0 == Variant::Avx512;
@@ -375,7 +414,7 @@ mod checked {
                 if cpu_has_avx512() {
                     all.push(Kernels(Variant::Avx512));
                 } else {
-                    eprintln!("SKIPPED: the AVX-512 kernels (this CPU lacks AVX-512F + VL)");
+                    eprintln!("SKIPPED: the AVX-512 kernels (this CPU lacks AVX-512F + VL + BW)");
                 }
             }
             #[cfg(not(target_arch = "x86_64"))]
@@ -542,6 +581,11 @@ mod tests {
                 "gelu({x}) = {y}, want {want}"
             );
         }
+        // The clamp of the erf's argument keeps NaN.
+        let mut nan = [f32::NAN; 3];
+        // SAFETY: as above.
+        unsafe { vector::bias_gelu(&mut nan, &[0.0; 3]) };
+        assert!(nan.iter().all(|y| y.is_nan()), "{nan:?}");
     }
 
     fn data(n: usize) -> Vec<f32> {
@@ -552,7 +596,13 @@ mod tests {
 
     #[test]
     fn every_variant_agrees_with_the_portable_one() {
-        let h = 48;
+        // Rows of whole vectors, and rows with a tail.
+        for h in [48, 37] {
+            every_variant_agrees_at_width(h);
+        }
+    }
+
+    fn every_variant_agrees_at_width(h: usize) {
         let bias = data(h);
         let gamma: Vec<f32> = data(h).iter().map(|x| 1.0 + x / 10.0).collect();
         let residual = data(5 * h);
