@@ -806,10 +806,11 @@ unsafe fn quantize_rows_avx512(
     {
         let out = &mut out[..quads];
         let src = row.as_ptr();
-        // The next row's lines, requested now so that they arrive while this
-        // row is worked on: rows written by the other core, or long before,
-        // come from far, and the first pass over each waited on them.
-        let next = src.wrapping_add(k);
+        // The lines of the row after next, requested now so that they
+        // arrive before they are needed: rows written by the other core, or
+        // long before, come from far, and the first pass over each waited
+        // on them (one row ahead was not enough to hide that).
+        let next = src.wrapping_add(2 * k);
         for v in (0..k).step_by(16) {
             _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(v).cast());
         }
