@@ -347,7 +347,8 @@ struct Sublayer<'a> {
 }
 
 thread_local! {
-    /// A block's feed-forward intermediate, reused by every block.
+    /// A block's feed-forward intermediate, reused by every block (see
+    /// `Sublayer::products` for why it is taken, not borrowed).
     static INTERMEDIATE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -376,16 +377,20 @@ impl Sublayer<'_> {
             return forward(first, input, out, epilogue);
         };
         let rows = input.len() / first.in_features().max(1);
-        INTERMEDIATE.with_borrow_mut(|middle| {
-            // Only grown: `forward` writes every value it later reads.
-            let len = rows * first.out_features();
-            if middle.len() < len {
-                middle.resize(len, 0.0);
-            }
-            let middle = &mut middle[..len];
-            forward(first, input, middle, epilogue)?;
-            forward(second, middle, out, Epilogue::None)
-        })
+        // Taken out while in use, not borrowed: during a parallel product
+        // this thread runs other jobs of the pool (another call's sublayer
+        // among them), which then find an empty buffer and grow their own
+        // instead of a borrowed one (a panic). The last one put back stays.
+        let mut middle = INTERMEDIATE.take();
+        // Only grown: `forward` writes every value it later reads.
+        let len = rows * first.out_features();
+        if middle.len() < len {
+            middle.resize(len, 0.0);
+        }
+        let result = forward(first, input, &mut middle[..len], epilogue)
+            .and_then(|()| forward(second, &middle[..len], out, Epilogue::None));
+        INTERMEDIATE.set(middle);
+        result
     }
 
     /// The op on blocks of `block_rows` rows, or step by step over the

@@ -103,6 +103,42 @@ fn a_batch_over_several_forward_passes_keeps_each_text_its_own() {
     }
 }
 
+/// Calls from several threads share the embedder's pool: a worker waiting
+/// inside one call's parallel product runs jobs of the others meanwhile.
+/// The feed-forward buffer was borrowed from a thread-local across such a
+/// product, so a short call (which runs its products over the pool) let
+/// another call's sublayer find it borrowed: "RefCell already borrowed".
+#[test]
+fn concurrent_calls_on_one_embedder_agree_with_calls_alone() {
+    let (_tmp, dir) = tiny(TinyModel::default());
+    let e = load(
+        &dir,
+        EmbedderOptions {
+            num_threads: Some(2),
+            ..Default::default()
+        },
+    );
+    // Short batches take the column-parallel path, long ones the blocks.
+    let short: Vec<String> = (0..2).map(|i| sentence(i, 5)).collect();
+    let long: Vec<String> = (0..40).map(|i| sentence(i, 30)).collect();
+    let (want_short, want_long) = (e.embed(&short).unwrap(), e.embed(&long).unwrap());
+    std::thread::scope(|scope| {
+        for t in 0..4 {
+            let (e, short, long) = (&e, &short, &long);
+            let (want_short, want_long) = (&want_short, &want_long);
+            scope.spawn(move || {
+                for round in 0..40 {
+                    if (t + round) % 3 == 0 {
+                        assert_eq!(&e.embed(long).unwrap(), want_long);
+                    } else {
+                        assert_eq!(&e.embed(short).unwrap(), want_short);
+                    }
+                }
+            });
+        }
+    });
+}
+
 #[test]
 fn short_text_among_long_ones_equals_it_alone() {
     let (_tmp, dir) = tiny(TinyModel::default());
