@@ -128,20 +128,24 @@ fn residual_layer_norm_body(
 /// waited on them.
 #[inline(always)]
 fn prefetch_next_rows(row: &[f32], res: &[f32]) {
+    prefetch(row.as_ptr().wrapping_add(row.len()), row.len());
+    prefetch(res.as_ptr().wrapping_add(res.len()), res.len());
+}
+
+/// Asks for the cache lines of `len` values from `start` into L1, without
+/// waiting for them: for rows a kernel will read next. Any address will
+/// do (a prefetch reads nothing and does not fault); a no-op off x86-64.
+#[inline(always)]
+pub(crate) fn prefetch(start: *const f32, len: usize) {
     #[cfg(target_arch = "x86_64")]
-    for v in (0..row.len()).step_by(16) {
+    for v in (0..len).step_by(16) {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let (a, b) = (
-            row.as_ptr().wrapping_add(row.len() + v),
-            res.as_ptr().wrapping_add(res.len() + v),
-        );
-        // SAFETY: a prefetch reads nothing and does not fault, past the
-        // slices' ends or anywhere.
-        unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(a.cast());
-            _mm_prefetch::<_MM_HINT_T0>(b.cast());
-        }
+        // SAFETY: a prefetch reads nothing and does not fault, past a
+        // slice's end or anywhere.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(v).cast()) };
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (start, len);
 }
 
 /// Softmax of each row of `scores` in place.

@@ -798,7 +798,7 @@ unsafe fn quantize_rows_avx512(
     let quads = k.div_ceil(4);
     assert!(stride >= quads, "rows of {quads} words, {stride} apart");
     let (full, tail) = (k / 16, k % 16);
-    let tail_mask: __mmask16 = ((1u32 << tail) - 1) as __mmask16;
+    let tail_mask = crate::kernels::vector::lanes(tail);
     for ((row, out), scale) in x
         .chunks_exact(k)
         .zip(words.chunks_mut(stride))
@@ -810,10 +810,7 @@ unsafe fn quantize_rows_avx512(
         // arrive before they are needed: rows written by the other core, or
         // long before, come from far, and the first pass over each waited
         // on them (one row ahead was not enough to hide that).
-        let next = src.wrapping_add(2 * k);
-        for v in (0..k).step_by(16) {
-            _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(v).cast());
-        }
+        crate::kernels::prefetch(src.wrapping_add(2 * k), k);
         // The largest magnitude: `max(|v|, m)` keeps `m` when `v` is NaN,
         // as `f32::max` does, and the largest of a set does not depend on
         // the order it is taken in.
