@@ -30,6 +30,8 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
+use crate::linear::RowQuant;
+
 /// Rows of one tile, and bf16 pairs (words) per tile row.
 pub(crate) const TILE: usize = 16;
 /// Columns of a weight panel (two tiles), as packed by `linear.rs`.
@@ -171,17 +173,16 @@ pub(crate) unsafe fn bf16_tiles(
 
 /// int8 products on `tdpbusd`: `c[m × n] = a · b`, scaled back to f32.
 ///
-/// `a` is row-major words of four u8 inputs (offset by 128), `depth` words
-/// a row, rows from `m` up to the next multiple of 16 present (their values
-/// are never stored), row `r` scaled by `row_scale[r]`; `b` is
-/// `n.div_ceil(32)` panels of `depth` rows × 32 words of four int8 weights
-/// (zero past `n` and past the real inner dimension, so that whatever the
-/// padding of `a` holds adds nothing); `scale` and `offset` are the
-/// columns' scales and offset corrections, whole panels of them; `depth`
-/// is a multiple of 16. Each output is `(sum − offset) as f32 · (row scale
-/// · column scale)`, the f32 operations of `linear.rs`'s `vpdpbusd` tiles
-/// and emulation in their order: the i32 sums are exact, so every path
-/// gives the same bits.
+/// `a` is row-major words of four u8 inputs, `depth` words a row, rows
+/// from `m` up to the next multiple of 16 present (their values are never
+/// stored), row `r` quantized as `rows[r]` says; `b` is `n.div_ceil(32)`
+/// panels of `depth` rows × 32 words of four int8 weights (zero past `n`
+/// and past the real inner dimension, so that whatever the padding of `a`
+/// holds adds nothing); `scale` and `sum` are the columns' scales and sums
+/// of int8 weights, whole panels of them; `depth` is a multiple of 16.
+/// Each output is `(Σ − zero · sum) as f32 · (row scale · column scale)`,
+/// the operations of `linear.rs`'s `vpdpbusd` tiles and emulation in their
+/// order: the i32 sums are exact, so every path gives the same bits.
 ///
 /// # Safety
 /// [`int8_available`] returned true and the CPU has AVX-512F; `c` points at
@@ -194,22 +195,22 @@ pub(crate) unsafe fn int8_tiles(
     n: usize,
     depth: usize,
     a: &[u32],
-    row_scale: &[f32],
+    rows: &[RowQuant],
     b: &[u32],
     scale: &[f32],
-    offset: &[i32],
+    sum: &[i32],
     c: *mut f32,
     ldc: usize,
 ) {
     let panels = n.div_ceil(PANEL);
     assert!(depth.is_multiple_of(TILE), "depth in whole tiles");
     assert!(
-        a.len() >= m.next_multiple_of(TILE) * depth && row_scale.len() >= m,
+        a.len() >= m.next_multiple_of(TILE) * depth && rows.len() >= m,
         "tile rows"
     );
     assert!(b.len() >= panels * depth * PANEL, "tile panels");
     assert!(
-        scale.len() >= panels * PANEL && offset.len() >= panels * PANEL,
+        scale.len() >= panels * PANEL && sum.len() >= panels * PANEL,
         "tile columns"
     );
     if m == 0 || n == 0 || depth == 0 {
@@ -241,13 +242,13 @@ pub(crate) unsafe fn int8_tiles(
                 block.rows > TILE,
             );
             if let Some(p) = pending {
-                finish_int8(&sums[p.buffer], p, n, row_scale, scale, offset, c, ldc);
+                finish_int8(&sums[p.buffer], p, n, rows, scale, sum, c, ldc);
             }
             pending = Some(block);
         }
     }
     if let Some(p) = pending {
-        finish_int8(&sums[p.buffer], p, n, row_scale, scale, offset, c, ldc);
+        finish_int8(&sums[p.buffer], p, n, rows, scale, sum, c, ldc);
     }
     asm!("tilerelease", options(nostack, nomem));
 }
@@ -262,7 +263,7 @@ struct Block {
     buffer: usize,
 }
 
-/// `(sum − offset) as f32 · (row scale · column scale)` for `block`'s sums,
+/// `(Σ − zero · sum) as f32 · (row scale · column scale)` for `block`'s sums,
 /// stored into `c`.
 ///
 /// # Safety
@@ -274,9 +275,9 @@ unsafe fn finish_int8(
     sums: &Sums<i32>,
     block: Block,
     n: usize,
-    row_scale: &[f32],
+    row_quants: &[RowQuant],
     scale: &[f32],
-    offset: &[i32],
+    column_sum: &[i32],
     c: *mut f32,
     ldc: usize,
 ) {
@@ -292,16 +293,18 @@ unsafe fn finish_int8(
         _mm512_loadu_ps(scale.as_ptr().add(j0)),
         _mm512_loadu_ps(scale.as_ptr().add(j0 + TILE)),
     ];
-    let column_offset = [
-        _mm512_loadu_si512(offset.as_ptr().add(j0).cast()),
-        _mm512_loadu_si512(offset.as_ptr().add(j0 + TILE).cast()),
+    let column_sum = [
+        _mm512_loadu_si512(column_sum.as_ptr().add(j0).cast()),
+        _mm512_loadu_si512(column_sum.as_ptr().add(j0 + TILE).cast()),
     ];
     for r in 0..rows {
-        let sx = _mm512_set1_ps(row_scale[i0 + r]);
+        let RowQuant { scale: sx, zero } = row_quants[i0 + r];
+        let (sx, zero) = (_mm512_set1_ps(sx), _mm512_set1_epi32(zero));
         let out = c.add((i0 + r) * ldc + j0);
         for half in 0..2 {
             let acc = _mm512_load_si512(sums.0.as_ptr().add(r * PANEL + half * TILE).cast());
-            let sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, column_offset[half]));
+            let offset = _mm512_mullo_epi32(zero, column_sum[half]);
+            let sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, offset));
             let y = _mm512_mul_ps(sum, _mm512_mul_ps(sx, column_scale[half]));
             // A fully masked store touches no memory: the pointer of an
             // absent second half is never dereferenced.

@@ -104,11 +104,12 @@ pub enum Precision {
     Bf16,
     /// int8 matrix products on the CPU's packed backend only, never a
     /// default: weights quantized per output column at load, inputs per
-    /// row as they arrive, exact i32 sums (`vpdpbusd` on AVX-512 VNNI, the
-    /// same integers computed in plain code elsewhere, so every CPU gives
-    /// the same vectors). Attention, softmax, layer norms and activations
-    /// stay f32. About twice the f32 rate, at a cost in accuracy (mean
-    /// cosine 0.9967, min 0.9906 against f32 sentence-transformers on the
+    /// row as they arrive (u8 levels spanning the row's range), exact i32
+    /// sums (AMX `tdpbusd` or `vpdpbusd` where the CPU has them, the same
+    /// integers computed in plain code elsewhere, so every CPU gives the
+    /// same vectors). Attention, softmax, layer norms and activations stay
+    /// f32. About 1.35× bf16 on AMX, at a cost in accuracy (mean cosine
+    /// 0.9986, min 0.9964 against f32 sentence-transformers on the
     /// fixtures; `docs/performance.md`, "Int8 encoder").
     Int8,
 }

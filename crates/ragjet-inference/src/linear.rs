@@ -145,10 +145,24 @@ pub(crate) fn vnni_hardware() -> bool {
 struct Int8Columns {
     /// The column's scale: weight ≈ scale · int8 value.
     scale: Vec<f32>,
-    /// `128 · Σ int8 weights` of the column: inputs are stored offset by
-    /// 128 (unsigned, as `vpdpbusd` takes them), and this takes the offset
-    /// back out of the sum.
-    offset: Vec<i32>,
+    /// `Σ int8 weights` of the column: inputs are stored as `u8` values
+    /// offset by their row's zero point (see [`RowQuant`]), and
+    /// `zero · sum` takes the offset back out of a row's sum.
+    sum: Vec<i32>,
+}
+
+/// How one input row was quantized for the int8 products: value ≈
+/// `scale · (byte − zero)`, the bytes spanning the row's range from its
+/// least value to its largest (and 0, which `zero` stands for) in 0..=255.
+/// Asymmetric because the rows are lopsided: a layer norm's outputs have a
+/// few channels far out on one side, and around a quarter of the levels a
+/// scale symmetric about 0 offers went unused (the int8 encoder's cosine
+/// against f32 vectors: 1 − cos about halved, measured in a simulation).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(C)]
+pub(crate) struct RowQuant {
+    pub scale: f32,
+    pub zero: i32,
 }
 
 /// A weight matrix `[in, out]`, laid out for the kernel that multiplies by
@@ -278,7 +292,7 @@ impl Linear {
                 let dst = words_mut(&mut lines);
                 let mut columns = Int8Columns {
                     scale: vec![0.0; panels * NR],
-                    offset: vec![0; panels * NR],
+                    sum: vec![0; panels * NR],
                 };
                 for j in 0..n {
                     let column = (0..k).map(|p| w[p * n + j]);
@@ -292,7 +306,7 @@ impl Linear {
                         let word = &mut dst[(j / NR) * quads * NR + (p / 4) * NR + j % NR];
                         *word |= (q as u8 as u32) << (8 * (p % 4));
                     }
-                    columns.offset[j] = 128 * sum;
+                    columns.sum[j] = sum;
                 }
                 int8 = Some(columns);
                 lines
@@ -592,8 +606,8 @@ impl Linear {
         } = task;
         let (rows, cols) = (r1 - r0, c1 - c0);
         let w = &words_ref(&self.lines)[p0 * quads * NR..p1 * quads * NR];
-        let (scale, offset) = (&columns.scale[c0..p1 * NR], &columns.offset[c0..p1 * NR]);
-        INT8_ROWS.with_borrow_mut(|(words, row_scales)| {
+        let (scale, sum) = (&columns.scale[c0..p1 * NR], &columns.sum[c0..p1 * NR]);
+        INT8_ROWS.with_borrow_mut(|(words, row_quants)| {
             // The AMX tiles read rows in whole tiles; what the padding rows
             // and words hold meets zero weights or is never stored.
             let padded_rows = match self.layout {
@@ -601,14 +615,14 @@ impl Linear {
                 _ => rows,
             };
             words.resize(padded_rows * quads, 0);
-            row_scales.resize(rows, 0.0);
+            row_quants.resize(rows, RowQuant::default());
             quantize_rows(
                 self.kernels,
                 &x[r0 * k..r1 * k],
                 k,
                 quads,
                 words,
-                row_scales,
+                row_quants,
             );
             #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
             if self.layout == Layout::Int8Amx {
@@ -620,7 +634,7 @@ impl Linear {
                 // `Layout::available` offers after its checks).
                 unsafe {
                     crate::amx::int8_tiles(
-                        rows, cols, quads, words, row_scales, w, scale, offset, c, n,
+                        rows, cols, quads, words, row_quants, w, scale, sum, c, n,
                     );
                 }
                 return;
@@ -633,16 +647,14 @@ impl Linear {
                 // `c`; the CPU has AVX-512 VNNI (`with_layout` only builds
                 // layouts `Layout::available` offers after its CPU check).
                 unsafe {
-                    avx512::int8_tiles(
-                        rows, cols, quads, words, row_scales, w, scale, offset, c, n,
-                    );
+                    avx512::int8_tiles(rows, cols, quads, words, row_quants, w, scale, sum, c, n);
                 }
                 return;
             }
-            for (i, (a, &sx)) in words.chunks_exact(quads).zip(row_scales.iter()).enumerate() {
+            for (i, (a, &rq)) in words.chunks_exact(quads).zip(row_quants.iter()).enumerate() {
                 // SAFETY: this task alone reads or writes its block.
                 let row = unsafe { dst.slice_mut((r0 + i) * n + c0, cols) };
-                int8_rows_emulated(a, sx, w, scale, offset, row);
+                int8_rows_emulated(a, rq, w, scale, sum, row);
             }
         });
         self.task_epilogue(task, dst, epilogue);
@@ -754,11 +766,45 @@ fn quantize(v: f32, inv: f32) -> i8 {
     t.to_bits().wrapping_sub(SHIFT.to_bits()) as i8
 }
 
-/// Each `k`-wide row of `x` as int8 with a scale of its own (largest
-/// magnitude ↦ 127), offset by 128 to u8 and packed four to a word (the
-/// lowest input in the lowest byte; a partial last word padded with the
-/// offset zero), as `vpdpbusd` reads them. Shared by every int8 path, so
-/// they all sum the same integers.
+/// A row's [`RowQuant`] from its least and largest values, and the factor
+/// that maps a value to its level before the zero point is added. The
+/// range always holds 0, so that 0 is a level of its own (`zero`) and the
+/// zero point lies in 0..=255. Scalar code shared by every path, so that
+/// they all get the same numbers.
+#[inline(always)]
+// Not `clamp`, which keeps a NaN.
+#[allow(clippy::manual_clamp)]
+fn row_quant(least: f32, largest: f32) -> (RowQuant, f32) {
+    let (lo, hi) = (least.min(0.0), largest.max(0.0));
+    let range = hi - lo;
+    let inv = if range > 0.0 { 255.0 / range } else { 0.0 };
+    // `max` first: a NaN (−∞ · 0, an infinite range) becomes 0.
+    let zero = (-lo * inv).round_ties_even().max(0.0).min(255.0);
+    let rq = RowQuant {
+        scale: range / 255.0,
+        zero: zero as i32,
+    };
+    (rq, inv)
+}
+
+/// An input's byte: `v · inv` rounded to the nearest integer (ties to
+/// even), kept inside the byte range around the zero point, plus the zero
+/// point. The rounding of [`quantize`]; a NaN becomes byte 0, as `vmaxps`
+/// gives its bound in [`quantize_rows_avx512`].
+#[inline(always)]
+#[allow(clippy::manual_clamp)]
+fn quantize_input(v: f32, inv: f32, zero: i32) -> u8 {
+    const SHIFT: f32 = 12_582_912.0; // 1.5·2²³
+    let z = zero as f32;
+    let t = (v * inv).max(-z).min(255.0 - z) + SHIFT;
+    (t.to_bits().wrapping_sub(SHIFT.to_bits()) as i32 + zero) as u8
+}
+
+/// Each `k`-wide row of `x` as `u8` levels with a scale and zero point of
+/// its own (see [`RowQuant`]), packed four to a word (the lowest input in
+/// the lowest byte; a partial last word padded with the zero point, which
+/// meets zero weights), as `vpdpbusd` reads them. Shared by every int8
+/// path, so they all sum the same integers.
 /// Rows are `stride` words apart in `words` (at least `k.div_ceil(4)`; the
 /// words past a row's own are left as they are).
 fn quantize_rows(
@@ -767,17 +813,17 @@ fn quantize_rows(
     k: usize,
     stride: usize,
     words: &mut [u32],
-    scales: &mut [f32],
+    quants: &mut [RowQuant],
 ) {
     #[cfg(target_arch = "x86_64")]
     if kernels.has_avx512() {
         // SAFETY: `has_avx512` means the CPU check found AVX-512F + VL + BW
         // (and AVX2 + FMA) for this `Kernels`.
-        unsafe { quantize_rows_avx512(x, k, stride, words, scales) };
+        unsafe { quantize_rows_avx512(x, k, stride, words, quants) };
         return;
     }
     let _ = kernels;
-    quantize_rows_body(x, k, stride, words, scales)
+    quantize_rows_body(x, k, stride, words, quants)
 }
 
 /// [`quantize_rows_body`] in AVX-512 intrinsics: the same bytes (tested),
@@ -792,17 +838,17 @@ unsafe fn quantize_rows_avx512(
     k: usize,
     stride: usize,
     words: &mut [u32],
-    scales: &mut [f32],
+    quants: &mut [RowQuant],
 ) {
     use std::arch::x86_64::*;
     let quads = k.div_ceil(4);
     assert!(stride >= quads, "rows of {quads} words, {stride} apart");
     let (full, tail) = (k / 16, k % 16);
     let tail_mask = crate::kernels::vector::lanes(tail);
-    for ((row, out), scale) in x
+    for ((row, out), quant) in x
         .chunks_exact(k)
         .zip(words.chunks_mut(stride))
-        .zip(scales.iter_mut())
+        .zip(quants.iter_mut())
     {
         let out = &mut out[..quads];
         let src = row.as_ptr();
@@ -811,71 +857,70 @@ unsafe fn quantize_rows_avx512(
         // long before, come from far, and the first pass over each waited
         // on them (one row ahead was not enough to hide that).
         crate::kernels::prefetch(src.wrapping_add(2 * k), k);
-        // The largest magnitude: `max(|v|, m)` keeps `m` when `v` is NaN,
-        // as `f32::max` does, and the largest of a set does not depend on
-        // the order it is taken in.
-        // Four running maxima, so that the loop is not one chain of
-        // dependent `vmaxps` (four cycles each); as four variables, since
-        // an array indexed by `c % 4` was kept on the stack, a store and a
-        // load per step (half the quantizer's time).
-        let magnitude = |c: usize| _mm512_abs_ps(_mm512_loadu_ps(src.add(16 * c)));
-        let [mut m0, mut m1, mut m2, mut m3] = [_mm512_setzero_ps(); 4];
+        // The least and largest values: `vminps` / `vmaxps` keep their
+        // second operand when the first is NaN, as `f32::min` / `max` skip
+        // it, and the extremes of a set do not depend on the order they
+        // are taken in. Two running pairs, so that the loop is not one
+        // chain of dependent operations (four cycles each); as variables,
+        // since an array indexed by the step was kept on the stack.
+        let load = |c: usize| _mm512_loadu_ps(src.add(16 * c));
+        let [mut lo0, mut lo1, mut hi0, mut hi1] = [_mm512_setzero_ps(); 4];
         let mut c = 0;
-        while c + 4 <= full {
-            m0 = _mm512_max_ps(magnitude(c), m0);
-            m1 = _mm512_max_ps(magnitude(c + 1), m1);
-            m2 = _mm512_max_ps(magnitude(c + 2), m2);
-            m3 = _mm512_max_ps(magnitude(c + 3), m3);
-            c += 4;
+        while c + 2 <= full {
+            let (a, b) = (load(c), load(c + 1));
+            lo0 = _mm512_min_ps(a, lo0);
+            hi0 = _mm512_max_ps(a, hi0);
+            lo1 = _mm512_min_ps(b, lo1);
+            hi1 = _mm512_max_ps(b, hi1);
+            c += 2;
         }
-        for c in c..full {
-            m0 = _mm512_max_ps(magnitude(c), m0);
+        if c < full {
+            let a = load(c);
+            lo0 = _mm512_min_ps(a, lo0);
+            hi0 = _mm512_max_ps(a, hi0);
         }
-        let mut m = _mm512_max_ps(_mm512_max_ps(m0, m1), _mm512_max_ps(m2, m3));
+        let (mut lo, mut hi) = (_mm512_min_ps(lo0, lo1), _mm512_max_ps(hi0, hi1));
         if tail > 0 {
+            // Masked-off lanes load 0, which the range holds anyway.
             let v = _mm512_maskz_loadu_ps(tail_mask, src.add(16 * full));
-            m = _mm512_max_ps(_mm512_abs_ps(v), m);
+            lo = _mm512_min_ps(v, lo);
+            hi = _mm512_max_ps(v, hi);
         }
-        let max = _mm512_reduce_max_ps(m);
-        let inv = if max > 0.0 { 127.0 / max } else { 0.0 };
-        *scale = max / 127.0;
-        let (inv, lo, hi) = (
+        let (rq, inv) = row_quant(_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
+        *quant = rq;
+        let z = rq.zero as f32;
+        let (inv, bottom, top, zero) = (
             _mm512_set1_ps(inv),
-            _mm512_set1_ps(-127.0),
-            _mm512_set1_ps(127.0),
+            _mm512_set1_ps(-z),
+            _mm512_set1_ps(255.0 - z),
+            _mm512_set1_epi32(rq.zero),
         );
-        // `quantize`: `vmaxps` gives its second operand, the bound, for a
-        // NaN first one, as `f32::max` does; `vcvtps2dq` rounds to nearest
-        // even (the default mode), as the shifted add.
-        let ints = |v: __m512| {
-            _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, inv), lo), hi))
+        // `quantize_input`: `vmaxps` gives its second operand, the bound,
+        // for a NaN first one, as `f32::max` does; `vcvtps2dq` rounds to
+        // nearest even (the default mode), as the shifted add.
+        let levels = |v: __m512| {
+            let bounded = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(v, inv), bottom), top);
+            _mm512_add_epi32(_mm512_cvtps_epi32(bounded), zero)
         };
         // Four vectors to 64 bytes: two saturating packs (exact, the values
-        // are in -127..=127) leave 4-byte groups in 128-bit lane order;
-        // one permutation of 32-bit groups restores the row's. A third of
-        // the work of narrowing each vector with `vpmovdb`.
+        // are in 0..=255) leave 4-byte groups in 128-bit lane order; one
+        // permutation of 32-bit groups restores the row's. A third of the
+        // work of narrowing each vector with `vpmovdb`.
         let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-        let offset = _mm512_set1_epi8(0x80u8 as i8);
         let dst = out.as_mut_ptr();
         let mut c = 0;
         while c + 4 <= full {
-            let [a, b, d, e] = [0, 1, 2, 3].map(|i| ints(_mm512_loadu_ps(src.add(16 * (c + i)))));
-            let packed = _mm512_packs_epi16(_mm512_packs_epi32(a, b), _mm512_packs_epi32(d, e));
-            let bytes = _mm512_xor_si512(_mm512_permutexvar_epi32(order, packed), offset);
-            _mm512_storeu_si512(dst.add(4 * c).cast(), bytes);
+            let [a, b, d, e] = [0, 1, 2, 3].map(|i| levels(load(c + i)));
+            let packed = _mm512_packus_epi16(_mm512_packs_epi32(a, b), _mm512_packs_epi32(d, e));
+            _mm512_storeu_si512(
+                dst.add(4 * c).cast(),
+                _mm512_permutexvar_epi32(order, packed),
+            );
             c += 4;
         }
-        let bytes = |v: __m512| {
-            _mm_xor_si128(
-                _mm512_cvtepi32_epi8(ints(v)),
-                _mm512_castsi512_si128(offset),
-            )
-        };
+        let bytes = |v: __m512| _mm512_cvtepi32_epi8(levels(v));
         for c in c..full {
-            _mm_storeu_si128(
-                dst.add(4 * c).cast(),
-                bytes(_mm512_loadu_ps(src.add(16 * c))),
-            );
+            _mm_storeu_si128(dst.add(4 * c).cast(), bytes(load(c)));
         }
         if tail > 0 {
             let mut last = [0u8; 16];
@@ -883,8 +928,8 @@ unsafe fn quantize_rows_avx512(
                 last.as_mut_ptr().cast(),
                 bytes(_mm512_maskz_loadu_ps(tail_mask, src.add(16 * full))),
             );
-            // Past the row, the offset zero, as in `quantize_rows_body`.
-            last[tail..].fill(0x80);
+            // Past the row, the zero point, as in `quantize_rows_body`.
+            last[tail..].fill(rq.zero as u8);
             for (w, b) in out[4 * full..].iter_mut().zip(last.chunks_exact(4)) {
                 *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             }
@@ -893,36 +938,33 @@ unsafe fn quantize_rows_avx512(
 }
 
 #[inline(always)]
-fn quantize_rows_body(x: &[f32], k: usize, stride: usize, words: &mut [u32], scales: &mut [f32]) {
+fn quantize_rows_body(
+    x: &[f32],
+    k: usize,
+    stride: usize,
+    words: &mut [u32],
+    quants: &mut [RowQuant],
+) {
     let quads = k.div_ceil(4);
     assert!(stride >= quads, "rows of {quads} words, {stride} apart");
-    for ((row, out), scale) in x
+    for ((row, out), quant) in x
         .chunks_exact(k)
         .zip(words.chunks_mut(stride))
-        .zip(scales.iter_mut())
+        .zip(quants.iter_mut())
     {
         let out = &mut out[..quads];
-        let mut lanes = [0.0f32; 16];
-        let mut chunks = row.chunks_exact(16);
-        for c in &mut chunks {
-            for (l, v) in lanes.iter_mut().zip(c) {
-                *l = l.max(v.abs());
-            }
-        }
-        let max = chunks
-            .remainder()
+        let (least, largest) = row
             .iter()
-            .chain(&lanes)
-            .fold(0.0f32, |m, v| m.max(v.abs()));
-        let inv = if max > 0.0 { 127.0 / max } else { 0.0 };
-        *scale = max / 127.0;
-        let byte = |v: f32| (quantize(v, inv) as u8) ^ 0x80;
+            .fold((0.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let (rq, inv) = row_quant(least, largest);
+        *quant = rq;
+        let byte = |v: f32| quantize_input(v, inv, rq.zero);
         let mut full = row.chunks_exact(4);
         for (word, q) in out.iter_mut().zip(&mut full) {
             *word = u32::from_le_bytes([byte(q[0]), byte(q[1]), byte(q[2]), byte(q[3])]);
         }
         if let Some(last) = out.get_mut(k / 4) {
-            let mut bytes = [0x80; 4];
+            let mut bytes = [rq.zero as u8; 4];
             for (b, &v) in bytes.iter_mut().zip(full.remainder()) {
                 *b = byte(v);
             }
@@ -931,16 +973,16 @@ fn quantize_rows_body(x: &[f32], k: usize, stride: usize, words: &mut [u32], sca
     }
 }
 
-/// One quantized input row (`a`: words from [`quantize_rows`], `sx` its
-/// scale) times the int8 panels `w`, into `out` (as many columns as it
-/// holds): the integer sums `vpdpbusd` computes, in plain code, finished
-/// with the same f32 operations in the same order as the tiles.
+/// One quantized input row (`a`: words from [`quantize_rows`], `rq` its
+/// scale and zero point) times the int8 panels `w`, into `out` (as many
+/// columns as it holds): the integer sums `vpdpbusd` computes, in plain
+/// code, finished with the same operations in the same order as the tiles.
 fn int8_rows_emulated(
     a: &[u32],
-    sx: f32,
+    rq: RowQuant,
     w: &[u32],
     scale: &[f32],
-    offset: &[i32],
+    sum: &[i32],
     out: &mut [f32],
 ) {
     let quads = a.len();
@@ -956,7 +998,7 @@ fn int8_rows_emulated(
         }
         for (j, y) in cols.iter_mut().enumerate() {
             let c = p * NR + j;
-            *y = (acc[j] - offset[c]) as f32 * (sx * scale[c]);
+            *y = (acc[j] - rq.zero * sum[c]) as f32 * (rq.scale * scale[c]);
         }
     }
 }
@@ -976,7 +1018,7 @@ thread_local! {
     /// read from L1/L2 by every tile of the task.
     static BF16_ROWS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
     /// A task's input rows as int8 quads and their scales, the same way.
-    static INT8_ROWS: std::cell::RefCell<(Vec<u32>, Vec<f32>)> =
+    static INT8_ROWS: std::cell::RefCell<(Vec<u32>, Vec<RowQuant>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
@@ -1037,7 +1079,7 @@ fn apply(kernels: Kernels, rows: &mut [f32], bias: &[f32], act: Option<Activatio
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{MR, NR};
+    use super::{RowQuant, MR, NR};
 
     /// `kernel::<rows>(args)` for a run-time `rows`.
     macro_rules! by_rows {
@@ -1172,12 +1214,13 @@ mod avx512 {
     );
 
     /// int8 products on `vpdpbusd`: `c[m × n] = a · b`, scaled back to
-    /// f32. `a`: `m` rows of `quads` words of four u8 inputs (offset by
-    /// 128), row `r` scaled by `row_scale[r]`; `b`: int8 panels as
-    /// [`tiled_product!`]'s, four weights per word; `scale` and `offset`:
-    /// the columns' scales and offset corrections, whole panels of them.
-    /// Each output is `(sum − offset) as f32 · (row scale · column scale)`,
-    /// the operations of [`super::int8_rows_emulated`] in its order.
+    /// f32. `a`: `m` rows of `quads` words of four u8 inputs, row `r`
+    /// quantized as `rows[r]` says; `b`: int8 panels as
+    /// [`tiled_product!`]'s, four weights per word; `scale` and `sum`: the
+    /// columns' scales and sums of int8 weights, whole panels of them.
+    /// Each output is `(Σ − zero · sum) as f32 · (row scale · column
+    /// scale)`, the operations of [`super::int8_rows_emulated`] in its
+    /// order.
     ///
     /// # Safety
     /// The CPU has AVX-512 VNNI and BW; `c` points at `m` rows of `n`
@@ -1189,18 +1232,18 @@ mod avx512 {
         n: usize,
         quads: usize,
         a: &[u32],
-        row_scale: &[f32],
+        rows: &[RowQuant],
         b: &[u32],
         scale: &[f32],
-        offset: &[i32],
+        sum: &[i32],
         c: *mut f32,
         ldc: usize,
     ) {
         let panels = n.div_ceil(NR);
-        assert!(a.len() >= m * quads && row_scale.len() >= m, "tile rows");
+        assert!(a.len() >= m * quads && rows.len() >= m, "tile rows");
         assert!(b.len() >= panels * quads * NR, "tile panels");
         assert!(
-            scale.len() >= panels * NR && offset.len() >= panels * NR,
+            scale.len() >= panels * NR && sum.len() >= panels * NR,
             "tile columns"
         );
         for j0 in (0..n).step_by(NR) {
@@ -1217,14 +1260,14 @@ mod avx512 {
                     _mm512_loadu_ps(scale.as_ptr().add(j0)),
                     _mm512_loadu_ps(scale.as_ptr().add(j0 + 16)),
                 ],
-                offset: [
-                    _mm512_loadu_si512(offset.as_ptr().add(j0).cast()),
-                    _mm512_loadu_si512(offset.as_ptr().add(j0 + 16).cast()),
+                sum: [
+                    _mm512_loadu_si512(sum.as_ptr().add(j0).cast()),
+                    _mm512_loadu_si512(sum.as_ptr().add(j0 + 16).cast()),
                 ],
             };
             for i0 in (0..m).step_by(MR) {
                 let ap = a.as_ptr().add(i0 * quads);
-                let (rs, cp) = (row_scale.as_ptr().add(i0), c.add(i0 * ldc + j0));
+                let (rs, cp) = (rows.as_ptr().add(i0), c.add(i0 * ldc + j0));
                 by_rows!(
                     (m - i0).min(MR),
                     int8_kernel(ap, quads, rs, bp, &columns, cp, ldc, m0, m1),
@@ -1234,10 +1277,10 @@ mod avx512 {
         }
     }
 
-    /// One panel's column scales and offset corrections, 16 lanes each.
+    /// One panel's column scales and sums of int8 weights, 16 lanes each.
     struct Columns {
         scale: [__m512; 2],
-        offset: [__m512i; 2],
+        sum: [__m512i; 2],
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1246,7 +1289,7 @@ mod avx512 {
     unsafe fn int8_kernel<const R: usize>(
         a: *const u32,
         quads: usize,
-        row_scale: *const f32,
+        rows: *const RowQuant,
         b: *const u32,
         columns: &Columns,
         c: *mut f32,
@@ -1267,9 +1310,11 @@ mod avx512 {
             }
         }
         for r in 0..R {
-            let sx = _mm512_set1_ps(*row_scale.add(r));
+            let RowQuant { scale: sx, zero } = *rows.add(r);
+            let (sx, zero) = (_mm512_set1_ps(sx), _mm512_set1_epi32(zero));
             let finish = |acc: __m512i, half: usize| {
-                let sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, columns.offset[half]));
+                let offset = _mm512_mullo_epi32(zero, columns.sum[half]);
+                let sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, offset));
                 _mm512_mul_ps(sum, _mm512_mul_ps(sx, columns.scale[half]))
             };
             _mm512_mask_storeu_ps(c.add(r * ldc), m0, finish(lo[r], 0));
@@ -1544,8 +1589,9 @@ pub(crate) mod tests {
         }
     }
 
-    /// The int8 result computed independently: per-column and per-row
-    /// scales, the integer sum of the int8 values, then the f32 finish.
+    /// The int8 result computed independently: per-column scales, per-row
+    /// scales and zero points, the integer sum of the levels less the zero
+    /// point times the int8 weights, then the f32 finish.
     fn int8_reference(x: &[f32], w: &[f32], k: usize, n: usize) -> Vec<f32> {
         let m = x.len() / k;
         let inv = |max: f32| if max > 0.0 { 127.0 / max } else { 0.0 };
@@ -1555,15 +1601,20 @@ pub(crate) mod tests {
         let mut y = vec![0.0f32; m * n];
         for i in 0..m {
             let row = &x[i * k..][..k];
-            let row_max = row.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+            let lo = row.iter().fold(0.0f32, |a, &v| a.min(v));
+            let hi = row.iter().fold(0.0f32, |a, &v| a.max(v));
+            let row_inv = if hi > lo { 255.0 / (hi - lo) } else { 0.0 };
+            let zero = (-lo * row_inv).round_ties_even().clamp(0.0, 255.0);
             for j in 0..n {
                 let sum: i64 = (0..k)
                     .map(|p| {
-                        quantize(row[p], inv(row_max)) as i64
-                            * quantize(w[p * n + j], inv(col_max[j])) as i64
+                        let level = (row[p] * row_inv)
+                            .round_ties_even()
+                            .clamp(-zero, 255.0 - zero);
+                        level as i64 * quantize(w[p * n + j], inv(col_max[j])) as i64
                     })
                     .sum();
-                y[i * n + j] = sum as i32 as f32 * (row_max / 127.0 * (col_max[j] / 127.0));
+                y[i * n + j] = sum as i32 as f32 * ((hi - lo) / 255.0 * (col_max[j] / 127.0));
             }
         }
         y
@@ -1584,10 +1635,28 @@ pub(crate) mod tests {
         assert_eq!(quantize(2.5, 1.0), 2);
         assert_eq!(quantize(-2.5, 1.0), -2);
         assert_eq!(quantize(3.5, 1.0), 4);
+        for i in -3000..=3000 {
+            let v = i as f32 * 0.125;
+            for inv in [1.0f32, 0.37, 2.0, 0.0] {
+                for zero in [0, 1, 128, 200, 255] {
+                    let z = zero as f32;
+                    let want = (v * inv).round_ties_even().clamp(-z, 255.0 - z) + z;
+                    assert_eq!(
+                        quantize_input(v, inv, zero),
+                        want as u8,
+                        "{v} · {inv} + {zero}"
+                    );
+                }
+            }
+        }
+        assert_eq!(quantize_input(f32::NAN, 1.0, 7), 0);
         let (rows, k) = (7, 45);
         let x = data(rows * k, 9);
         let run = |kernels| {
-            let mut out = (vec![0u32; rows * k.div_ceil(4)], vec![0.0f32; rows]);
+            let mut out = (
+                vec![0u32; rows * k.div_ceil(4)],
+                vec![RowQuant::default(); rows],
+            );
             quantize_rows(kernels, &x, k, k.div_ceil(4), &mut out.0, &mut out.1);
             out
         };
@@ -1596,28 +1665,36 @@ pub(crate) mod tests {
             assert_eq!(run(kernels), portable, "{kernels:?}");
         }
         // Every tail length of the 16-lane code, a padded stride, a row of
-        // huge values, one with NaN and infinity, one whose largest
-        // magnitude is subnormal (an infinite inverse scale): the same
-        // bytes and scales from every compiled variant.
+        // huge values, one with NaN and infinity, one whose least value is
+        // subnormal (an infinite inverse scale), rows all above and all
+        // below 0 (zero points 0 and 255): the same bytes, scales and zero
+        // points from every compiled variant.
         for k in [1usize, 3, 4, 15, 16, 17, 31, 33, 64, 65, 384, 387] {
             let stride = k.div_ceil(4) + 3;
-            let mut x = data(5 * k, k as u64);
+            let mut x = data(7 * k, k as u64);
             x[k..2 * k].iter_mut().for_each(|v| *v *= 3e38);
             x[2 * k] = f32::NAN;
             x[2 * k + k / 2] = f32::from_bits(0xffc0_1234); // a NaN with a payload
             x[3 * k - 1] = f32::INFINITY;
             x[3 * k..4 * k].fill(0.0);
             x[4 * k - 1] = -1e-45;
+            x[4 * k..5 * k].iter_mut().for_each(|v| *v = v.abs() + 0.5);
+            x[5 * k..6 * k].iter_mut().for_each(|v| *v = -v.abs() - 0.5);
             let run = |kernels| {
-                let mut out = (vec![7u32; 5 * stride], vec![0.0f32; 5]);
+                let mut out = (vec![7u32; 7 * stride], vec![RowQuant::default(); 7]);
                 quantize_rows(kernels, &x, k, stride, &mut out.0, &mut out.1);
                 out
             };
             let portable = run(Kernels::portable());
+            assert_eq!((portable.1[4].zero, portable.1[5].zero), (0, 255));
             for kernels in Kernels::available() {
                 let got = run(kernels);
                 assert_eq!(got.0, portable.0, "{kernels:?} k = {k}");
-                let bits = |s: &[f32]| s.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                let bits = |s: &[RowQuant]| {
+                    s.iter()
+                        .map(|q| (q.scale.to_bits(), q.zero))
+                        .collect::<Vec<_>>()
+                };
                 assert_eq!(bits(&got.1), bits(&portable.1), "{kernels:?} k = {k}");
             }
             // The words past each row's own are left alone.
@@ -1626,11 +1703,16 @@ pub(crate) mod tests {
                 .chunks(stride)
                 .all(|r| r[k.div_ceil(4)..] == [7; 3]));
         }
-        // Row 0, input 0 as the tiles read it: its int8 value offset by 128.
-        let inv = 127.0 / x[..k].iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        // Row 0, input 0 as the tiles read it: its level plus the zero
+        // point, from the row's range.
+        let lo = x[..k].iter().fold(0.0f32, |m, &v| m.min(v));
+        let hi = x[..k].iter().fold(0.0f32, |m, &v| m.max(v));
+        let inv = 255.0 / (hi - lo);
+        let zero = (-lo * inv).round_ties_even();
+        assert_eq!(portable.1[0].zero, zero as i32);
         assert_eq!(
             portable.0[0] & 0xff,
-            (quantize(x[0], inv) as i32 + 128) as u32
+            ((x[0] * inv).round_ties_even() + zero) as u32
         );
     }
 
@@ -1663,10 +1745,15 @@ pub(crate) mod tests {
                 for (case, &(m, k, n)) in shapes.iter().enumerate() {
                     let what = format!("{kernels:?} {layout:?} {m}x{k}x{n}");
                     let mut x = data(m * k, case as u64 + 1);
-                    // A zero row (scale 0) and a wide-ranged one.
+                    // A zero row (scale 0), a wide-ranged one, one above 0
+                    // and one below (zero points 0 and 255).
                     x[..k].fill(0.0);
                     if m > 2 {
                         x[2 * k] = 40.0;
+                    }
+                    if m > 4 {
+                        x[3 * k..4 * k].iter_mut().for_each(|v| *v = v.abs() + 1.0);
+                        x[4 * k..5 * k].iter_mut().for_each(|v| *v = -v.abs() - 1.0);
                     }
                     let w = data(k * n, case as u64 + 100);
                     let bias = data(n, case as u64 + 200);
@@ -1684,7 +1771,10 @@ pub(crate) mod tests {
                     let exact = reference(&x, &w, k, n, &bias);
                     for i in 0..m {
                         let row = &x[i * k..][..k];
-                        let dx = row.iter().fold(0.0f32, |a, v| a.max(v.abs())) as f64 / 254.0;
+                        let (lo, hi) = row
+                            .iter()
+                            .fold((0.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+                        let dx = (hi - lo) as f64 / 510.0;
                         for j in 0..n {
                             let dw = (0..k).fold(0.0f32, |a, p| a.max(w[p * n + j].abs())) as f64
                                 / 254.0;
