@@ -179,10 +179,12 @@ pub(crate) unsafe fn bf16_tiles(
 /// panels of `depth` rows × 32 words of four int8 weights (zero past `n`
 /// and past the real inner dimension, so that whatever the padding of `a`
 /// holds adds nothing); `scale` and `sum` are the columns' scales and sums
-/// of int8 weights, whole panels of them; `depth` is a multiple of 16.
-/// Each output is `(Σ − zero · sum) as f32 · (row scale · column scale)`,
-/// the operations of `linear.rs`'s `vpdpbusd` tiles and emulation in their
-/// order: the i32 sums are exact, so every path gives the same bits.
+/// of int8 weights, whole panels of them, `outlier` the weights of the
+/// layer's outlier channel if it has one; `depth` is a multiple of 16.
+/// Each output is `(Σ − zero · sum) as f32 · (row scale · column scale)`
+/// plus `outlier value · weight`, the operations of `linear.rs`'s
+/// `vpdpbusd` tiles and emulation in their order: the i32 sums are exact,
+/// so every path gives the same bits.
 ///
 /// # Safety
 /// [`int8_available`] returned true and the CPU has AVX-512F; `c` points at
@@ -199,6 +201,7 @@ pub(crate) unsafe fn int8_tiles(
     b: &[u32],
     scale: &[f32],
     sum: &[i32],
+    outlier: Option<&[f32]>,
     c: *mut f32,
     ldc: usize,
 ) {
@@ -210,7 +213,9 @@ pub(crate) unsafe fn int8_tiles(
     );
     assert!(b.len() >= panels * depth * PANEL, "tile panels");
     assert!(
-        scale.len() >= panels * PANEL && sum.len() >= panels * PANEL,
+        scale.len() >= panels * PANEL
+            && sum.len() >= panels * PANEL
+            && outlier.is_none_or(|o| o.len() >= panels * PANEL),
         "tile columns"
     );
     if m == 0 || n == 0 || depth == 0 {
@@ -242,13 +247,13 @@ pub(crate) unsafe fn int8_tiles(
                 block.rows > TILE,
             );
             if let Some(p) = pending {
-                finish_int8(&sums[p.buffer], p, n, rows, scale, sum, c, ldc);
+                finish_int8(&sums[p.buffer], p, n, rows, scale, sum, outlier, c, ldc);
             }
             pending = Some(block);
         }
     }
     if let Some(p) = pending {
-        finish_int8(&sums[p.buffer], p, n, rows, scale, sum, c, ldc);
+        finish_int8(&sums[p.buffer], p, n, rows, scale, sum, outlier, c, ldc);
     }
     asm!("tilerelease", options(nostack, nomem));
 }
@@ -278,6 +283,7 @@ unsafe fn finish_int8(
     row_quants: &[RowQuant],
     scale: &[f32],
     column_sum: &[i32],
+    outlier: Option<&[f32]>,
     c: *mut f32,
     ldc: usize,
 ) {
@@ -297,15 +303,28 @@ unsafe fn finish_int8(
         _mm512_loadu_si512(column_sum.as_ptr().add(j0).cast()),
         _mm512_loadu_si512(column_sum.as_ptr().add(j0 + TILE).cast()),
     ];
+    let outlier = outlier.map(|o| {
+        [
+            _mm512_loadu_ps(o.as_ptr().add(j0)),
+            _mm512_loadu_ps(o.as_ptr().add(j0 + TILE)),
+        ]
+    });
     for r in 0..rows {
-        let RowQuant { scale: sx, zero } = row_quants[i0 + r];
-        let (sx, zero) = (_mm512_set1_ps(sx), _mm512_set1_epi32(zero));
+        let rq = row_quants[i0 + r];
+        let (sx, zero, xo) = (
+            _mm512_set1_ps(rq.scale),
+            _mm512_set1_epi32(rq.zero),
+            _mm512_set1_ps(rq.outlier),
+        );
         let out = c.add((i0 + r) * ldc + j0);
         for half in 0..2 {
             let acc = _mm512_load_si512(sums.0.as_ptr().add(r * PANEL + half * TILE).cast());
             let offset = _mm512_mullo_epi32(zero, column_sum[half]);
             let sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, offset));
-            let y = _mm512_mul_ps(sum, _mm512_mul_ps(sx, column_scale[half]));
+            let mut y = _mm512_mul_ps(sum, _mm512_mul_ps(sx, column_scale[half]));
+            if let Some(wo) = outlier {
+                y = _mm512_add_ps(y, _mm512_mul_ps(xo, wo[half]));
+            }
             // A fully masked store touches no memory: the pointer of an
             // absent second half is never dereferenced.
             _mm512_mask_storeu_ps(out.wrapping_add(half * TILE), masks[half], y);

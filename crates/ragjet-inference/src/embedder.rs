@@ -9,7 +9,7 @@ use tokenizers::{Encoding, Tokenizer, TruncationDirection, TruncationParams, Tru
 use crate::adaptive::{is_oom, AdaptiveBudget, GROW_MIN_FREE};
 use crate::backend::{Backend, BackendKind, PackedBackend};
 use crate::device::{resolve, Device, Precision};
-use crate::encoder::BertEncoder;
+use crate::encoder::{BertEncoder, PackedBatch};
 use crate::error::{InferenceError, Result};
 use crate::folder::FolderSettings;
 use crate::linear::Products;
@@ -22,6 +22,50 @@ use crate::pooling::{l2_normalize, PoolingMode};
 /// Texts are tokenised and sorted this many at a time, which bounds the
 /// memory held by token ids when embedding millions of texts.
 const CHUNK_TEXTS: usize = 8192;
+
+/// What an int8 model runs once at load to find its layers' outlier
+/// channels ([`BertEncoder::calibrate_int8`]): a few sentences of the kinds
+/// it will see (prose, a question, numbers, code, a list). Outlier
+/// channels ("massive activations") belong to the model, not to the text,
+/// so a handful of short texts finds them; built in, so that loading reads
+/// nothing else and gives the same channels every time.
+const CALIBRATION_TEXTS: &[&str] = &[
+    "The quick brown fox jumps over the lazy dog.",
+    "What is the capital of France?",
+    "Machine learning models need careful evaluation on held-out data.",
+    "def add(a, b): return a + b",
+    "In 1969, astronauts landed on the Moon for the first time.",
+    "Please send the invoice by Friday, thanks!",
+    "Water boils at 100 degrees Celsius at sea level.",
+    "Retrieval-augmented generation combines search with a language model.",
+    "Ingredients: 2 eggs, 200 g flour, a pinch of salt.",
+    "Error 404: the page you requested could not be found.",
+];
+
+/// Chooses `encoder`'s int8 outlier channels on [`CALIBRATION_TEXTS`];
+/// returns how many layers got one.
+fn calibrate_int8(
+    encoder: &mut BertEncoder,
+    tokenizer: &Tokenizer,
+    do_lower_case: bool,
+) -> Result<usize> {
+    let texts: Vec<String> = CALIBRATION_TEXTS
+        .iter()
+        .map(|t| match do_lower_case {
+            true => t.to_lowercase(),
+            false => t.to_string(),
+        })
+        .collect();
+    let encodings = tokenizer
+        .encode_batch_fast(texts, true)
+        .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
+    let tokens = encodings.iter().map(Encoding::len).sum();
+    let mut batch = PackedBatch::with_capacity(encodings.len(), tokens);
+    for enc in &encodings {
+        batch.push(enc.get_ids(), enc.get_type_ids());
+    }
+    encoder.calibrate_int8(&batch)
+}
 
 /// Settings that override what the model folder says.
 ///
@@ -493,11 +537,12 @@ impl Embedder {
                         device.name()
                     )));
                 };
-                Box::new(PackedBackend(BertEncoder::load(
-                    &settings.bert,
-                    &settings.weights,
-                    products,
-                )?))
+                let mut encoder = BertEncoder::load(&settings.bert, &settings.weights, products)?;
+                if products == Products::Int8 {
+                    let chosen = calibrate_int8(&mut encoder, &tokenizer, settings.do_lower_case)?;
+                    tracing::debug!(layers = chosen, "int8 outlier channels chosen");
+                }
+                Box::new(PackedBackend(encoder))
             }
             BackendKind::Padded => {
                 let Some(dtype) = precision.dtype() else {

@@ -149,6 +149,22 @@ struct Int8Columns {
     /// offset by their row's zero point (see [`RowQuant`]), and
     /// `zero · sum` takes the offset back out of a row's sum.
     sum: Vec<i32>,
+    /// The input channel kept out of the int8 sums, if any
+    /// ([`Linear::set_int8_outlier`]).
+    outlier: Option<Outlier>,
+}
+
+/// The input channel with the largest values, which in most layers are far
+/// larger than the others' (a "massive activation": all-MiniLM-L6-v2's
+/// channel 99 reaches 30 where most stay under 2). Left in the int8 sums it
+/// would set the scale of every row it is large in and leave the other
+/// inputs a few levels; so its level is the zero point (it adds nothing to
+/// the sums), and the finish adds `value · weight` in f32.
+struct Outlier {
+    channel: usize,
+    /// The channel's weight for each output column, `scale · int8 weight`,
+    /// padded to whole panels with zeros.
+    weights: Vec<f32>,
 }
 
 /// How one input row was quantized for the int8 products: value ≈
@@ -163,6 +179,9 @@ struct Int8Columns {
 pub(crate) struct RowQuant {
     pub scale: f32,
     pub zero: i32,
+    /// The row's value of the layer's outlier channel (0 without one),
+    /// which the finish adds in f32 ([`Outlier`]).
+    pub outlier: f32,
 }
 
 /// A weight matrix `[in, out]`, laid out for the kernel that multiplies by
@@ -176,6 +195,9 @@ pub(crate) struct Linear {
     layout: Layout,
     /// Present for the int8 layouts.
     int8: Option<Int8Columns>,
+    /// Each input channel's largest magnitude so far, while
+    /// [`observe_inputs`](Self::observe_inputs) is on.
+    observed: Option<std::sync::Mutex<Vec<f32>>>,
 }
 
 /// What runs on each output row after the product.
@@ -293,6 +315,7 @@ impl Linear {
                 let mut columns = Int8Columns {
                     scale: vec![0.0; panels * NR],
                     sum: vec![0; panels * NR],
+                    outlier: None,
                 };
                 for j in 0..n {
                     let column = (0..k).map(|p| w[p * n + j]);
@@ -355,7 +378,43 @@ impl Linear {
             products,
             layout,
             int8,
+            observed: None,
         }
+    }
+
+    /// Starts recording each input channel's largest magnitude over the
+    /// products that follow (for [`set_int8_outlier`](Self::set_int8_outlier)).
+    pub fn observe_inputs(&mut self) {
+        self.observed = Some(std::sync::Mutex::new(vec![0.0; self.k]));
+    }
+
+    /// Stops recording and returns what [`observe_inputs`](Self::observe_inputs)
+    /// recorded (`None` if it was off).
+    pub fn take_observed(&mut self) -> Option<Vec<f32>> {
+        let observed = self.observed.take()?;
+        // Plain numbers, valid whatever a panicking holder did.
+        Some(observed.into_inner().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Keeps input `channel` out of the int8 sums and adds it in f32 (see
+    /// [`Outlier`]); `None` puts every channel back. Nothing for the other
+    /// products, or a channel outside the inputs.
+    pub fn set_int8_outlier(&mut self, channel: Option<usize>) {
+        let (k, n) = (self.k, self.n);
+        let quads = int8_depth(k, self.layout);
+        let Some(columns) = &mut self.int8 else {
+            return;
+        };
+        columns.outlier = channel.filter(|&c| c < k).map(|channel| {
+            let words = words_ref(&self.lines);
+            let mut weights = vec![0.0; columns.scale.len()];
+            for (j, w) in weights.iter_mut().enumerate().take(n) {
+                let word = words[(j / NR) * quads * NR + (channel / 4) * NR + j % NR];
+                let q = (word >> (8 * (channel % 4))) as u8 as i8;
+                *w = columns.scale[j] * q as f32;
+            }
+            Outlier { channel, weights }
+        });
     }
 
     pub fn out_features(&self) -> usize {
@@ -421,6 +480,14 @@ impl Linear {
         }
         if m == 0 || self.n == 0 {
             return Ok(());
+        }
+        if let Some(observed) = &self.observed {
+            let mut observed = observed.lock().unwrap_or_else(|e| e.into_inner());
+            for row in x.chunks_exact(self.k.max(1)) {
+                for (o, v) in observed.iter_mut().zip(row) {
+                    *o = o.max(v.abs());
+                }
+            }
         }
         let finish = |out: &mut [f32]| match epilogue {
             Epilogue::Bias(bias, act) if parallel => out
@@ -607,6 +674,8 @@ impl Linear {
         let (rows, cols) = (r1 - r0, c1 - c0);
         let w = &words_ref(&self.lines)[p0 * quads * NR..p1 * quads * NR];
         let (scale, sum) = (&columns.scale[c0..p1 * NR], &columns.sum[c0..p1 * NR]);
+        let outlier = columns.outlier.as_ref();
+        let outlier_weights = outlier.map(|o| &o.weights[c0..p1 * NR]);
         INT8_ROWS.with_borrow_mut(|(words, row_quants)| {
             // The AMX tiles read rows in whole tiles; what the padding rows
             // and words hold meets zero weights or is never stored.
@@ -623,6 +692,7 @@ impl Linear {
                 quads,
                 words,
                 row_quants,
+                outlier.map(|o| o.channel),
             );
             #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
             if self.layout == Layout::Int8Amx {
@@ -634,7 +704,17 @@ impl Linear {
                 // `Layout::available` offers after its checks).
                 unsafe {
                     crate::amx::int8_tiles(
-                        rows, cols, quads, words, row_quants, w, scale, sum, c, n,
+                        rows,
+                        cols,
+                        quads,
+                        words,
+                        row_quants,
+                        w,
+                        scale,
+                        sum,
+                        outlier_weights,
+                        c,
+                        n,
                     );
                 }
                 return;
@@ -647,14 +727,26 @@ impl Linear {
                 // `c`; the CPU has AVX-512 VNNI (`with_layout` only builds
                 // layouts `Layout::available` offers after its CPU check).
                 unsafe {
-                    avx512::int8_tiles(rows, cols, quads, words, row_quants, w, scale, sum, c, n);
+                    avx512::int8_tiles(
+                        rows,
+                        cols,
+                        quads,
+                        words,
+                        row_quants,
+                        w,
+                        scale,
+                        sum,
+                        outlier_weights,
+                        c,
+                        n,
+                    );
                 }
                 return;
             }
             for (i, (a, &rq)) in words.chunks_exact(quads).zip(row_quants.iter()).enumerate() {
                 // SAFETY: this task alone reads or writes its block.
                 let row = unsafe { dst.slice_mut((r0 + i) * n + c0, cols) };
-                int8_rows_emulated(a, rq, w, scale, sum, row);
+                int8_rows_emulated(a, rq, w, scale, sum, outlier_weights, row);
             }
         });
         self.task_epilogue(task, dst, epilogue);
@@ -783,6 +875,7 @@ fn row_quant(least: f32, largest: f32) -> (RowQuant, f32) {
     let rq = RowQuant {
         scale: range / 255.0,
         zero: zero as i32,
+        outlier: 0.0,
     };
     (rq, inv)
 }
@@ -806,7 +899,9 @@ fn quantize_input(v: f32, inv: f32, zero: i32) -> u8 {
 /// meets zero weights), as `vpdpbusd` reads them. Shared by every int8
 /// path, so they all sum the same integers.
 /// Rows are `stride` words apart in `words` (at least `k.div_ceil(4)`; the
-/// words past a row's own are left as they are).
+/// words past a row's own are left as they are). An `outlier` channel
+/// (see [`Outlier`]) counts for nothing in the range, its byte is the zero
+/// point, and its value goes to [`RowQuant::outlier`].
 fn quantize_rows(
     kernels: Kernels,
     x: &[f32],
@@ -814,16 +909,29 @@ fn quantize_rows(
     stride: usize,
     words: &mut [u32],
     quants: &mut [RowQuant],
+    outlier: Option<usize>,
 ) {
+    let outlier = outlier.filter(|&c| c < k);
     #[cfg(target_arch = "x86_64")]
     if kernels.has_avx512() {
         // SAFETY: `has_avx512` means the CPU check found AVX-512F + VL + BW
         // (and AVX2 + FMA) for this `Kernels`.
-        unsafe { quantize_rows_avx512(x, k, stride, words, quants) };
+        unsafe { quantize_rows_avx512(x, k, stride, words, quants, outlier) };
         return;
     }
     let _ = kernels;
-    quantize_rows_body(x, k, stride, words, quants)
+    quantize_rows_body(x, k, stride, words, quants, outlier)
+}
+
+/// Gives `row`'s outlier channel the zero point's byte and its value to
+/// `quant`, after the row's bytes were written without regard to it.
+#[inline(always)]
+fn set_outlier(row: &[f32], out: &mut [u32], quant: &mut RowQuant, outlier: Option<usize>) {
+    if let Some(c) = outlier {
+        let shift = 8 * (c % 4);
+        out[c / 4] = (out[c / 4] & !(0xff << shift)) | ((quant.zero as u32) << shift);
+        quant.outlier = row[c];
+    }
 }
 
 /// [`quantize_rows_body`] in AVX-512 intrinsics: the same bytes (tested),
@@ -839,12 +947,16 @@ unsafe fn quantize_rows_avx512(
     stride: usize,
     words: &mut [u32],
     quants: &mut [RowQuant],
+    outlier: Option<usize>,
 ) {
     use std::arch::x86_64::*;
     let quads = k.div_ceil(4);
     assert!(stride >= quads, "rows of {quads} words, {stride} apart");
     let (full, tail) = (k / 16, k % 16);
     let tail_mask = crate::kernels::vector::lanes(tail);
+    // The vector that holds the outlier channel (none: past the row) and
+    // the lanes of it that count for the range.
+    let (skipped, kept) = outlier.map_or((usize::MAX, 0xffff), |c| (c / 16, !(1u16 << (c % 16))));
     for ((row, out), quant) in x
         .chunks_exact(k)
         .zip(words.chunks_mut(stride))
@@ -864,27 +976,45 @@ unsafe fn quantize_rows_avx512(
         // chain of dependent operations (four cycles each); as variables,
         // since an array indexed by the step was kept on the stack.
         let load = |c: usize| _mm512_loadu_ps(src.add(16 * c));
-        let [mut lo0, mut lo1, mut hi0, mut hi1] = [_mm512_setzero_ps(); 4];
-        let mut c = 0;
-        while c + 2 <= full {
-            let (a, b) = (load(c), load(c + 1));
-            lo0 = _mm512_min_ps(a, lo0);
-            hi0 = _mm512_max_ps(a, hi0);
-            lo1 = _mm512_min_ps(b, lo1);
-            hi1 = _mm512_max_ps(b, hi1);
-            c += 2;
-        }
-        if c < full {
-            let a = load(c);
-            lo0 = _mm512_min_ps(a, lo0);
-            hi0 = _mm512_max_ps(a, hi0);
-        }
-        let (mut lo, mut hi) = (_mm512_min_ps(lo0, lo1), _mm512_max_ps(hi0, hi1));
+        // Vectors `from..to`, none of them the outlier's.
+        let extremes = |from: usize, to: usize, lo: __m512, hi: __m512| {
+            let (mut lo0, mut hi0, mut lo1, mut hi1) = (lo, hi, lo, hi);
+            let mut c = from;
+            while c + 2 <= to {
+                let (a, b) = (load(c), load(c + 1));
+                lo0 = _mm512_min_ps(a, lo0);
+                hi0 = _mm512_max_ps(a, hi0);
+                lo1 = _mm512_min_ps(b, lo1);
+                hi1 = _mm512_max_ps(b, hi1);
+                c += 2;
+            }
+            if c < to {
+                let a = load(c);
+                lo0 = _mm512_min_ps(a, lo0);
+                hi0 = _mm512_max_ps(a, hi0);
+            }
+            (_mm512_min_ps(lo0, lo1), _mm512_max_ps(hi0, hi1))
+        };
+        // Masked-off lanes load 0, which the range holds anyway.
+        let partial = |c: usize, mask: __mmask16, (lo, hi): (__m512, __m512)| {
+            let v = _mm512_maskz_loadu_ps(mask, src.add(16 * c));
+            (_mm512_min_ps(v, lo), _mm512_max_ps(v, hi))
+        };
+        let zero = _mm512_setzero_ps();
+        let (mut lo, mut hi) = if skipped < full {
+            let range = extremes(0, skipped, zero, zero);
+            let range = partial(skipped, kept, range);
+            extremes(skipped + 1, full, range.0, range.1)
+        } else {
+            extremes(0, full, zero, zero)
+        };
         if tail > 0 {
-            // Masked-off lanes load 0, which the range holds anyway.
-            let v = _mm512_maskz_loadu_ps(tail_mask, src.add(16 * full));
-            lo = _mm512_min_ps(v, lo);
-            hi = _mm512_max_ps(v, hi);
+            let mask = if skipped == full {
+                tail_mask & kept
+            } else {
+                tail_mask
+            };
+            (lo, hi) = partial(full, mask, (lo, hi));
         }
         let (rq, inv) = row_quant(_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
         *quant = rq;
@@ -934,6 +1064,7 @@ unsafe fn quantize_rows_avx512(
                 *w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             }
         }
+        set_outlier(row, out, quant, outlier);
     }
 }
 
@@ -944,6 +1075,7 @@ fn quantize_rows_body(
     stride: usize,
     words: &mut [u32],
     quants: &mut [RowQuant],
+    outlier: Option<usize>,
 ) {
     let quads = k.div_ceil(4);
     assert!(stride >= quads, "rows of {quads} words, {stride} apart");
@@ -955,7 +1087,9 @@ fn quantize_rows_body(
         let out = &mut out[..quads];
         let (least, largest) = row
             .iter()
-            .fold((0.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+            .enumerate()
+            .filter(|&(c, _)| Some(c) != outlier)
+            .fold((0.0f32, 0.0f32), |(lo, hi), (_, &v)| (lo.min(v), hi.max(v)));
         let (rq, inv) = row_quant(least, largest);
         *quant = rq;
         let byte = |v: f32| quantize_input(v, inv, rq.zero);
@@ -970,6 +1104,7 @@ fn quantize_rows_body(
             }
             *last = u32::from_le_bytes(bytes);
         }
+        set_outlier(row, out, quant, outlier);
     }
 }
 
@@ -983,6 +1118,7 @@ fn int8_rows_emulated(
     w: &[u32],
     scale: &[f32],
     sum: &[i32],
+    outlier: Option<&[f32]>,
     out: &mut [f32],
 ) {
     let quads = a.len();
@@ -999,6 +1135,9 @@ fn int8_rows_emulated(
         for (j, y) in cols.iter_mut().enumerate() {
             let c = p * NR + j;
             *y = (acc[j] - rq.zero * sum[c]) as f32 * (rq.scale * scale[c]);
+            if let Some(wo) = outlier {
+                *y += rq.outlier * wo[c];
+            }
         }
     }
 }
@@ -1217,10 +1356,11 @@ mod avx512 {
     /// f32. `a`: `m` rows of `quads` words of four u8 inputs, row `r`
     /// quantized as `rows[r]` says; `b`: int8 panels as
     /// [`tiled_product!`]'s, four weights per word; `scale` and `sum`: the
-    /// columns' scales and sums of int8 weights, whole panels of them.
+    /// columns' scales and sums of int8 weights, whole panels of them;
+    /// `outlier`: the outlier channel's weights, if the layer has one.
     /// Each output is `(Σ − zero · sum) as f32 · (row scale · column
-    /// scale)`, the operations of [`super::int8_rows_emulated`] in its
-    /// order.
+    /// scale)`, plus `outlier value · weight`, the operations of
+    /// [`super::int8_rows_emulated`] in its order.
     ///
     /// # Safety
     /// The CPU has AVX-512 VNNI and BW; `c` points at `m` rows of `n`
@@ -1236,6 +1376,7 @@ mod avx512 {
         b: &[u32],
         scale: &[f32],
         sum: &[i32],
+        outlier: Option<&[f32]>,
         c: *mut f32,
         ldc: usize,
     ) {
@@ -1243,7 +1384,9 @@ mod avx512 {
         assert!(a.len() >= m * quads && rows.len() >= m, "tile rows");
         assert!(b.len() >= panels * quads * NR, "tile panels");
         assert!(
-            scale.len() >= panels * NR && sum.len() >= panels * NR,
+            scale.len() >= panels * NR
+                && sum.len() >= panels * NR
+                && outlier.is_none_or(|o| o.len() >= panels * NR),
             "tile columns"
         );
         for j0 in (0..n).step_by(NR) {
@@ -1264,6 +1407,12 @@ mod avx512 {
                     _mm512_loadu_si512(sum.as_ptr().add(j0).cast()),
                     _mm512_loadu_si512(sum.as_ptr().add(j0 + 16).cast()),
                 ],
+                outlier: outlier.map(|o| {
+                    [
+                        _mm512_loadu_ps(o.as_ptr().add(j0)),
+                        _mm512_loadu_ps(o.as_ptr().add(j0 + 16)),
+                    ]
+                }),
             };
             for i0 in (0..m).step_by(MR) {
                 let ap = a.as_ptr().add(i0 * quads);
@@ -1277,10 +1426,12 @@ mod avx512 {
         }
     }
 
-    /// One panel's column scales and sums of int8 weights, 16 lanes each.
+    /// One panel's column scales, sums of int8 weights and outlier
+    /// weights, 16 lanes each.
     struct Columns {
         scale: [__m512; 2],
         sum: [__m512i; 2],
+        outlier: Option<[__m512; 2]>,
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1310,12 +1461,20 @@ mod avx512 {
             }
         }
         for r in 0..R {
-            let RowQuant { scale: sx, zero } = *rows.add(r);
-            let (sx, zero) = (_mm512_set1_ps(sx), _mm512_set1_epi32(zero));
+            let rq = *rows.add(r);
+            let (sx, zero, xo) = (
+                _mm512_set1_ps(rq.scale),
+                _mm512_set1_epi32(rq.zero),
+                _mm512_set1_ps(rq.outlier),
+            );
             let finish = |acc: __m512i, half: usize| {
                 let offset = _mm512_mullo_epi32(zero, columns.sum[half]);
                 let sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, offset));
-                _mm512_mul_ps(sum, _mm512_mul_ps(sx, columns.scale[half]))
+                let y = _mm512_mul_ps(sum, _mm512_mul_ps(sx, columns.scale[half]));
+                match columns.outlier {
+                    Some(wo) => _mm512_add_ps(y, _mm512_mul_ps(xo, wo[half])),
+                    None => y,
+                }
             };
             _mm512_mask_storeu_ps(c.add(r * ldc), m0, finish(lo[r], 0));
             _mm512_mask_storeu_ps(c.wrapping_add(r * ldc + 16), m1, finish(hi[r], 1));
@@ -1591,8 +1750,16 @@ pub(crate) mod tests {
 
     /// The int8 result computed independently: per-column scales, per-row
     /// scales and zero points, the integer sum of the levels less the zero
-    /// point times the int8 weights, then the f32 finish.
-    fn int8_reference(x: &[f32], w: &[f32], k: usize, n: usize) -> Vec<f32> {
+    /// point times the int8 weights, then the f32 finish; an `outlier`
+    /// channel out of the range and the sum, its value times its
+    /// dequantized weight added last.
+    fn int8_reference(
+        x: &[f32],
+        w: &[f32],
+        k: usize,
+        n: usize,
+        outlier: Option<usize>,
+    ) -> Vec<f32> {
         let m = x.len() / k;
         let inv = |max: f32| if max > 0.0 { 127.0 / max } else { 0.0 };
         let col_max: Vec<f32> = (0..n)
@@ -1601,20 +1768,27 @@ pub(crate) mod tests {
         let mut y = vec![0.0f32; m * n];
         for i in 0..m {
             let row = &x[i * k..][..k];
-            let lo = row.iter().fold(0.0f32, |a, &v| a.min(v));
-            let hi = row.iter().fold(0.0f32, |a, &v| a.max(v));
+            let kept = || (0..k).filter(|&p| Some(p) != outlier).map(|p| row[p]);
+            let lo = kept().fold(0.0f32, |a, v| a.min(v));
+            let hi = kept().fold(0.0f32, |a, v| a.max(v));
             let row_inv = if hi > lo { 255.0 / (hi - lo) } else { 0.0 };
             let zero = (-lo * row_inv).round_ties_even().clamp(0.0, 255.0);
             for j in 0..n {
+                let qw = |p: usize| quantize(w[p * n + j], inv(col_max[j]));
                 let sum: i64 = (0..k)
+                    .filter(|&p| Some(p) != outlier)
                     .map(|p| {
                         let level = (row[p] * row_inv)
                             .round_ties_even()
                             .clamp(-zero, 255.0 - zero);
-                        level as i64 * quantize(w[p * n + j], inv(col_max[j])) as i64
+                        level as i64 * qw(p) as i64
                     })
                     .sum();
-                y[i * n + j] = sum as i32 as f32 * ((hi - lo) / 255.0 * (col_max[j] / 127.0));
+                let mut v = sum as i32 as f32 * ((hi - lo) / 255.0 * (col_max[j] / 127.0));
+                if let Some(c) = outlier {
+                    v += row[c] * (col_max[j] / 127.0 * qw(c) as f32);
+                }
+                y[i * n + j] = v;
             }
         }
         y
@@ -1657,7 +1831,7 @@ pub(crate) mod tests {
                 vec![0u32; rows * k.div_ceil(4)],
                 vec![RowQuant::default(); rows],
             );
-            quantize_rows(kernels, &x, k, k.div_ceil(4), &mut out.0, &mut out.1);
+            quantize_rows(kernels, &x, k, k.div_ceil(4), &mut out.0, &mut out.1, None);
             out
         };
         let portable = run(Kernels::portable());
@@ -1680,23 +1854,58 @@ pub(crate) mod tests {
             x[4 * k - 1] = -1e-45;
             x[4 * k..5 * k].iter_mut().for_each(|v| *v = v.abs() + 0.5);
             x[5 * k..6 * k].iter_mut().for_each(|v| *v = -v.abs() - 0.5);
+            // Row 6 has a huge value in the outlier channel of the runs
+            // that name one: in each part of the 16-lane code (the first
+            // vector, the middle, the last vector or the tail), or past the
+            // row (none).
+            let channels = [None, Some(0), Some(k / 2), Some(k - 1), Some(k + 3)];
+            for (i, &outlier) in channels.iter().enumerate() {
+                let mut x = x.clone();
+                let wanted = outlier.filter(|&c| c < k);
+                if let Some(c) = wanted {
+                    x[6 * k + c] = -1e4 * (i as f32);
+                }
+                let run = |kernels| {
+                    let mut out = (vec![7u32; 7 * stride], vec![RowQuant::default(); 7]);
+                    quantize_rows(kernels, &x, k, stride, &mut out.0, &mut out.1, outlier);
+                    out
+                };
+                let portable = run(Kernels::portable());
+                if k > 1 {
+                    assert_eq!((portable.1[4].zero, portable.1[5].zero), (0, 255));
+                }
+                for kernels in Kernels::available() {
+                    let got = run(kernels);
+                    assert_eq!(got.0, portable.0, "{kernels:?} k = {k}, {outlier:?}");
+                    let bits = |s: &[RowQuant]| {
+                        s.iter()
+                            .map(|q| (q.scale.to_bits(), q.zero, q.outlier.to_bits()))
+                            .collect::<Vec<_>>()
+                    };
+                    assert_eq!(bits(&got.1), bits(&portable.1), "{kernels:?} k = {k}");
+                }
+                if let Some(c) = wanted {
+                    // Out of the range, its byte the zero point, its value
+                    // kept.
+                    let row = &x[6 * k..7 * k];
+                    let others = (0..k).filter(|&p| p != c).map(|p| row[p]);
+                    let lo = others.clone().fold(0.0f32, f32::min);
+                    let hi = others.fold(0.0f32, f32::max);
+                    let q = portable.1[6];
+                    assert_eq!(q.scale, (hi - lo) / 255.0, "k = {k}, channel {c}");
+                    assert_eq!(q.outlier.to_bits(), row[c].to_bits());
+                    let byte = (portable.0[6 * stride + c / 4] >> (8 * (c % 4))) & 0xff;
+                    assert_eq!(byte, q.zero as u32);
+                } else {
+                    assert!(portable.1.iter().all(|q| q.outlier == 0.0));
+                }
+            }
             let run = |kernels| {
                 let mut out = (vec![7u32; 7 * stride], vec![RowQuant::default(); 7]);
-                quantize_rows(kernels, &x, k, stride, &mut out.0, &mut out.1);
+                quantize_rows(kernels, &x, k, stride, &mut out.0, &mut out.1, None);
                 out
             };
             let portable = run(Kernels::portable());
-            assert_eq!((portable.1[4].zero, portable.1[5].zero), (0, 255));
-            for kernels in Kernels::available() {
-                let got = run(kernels);
-                assert_eq!(got.0, portable.0, "{kernels:?} k = {k}");
-                let bits = |s: &[RowQuant]| {
-                    s.iter()
-                        .map(|q| (q.scale.to_bits(), q.zero))
-                        .collect::<Vec<_>>()
-                };
-                assert_eq!(bits(&got.1), bits(&portable.1), "{kernels:?} k = {k}");
-            }
             // The words past each row's own are left alone.
             assert!(portable
                 .0
@@ -1757,13 +1966,26 @@ pub(crate) mod tests {
                     }
                     let w = data(k * n, case as u64 + 100);
                     let bias = data(n, case as u64 + 200);
-                    let linear = Linear::with_layout(&w, k, n, kernels, Products::Int8, layout);
+                    let mut linear = Linear::with_layout(&w, k, n, kernels, Products::Int8, layout);
                     let mut got = vec![f32::NAN; m * n];
                     linear.forward(&x, &mut got, Epilogue::None).unwrap();
-                    let want = int8_reference(&x, &w, k, n);
+                    let want = int8_reference(&x, &w, k, n, None);
                     for (idx, (g, e)) in got.iter().zip(&want).enumerate() {
                         assert_eq!(g.to_bits(), e.to_bits(), "{what} at {idx}: {g} vs {e}");
                     }
+                    // With an outlier channel, large in every other row.
+                    let channel = k / 3;
+                    let mut xo = x.clone();
+                    xo.chunks_exact_mut(k)
+                        .step_by(2)
+                        .for_each(|r| r[channel] = 30.0);
+                    linear.set_int8_outlier(Some(channel));
+                    linear.forward(&xo, &mut got, Epilogue::None).unwrap();
+                    let want = int8_reference(&xo, &w, k, n, Some(channel));
+                    for (idx, (g, e)) in got.iter().zip(&want).enumerate() {
+                        assert_eq!(g.to_bits(), e.to_bits(), "{what}, outlier, at {idx}");
+                    }
+                    linear.set_int8_outlier(None);
                     let mut biased = vec![f32::NAN; m * n];
                     linear
                         .forward(&x, &mut biased, Epilogue::Bias(&bias, None))

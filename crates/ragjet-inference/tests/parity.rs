@@ -151,11 +151,11 @@ fn mean_row_cosine(got: &[f32], want: &[f32], dim: usize) -> f64 {
 
 /// Int8 products (opt-in) against sentence-transformers' f32 on the same
 /// reference set. Issue 19 asked for min cosine ≥ 0.995, mean ≥ 0.999 and
-/// recall@10 of the reference top 10 ≥ 0.95; int8 weights per column and
-/// asymmetric u8 inputs per row measure min 0.9964, mean 0.99855, recall
-/// 0.933 (`docs/performance.md`, "Int8 encoder"), so the floors here hold
-/// what it does, just below the measured values, to catch a regression
-/// (the symmetric inputs before measured 0.9906 / 0.9967 / 0.906). `vpdpbusd` where the CPU has
+/// recall@10 of the reference top 10 ≥ 0.95, and these are the floors:
+/// int8 weights per column, asymmetric u8 inputs per row and one outlier
+/// channel per layer in f32 measure min 0.9981, mean 0.99914, recall 0.952
+/// (`docs/performance.md`, "Int8 encoder"; symmetric inputs without the
+/// outlier channels measured 0.9906 / 0.9967 / 0.906). `vpdpbusd` where the CPU has
 /// AVX-512 VNNI, the emulation elsewhere: the same bits (`linear.rs`'s
 /// tests), so the same figures on every CPU.
 #[test]
@@ -182,8 +182,8 @@ fn int8_keeps_its_measured_quality() {
          recall@10 {recall:.4}, missed neighbours at most {worst_gap:.2e} below the 10th"
     );
     assert!(min >= 0.995, "int8: min cosine {min} at row {at}");
-    assert!(mean >= 0.998, "int8: mean cosine {mean}");
-    assert!(recall >= 0.92, "int8: recall@10 {recall}");
+    assert!(mean >= 0.999, "int8: mean cosine {mean}");
+    assert!(recall >= 0.95, "int8: recall@10 {recall}");
 }
 
 /// The padded candle backend (the one CUDA runs) in f32 on the CPU agrees
