@@ -30,7 +30,8 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use crate::linear::RowQuant;
+use crate::linear::avx512::PanelColumns;
+use crate::linear::{ColumnsRef, RowQuant};
 
 /// Rows of one tile, and bf16 pairs (words) per tile row.
 pub(crate) const TILE: usize = 16;
@@ -199,9 +200,7 @@ pub(crate) unsafe fn int8_tiles(
     a: &[u32],
     rows: &[RowQuant],
     b: &[u32],
-    scale: &[f32],
-    sum: &[i32],
-    outlier: Option<&[f32]>,
+    columns: ColumnsRef<'_>,
     c: *mut f32,
     ldc: usize,
 ) {
@@ -212,12 +211,7 @@ pub(crate) unsafe fn int8_tiles(
         "tile rows"
     );
     assert!(b.len() >= panels * depth * PANEL, "tile panels");
-    assert!(
-        scale.len() >= panels * PANEL
-            && sum.len() >= panels * PANEL
-            && outlier.is_none_or(|o| o.len() >= panels * PANEL),
-        "tile columns"
-    );
+    assert!(columns.cover(panels * PANEL), "tile columns");
     if m == 0 || n == 0 || depth == 0 {
         return;
     }
@@ -247,13 +241,13 @@ pub(crate) unsafe fn int8_tiles(
                 block.rows > TILE,
             );
             if let Some(p) = pending {
-                finish_int8(&sums[p.buffer], p, n, rows, scale, sum, outlier, c, ldc);
+                finish_int8(&sums[p.buffer], p, n, rows, columns, c, ldc);
             }
             pending = Some(block);
         }
     }
     if let Some(p) = pending {
-        finish_int8(&sums[p.buffer], p, n, rows, scale, sum, outlier, c, ldc);
+        finish_int8(&sums[p.buffer], p, n, rows, columns, c, ldc);
     }
     asm!("tilerelease", options(nostack, nomem));
 }
@@ -273,7 +267,6 @@ struct Block {
 ///
 /// # Safety
 /// As for [`int8_tiles`], whose checks cover the block.
-#[allow(clippy::too_many_arguments)]
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn finish_int8(
@@ -281,9 +274,7 @@ unsafe fn finish_int8(
     block: Block,
     n: usize,
     row_quants: &[RowQuant],
-    scale: &[f32],
-    column_sum: &[i32],
-    outlier: Option<&[f32]>,
+    columns: ColumnsRef<'_>,
     c: *mut f32,
     ldc: usize,
 ) {
@@ -295,39 +286,16 @@ unsafe fn finish_int8(
         (1u32 << width) - 1
     };
     let masks = [mask as __mmask16, (mask >> 16) as __mmask16];
-    let column_scale = [
-        _mm512_loadu_ps(scale.as_ptr().add(j0)),
-        _mm512_loadu_ps(scale.as_ptr().add(j0 + TILE)),
-    ];
-    let column_sum = [
-        _mm512_loadu_si512(column_sum.as_ptr().add(j0).cast()),
-        _mm512_loadu_si512(column_sum.as_ptr().add(j0 + TILE).cast()),
-    ];
-    let outlier = outlier.map(|o| {
-        [
-            _mm512_loadu_ps(o.as_ptr().add(j0)),
-            _mm512_loadu_ps(o.as_ptr().add(j0 + TILE)),
-        ]
-    });
+    let columns = PanelColumns::load(columns, j0);
     for r in 0..rows {
         let rq = row_quants[i0 + r];
-        let (sx, zero, xo) = (
-            _mm512_set1_ps(rq.scale),
-            _mm512_set1_epi32(rq.zero),
-            _mm512_set1_ps(rq.outlier),
-        );
         let out = c.add((i0 + r) * ldc + j0);
-        for half in 0..2 {
+        for (half, &mask) in masks.iter().enumerate() {
             let acc = _mm512_load_si512(sums.0.as_ptr().add(r * PANEL + half * TILE).cast());
-            let offset = _mm512_mullo_epi32(zero, column_sum[half]);
-            let sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, offset));
-            let mut y = _mm512_mul_ps(sum, _mm512_mul_ps(sx, column_scale[half]));
-            if let Some(wo) = outlier {
-                y = _mm512_add_ps(y, _mm512_mul_ps(xo, wo[half]));
-            }
+            let y = columns.finish(acc, half, rq);
             // A fully masked store touches no memory: the pointer of an
             // absent second half is never dereferenced.
-            _mm512_mask_storeu_ps(out.wrapping_add(half * TILE), masks[half], y);
+            _mm512_mask_storeu_ps(out.wrapping_add(half * TILE), mask, y);
         }
     }
 }

@@ -184,6 +184,25 @@ pub(crate) struct RowQuant {
     pub outlier: f32,
 }
 
+/// What the int8 finish needs of each output column, from a task's first
+/// column on: its scale, its sum of int8 weights and, if the layer has an
+/// outlier channel, that channel's weight. Whole panels of each.
+#[derive(Clone, Copy)]
+pub(crate) struct ColumnsRef<'a> {
+    pub scale: &'a [f32],
+    pub sum: &'a [i32],
+    pub outlier: Option<&'a [f32]>,
+}
+
+impl ColumnsRef<'_> {
+    /// Whether every slice holds `columns` values.
+    pub fn cover(&self, columns: usize) -> bool {
+        self.scale.len() >= columns
+            && self.sum.len() >= columns
+            && self.outlier.is_none_or(|o| o.len() >= columns)
+    }
+}
+
 /// A weight matrix `[in, out]`, laid out for the kernel that multiplies by
 /// it (see [`Layout`]).
 pub(crate) struct Linear {
@@ -673,9 +692,12 @@ impl Linear {
         } = task;
         let (rows, cols) = (r1 - r0, c1 - c0);
         let w = &words_ref(&self.lines)[p0 * quads * NR..p1 * quads * NR];
-        let (scale, sum) = (&columns.scale[c0..p1 * NR], &columns.sum[c0..p1 * NR]);
         let outlier = columns.outlier.as_ref();
-        let outlier_weights = outlier.map(|o| &o.weights[c0..p1 * NR]);
+        let task_columns = ColumnsRef {
+            scale: &columns.scale[c0..p1 * NR],
+            sum: &columns.sum[c0..p1 * NR],
+            outlier: outlier.map(|o| &o.weights[c0..p1 * NR]),
+        };
         INT8_ROWS.with_borrow_mut(|(words, row_quants)| {
             // The AMX tiles read rows in whole tiles; what the padding rows
             // and words hold meets zero weights or is never stored.
@@ -710,9 +732,7 @@ impl Linear {
                         words,
                         row_quants,
                         w,
-                        scale,
-                        sum,
-                        outlier_weights,
+                        task_columns,
                         c,
                         n,
                     );
@@ -727,26 +747,14 @@ impl Linear {
                 // `c`; the CPU has AVX-512 VNNI (`with_layout` only builds
                 // layouts `Layout::available` offers after its CPU check).
                 unsafe {
-                    avx512::int8_tiles(
-                        rows,
-                        cols,
-                        quads,
-                        words,
-                        row_quants,
-                        w,
-                        scale,
-                        sum,
-                        outlier_weights,
-                        c,
-                        n,
-                    );
+                    avx512::int8_tiles(rows, cols, quads, words, row_quants, w, task_columns, c, n);
                 }
                 return;
             }
             for (i, (a, &rq)) in words.chunks_exact(quads).zip(row_quants.iter()).enumerate() {
                 // SAFETY: this task alone reads or writes its block.
                 let row = unsafe { dst.slice_mut((r0 + i) * n + c0, cols) };
-                int8_rows_emulated(a, rq, w, scale, sum, outlier_weights, row);
+                int8_rows_emulated(a, rq, w, task_columns, row);
             }
         });
         self.task_epilogue(task, dst, epilogue);
@@ -840,15 +848,13 @@ impl TaskGrid {
     }
 }
 
-/// `v · inv` rounded to the nearest integer (ties to even) in -127..=127:
-/// the one rounding every int8 path shares, for weights and inputs alike.
-/// Adding 1.5 · 2²³ rounds to an integer in the low mantissa bits (f32
-/// addition rounds to nearest even), which is `round_ties_even` for these
-/// magnitudes; unlike `round_ties_even` and the saturating `as` cast,
-/// which are calls and scalar code on the baseline target, it vectorises.
-/// A NaN product (a NaN input, or 0 · ∞ in a row whose largest magnitude
-/// is subnormal) becomes −127: `f32::max` takes the bound, as `vmaxps`
-/// does in [`quantize_rows_avx512`], so every path gives the same byte.
+/// A weight's int8 value: `v · inv` rounded to the nearest integer (ties
+/// to even) in -127..=127. Adding 1.5 · 2²³ rounds to an integer in the
+/// low mantissa bits (f32 addition rounds to nearest even), which is
+/// `round_ties_even` for these magnitudes; unlike `round_ties_even` and the
+/// saturating `as` cast, which are calls and scalar code on the baseline
+/// target, it vectorises ([`quantize_input`] rounds the inputs the same
+/// way). A NaN product becomes −127: `f32::max` takes the bound.
 #[inline(always)]
 // Not `clamp`, which keeps a NaN.
 #[allow(clippy::manual_clamp)]
@@ -1116,9 +1122,7 @@ fn int8_rows_emulated(
     a: &[u32],
     rq: RowQuant,
     w: &[u32],
-    scale: &[f32],
-    sum: &[i32],
-    outlier: Option<&[f32]>,
+    columns: ColumnsRef<'_>,
     out: &mut [f32],
 ) {
     let quads = a.len();
@@ -1134,8 +1138,8 @@ fn int8_rows_emulated(
         }
         for (j, y) in cols.iter_mut().enumerate() {
             let c = p * NR + j;
-            *y = (acc[j] - rq.zero * sum[c]) as f32 * (rq.scale * scale[c]);
-            if let Some(wo) = outlier {
+            *y = (acc[j] - rq.zero * columns.sum[c]) as f32 * (rq.scale * columns.scale[c]);
+            if let Some(wo) = columns.outlier {
                 *y += rq.outlier * wo[c];
             }
         }
@@ -1215,10 +1219,10 @@ fn apply(kernels: Kernels, rows: &mut [f32], bias: &[f32], act: Option<Activatio
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{RowQuant, MR, NR};
+    use super::{ColumnsRef, RowQuant, MR, NR};
 
     /// `kernel::<rows>(args)` for a run-time `rows`.
     macro_rules! by_rows {
@@ -1374,21 +1378,14 @@ mod avx512 {
         a: &[u32],
         rows: &[RowQuant],
         b: &[u32],
-        scale: &[f32],
-        sum: &[i32],
-        outlier: Option<&[f32]>,
+        columns: ColumnsRef<'_>,
         c: *mut f32,
         ldc: usize,
     ) {
         let panels = n.div_ceil(NR);
         assert!(a.len() >= m * quads && rows.len() >= m, "tile rows");
         assert!(b.len() >= panels * quads * NR, "tile panels");
-        assert!(
-            scale.len() >= panels * NR
-                && sum.len() >= panels * NR
-                && outlier.is_none_or(|o| o.len() >= panels * NR),
-            "tile columns"
-        );
+        assert!(columns.cover(panels * NR), "tile columns");
         for j0 in (0..n).step_by(NR) {
             let width = (n - j0).min(NR);
             let mask = if width >= NR {
@@ -1398,22 +1395,7 @@ mod avx512 {
             };
             let (m0, m1) = (mask as __mmask16, (mask >> 16) as __mmask16);
             let bp = b.as_ptr().add(j0 * quads);
-            let columns = Columns {
-                scale: [
-                    _mm512_loadu_ps(scale.as_ptr().add(j0)),
-                    _mm512_loadu_ps(scale.as_ptr().add(j0 + 16)),
-                ],
-                sum: [
-                    _mm512_loadu_si512(sum.as_ptr().add(j0).cast()),
-                    _mm512_loadu_si512(sum.as_ptr().add(j0 + 16).cast()),
-                ],
-                outlier: outlier.map(|o| {
-                    [
-                        _mm512_loadu_ps(o.as_ptr().add(j0)),
-                        _mm512_loadu_ps(o.as_ptr().add(j0 + 16)),
-                    ]
-                }),
-            };
+            let columns = PanelColumns::load(columns, j0);
             for i0 in (0..m).step_by(MR) {
                 let ap = a.as_ptr().add(i0 * quads);
                 let (rs, cp) = (rows.as_ptr().add(i0), c.add(i0 * ldc + j0));
@@ -1426,12 +1408,55 @@ mod avx512 {
         }
     }
 
-    /// One panel's column scales, sums of int8 weights and outlier
-    /// weights, 16 lanes each.
-    struct Columns {
+    /// One panel's [`ColumnsRef`], 16 lanes each.
+    pub(crate) struct PanelColumns {
         scale: [__m512; 2],
         sum: [__m512i; 2],
         outlier: Option<[__m512; 2]>,
+    }
+
+    impl PanelColumns {
+        /// The panel at column `j0`.
+        ///
+        /// # Safety
+        /// The CPU has AVX-512F; `columns` covers `j0 + 32` columns.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        pub(crate) unsafe fn load(columns: ColumnsRef<'_>, j0: usize) -> Self {
+            let f32s = |v: &[f32]| {
+                [
+                    _mm512_loadu_ps(v.as_ptr().add(j0)),
+                    _mm512_loadu_ps(v.as_ptr().add(j0 + 16)),
+                ]
+            };
+            Self {
+                scale: f32s(columns.scale),
+                sum: [
+                    _mm512_loadu_si512(columns.sum.as_ptr().add(j0).cast()),
+                    _mm512_loadu_si512(columns.sum.as_ptr().add(j0 + 16).cast()),
+                ],
+                outlier: columns.outlier.map(f32s),
+            }
+        }
+
+        /// The finish of one row's sums `acc` over half `half` (16
+        /// columns) of the panel: `(Σ − zero · sum) as f32 · (row scale ·
+        /// column scale)`, plus `outlier value · weight`. The `vpdpbusd`
+        /// and `tdpbusd` tiles both call this, and
+        /// [`super::int8_rows_emulated`] does the same operations in the
+        /// same order, so all give the same bits.
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        pub(crate) fn finish(&self, acc: __m512i, half: usize, row: RowQuant) -> __m512 {
+            let offset = _mm512_mullo_epi32(_mm512_set1_epi32(row.zero), self.sum[half]);
+            let sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, offset));
+            let scale = _mm512_mul_ps(_mm512_set1_ps(row.scale), self.scale[half]);
+            let y = _mm512_mul_ps(sum, scale);
+            match self.outlier {
+                Some(w) => _mm512_add_ps(y, _mm512_mul_ps(_mm512_set1_ps(row.outlier), w[half])),
+                None => y,
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1442,7 +1467,7 @@ mod avx512 {
         quads: usize,
         rows: *const RowQuant,
         b: *const u32,
-        columns: &Columns,
+        columns: &PanelColumns,
         c: *mut f32,
         ldc: usize,
         m0: __mmask16,
@@ -1462,22 +1487,12 @@ mod avx512 {
         }
         for r in 0..R {
             let rq = *rows.add(r);
-            let (sx, zero, xo) = (
-                _mm512_set1_ps(rq.scale),
-                _mm512_set1_epi32(rq.zero),
-                _mm512_set1_ps(rq.outlier),
+            _mm512_mask_storeu_ps(c.add(r * ldc), m0, columns.finish(lo[r], 0, rq));
+            _mm512_mask_storeu_ps(
+                c.wrapping_add(r * ldc + 16),
+                m1,
+                columns.finish(hi[r], 1, rq),
             );
-            let finish = |acc: __m512i, half: usize| {
-                let offset = _mm512_mullo_epi32(zero, columns.sum[half]);
-                let sum = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, offset));
-                let y = _mm512_mul_ps(sum, _mm512_mul_ps(sx, columns.scale[half]));
-                match columns.outlier {
-                    Some(wo) => _mm512_add_ps(y, _mm512_mul_ps(xo, wo[half])),
-                    None => y,
-                }
-            };
-            _mm512_mask_storeu_ps(c.add(r * ldc), m0, finish(lo[r], 0));
-            _mm512_mask_storeu_ps(c.wrapping_add(r * ldc + 16), m1, finish(hi[r], 1));
         }
     }
 
