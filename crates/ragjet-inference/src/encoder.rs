@@ -190,9 +190,10 @@ impl BertEncoder {
 
     /// Chooses each int8 layer's outlier input channel (see
     /// `linear::Outlier`, [`outlier_channel`]) from the largest magnitude
-    /// each channel reaches on `batch`; returns how many layers got one. Nothing changes for
-    /// f32 and bf16 products. Deterministic: every CPU computes the same
-    /// int8 numbers, so every CPU chooses the same channels.
+    /// each channel reaches on `batch`; returns how many layers got one.
+    /// Nothing changes for f32 and bf16 products. Deterministic: every CPU
+    /// computes the same int8 numbers, so every CPU chooses the same
+    /// channels.
     pub fn calibrate_int8(&mut self, batch: &PackedBatch) -> Result<usize> {
         for linear in linears_mut(&mut self.layers) {
             linear.set_int8_outlier(None);
@@ -598,6 +599,7 @@ impl InplaceOp2 for Attention<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::linear::tests::data;
 
     /// The largest channel, in every layer; nothing for empty, all-zero or
     /// NaN observations.
@@ -613,7 +615,6 @@ mod tests {
         assert_eq!(outlier_channel(&[]), None);
         assert_eq!(outlier_channel(&[0.0; 8]), None);
     }
-    use crate::linear::tests::data;
 
     /// Blocks of rows taken through a whole sublayer give what passes over
     /// the whole batch give: the same bits on the AVX-512 and int8 paths

@@ -170,10 +170,11 @@ struct Outlier {
 /// How one input row was quantized for the int8 products: value ≈
 /// `scale · (byte − zero)`, the bytes spanning the row's range from its
 /// least value to its largest (and 0, which `zero` stands for) in 0..=255.
-/// Asymmetric because the rows are lopsided: a layer norm's outputs have a
-/// few channels far out on one side, and around a quarter of the levels a
-/// scale symmetric about 0 offers went unused (the int8 encoder's cosine
-/// against f32 vectors: 1 − cos about halved, measured in a simulation).
+/// Asymmetric because rows are lopsided: a few channels reach far out on
+/// one side (all-MiniLM-L6-v2's layer-norm outputs: +28 in channel 99
+/// where the row's least value is about −4), and a scale symmetric about 0
+/// leaves the other side's levels unused. 1 − mean cosine against
+/// sentence-transformers: 0.0033 → 0.0015 (`tests/parity.rs`).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[repr(C)]
 pub(crate) struct RowQuant {
