@@ -109,7 +109,7 @@ pub enum Precision {
     /// sums (AMX `tdpbusd` or `vpdpbusd` where the CPU has them, the same
     /// integers computed in plain code elsewhere, so every CPU gives the
     /// same vectors). Attention, softmax, layer norms and activations stay
-    /// f32. About 1.37× bf16 on AMX, at a small cost in accuracy (mean
+    /// f32. About 1.35× bf16 on AMX, at a small cost in accuracy (mean
     /// cosine 0.9991, min 0.9981 against f32 sentence-transformers on the
     /// fixtures; `docs/performance.md`, "Int8 encoder").
     Int8,
