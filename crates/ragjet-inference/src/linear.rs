@@ -346,7 +346,7 @@ impl Linear {
                     for (p, v) in column.enumerate() {
                         let q = quantize(v, inv);
                         sum += q as i32;
-                        let word = &mut dst[(j / NR) * quads * NR + (p / 4) * NR + j % NR];
+                        let word = &mut dst[int8_word(j, p, quads)];
                         *word |= (q as u8 as u32) << (8 * (p % 4));
                     }
                     columns.sum[j] = sum;
@@ -429,7 +429,7 @@ impl Linear {
             let words = words_ref(&self.lines);
             let mut weights = vec![0.0; columns.scale.len()];
             for (j, w) in weights.iter_mut().enumerate().take(n) {
-                let word = words[(j / NR) * quads * NR + (channel / 4) * NR + j % NR];
+                let word = words[int8_word(j, channel, quads)];
                 let q = (word >> (8 * (channel % 4))) as u8 as i8;
                 *w = columns.scale[j] * q as f32;
             }
@@ -860,9 +860,15 @@ impl TaskGrid {
 // Not `clamp`, which keeps a NaN.
 #[allow(clippy::manual_clamp)]
 fn quantize(v: f32, inv: f32) -> i8 {
+    round_small((v * inv).max(-127.0).min(127.0)) as i8
+}
+
+/// `t` (|t| < 2²²) rounded to the nearest integer, ties to even, by the
+/// shifted add that [`quantize`] describes.
+#[inline(always)]
+fn round_small(t: f32) -> i32 {
     const SHIFT: f32 = 12_582_912.0; // 1.5·2²³
-    let t = (v * inv).max(-127.0).min(127.0) + SHIFT;
-    t.to_bits().wrapping_sub(SHIFT.to_bits()) as i8
+    (t + SHIFT).to_bits().wrapping_sub(SHIFT.to_bits()) as i32
 }
 
 /// A row's [`RowQuant`] from its least and largest values, and the factor
@@ -894,10 +900,8 @@ fn row_quant(least: f32, largest: f32) -> (RowQuant, f32) {
 #[inline(always)]
 #[allow(clippy::manual_clamp)]
 fn quantize_input(v: f32, inv: f32, zero: i32) -> u8 {
-    const SHIFT: f32 = 12_582_912.0; // 1.5·2²³
     let z = zero as f32;
-    let t = (v * inv).max(-z).min(255.0 - z) + SHIFT;
-    (t.to_bits().wrapping_sub(SHIFT.to_bits()) as i32 + zero) as u8
+    (round_small((v * inv).max(-z).min(255.0 - z)) + zero) as u8
 }
 
 /// Each `k`-wide row of `x` as `u8` levels with a scale and zero point of
@@ -1161,7 +1165,8 @@ thread_local! {
     /// A task's input rows as bf16 pairs: converted once per task, then
     /// read from L1/L2 by every tile of the task.
     static BF16_ROWS: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// A task's input rows as int8 quads and their scales, the same way.
+    /// A task's input rows as u8 quads and how each was quantized, the
+    /// same way.
     static INT8_ROWS: std::cell::RefCell<(Vec<u32>, Vec<RowQuant>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
@@ -1204,6 +1209,12 @@ fn int8_depth(k: usize, layout: Layout) -> usize {
         Layout::Int8Amx => quads.next_multiple_of(16),
         _ => quads,
     }
+}
+
+/// Where weight (input `p`, column `j`) lies in int8 panels of `quads`
+/// words a column: the word of four inputs, byte `p % 4` of it.
+fn int8_word(j: usize, p: usize, quads: usize) -> usize {
+    (j / NR) * quads * NR + (p / 4) * NR + j % NR
 }
 
 /// Two values as one word of bf16s, `lo` in the low half (the order
@@ -1360,10 +1371,8 @@ pub(crate) mod avx512 {
     /// int8 products on `vpdpbusd`: `c[m × n] = a · b`, scaled back to
     /// f32. `a`: `m` rows of `quads` words of four u8 inputs, row `r`
     /// quantized as `rows[r]` says; `b`: int8 panels as
-    /// [`tiled_product!`]'s, four weights per word; `scale` and `sum`: the
-    /// columns' scales and sums of int8 weights, whole panels of them;
-    /// `outlier`: the outlier channel's weights, if the layer has one.
-    /// Each output is `(Σ − zero · sum) as f32 · (row scale · column
+    /// [`tiled_product!`]'s, four weights per word; `columns`: what the
+    /// finish needs of each column, whole panels of it. Each output is `(Σ − zero · sum) as f32 · (row scale · column
     /// scale)`, plus `outlier value · weight`, the operations of
     /// [`super::int8_rows_emulated`] in its order.
     ///
@@ -1915,18 +1924,12 @@ pub(crate) mod tests {
                 } else {
                     assert!(portable.1.iter().all(|q| q.outlier == 0.0));
                 }
+                // The words past each row's own are left alone.
+                assert!(portable
+                    .0
+                    .chunks(stride)
+                    .all(|r| r[k.div_ceil(4)..] == [7; 3]));
             }
-            let run = |kernels| {
-                let mut out = (vec![7u32; 7 * stride], vec![RowQuant::default(); 7]);
-                quantize_rows(kernels, &x, k, stride, &mut out.0, &mut out.1, None);
-                out
-            };
-            let portable = run(Kernels::portable());
-            // The words past each row's own are left alone.
-            assert!(portable
-                .0
-                .chunks(stride)
-                .all(|r| r[k.div_ceil(4)..] == [7; 3]));
         }
         // Row 0, input 0 as the tiles read it: its level plus the zero
         // point, from the row's range.
