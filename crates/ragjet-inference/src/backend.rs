@@ -140,14 +140,10 @@ impl PackedBackend {
     fn forward_group(
         &self,
         batch: &[&Encoding],
-        tokens: usize,
         modes: &[PoolingMode],
         out: &mut [f32],
     ) -> Result<()> {
-        let mut packed = PackedBatch::with_capacity(batch.len(), tokens);
-        for enc in batch {
-            packed.push(enc.get_ids(), enc.get_type_ids());
-        }
+        let packed = PackedBatch::from_encodings(batch);
         let states = self.0.forward(&packed)?;
         let hidden = self.hidden_size();
         let dim = modes.len() * hidden;
@@ -190,7 +186,7 @@ impl Backend for PackedBackend {
                 end += 1;
             }
             let group = &batch[start..end];
-            self.forward_group(group, tokens, modes, &mut out[start * dim..end * dim])?;
+            self.forward_group(group, modes, &mut out[start * dim..end * dim])?;
             start = end;
         }
         Ok(())

@@ -49,22 +49,34 @@ fn calibrate_int8(
     tokenizer: &Tokenizer,
     do_lower_case: bool,
 ) -> Result<usize> {
-    let texts: Vec<String> = CALIBRATION_TEXTS
-        .iter()
-        .map(|t| match do_lower_case {
-            true => t.to_lowercase(),
-            false => t.to_string(),
-        })
-        .collect();
-    let encodings = tokenizer
-        .encode_batch_fast(texts, true)
-        .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
-    let tokens = encodings.iter().map(Encoding::len).sum();
-    let mut batch = PackedBatch::with_capacity(encodings.len(), tokens);
-    for enc in &encodings {
-        batch.push(enc.get_ids(), enc.get_type_ids());
+    let encodings = tokenize(tokenizer, do_lower_case, CALIBRATION_TEXTS)?;
+    let encodings: Vec<&Encoding> = encodings.iter().collect();
+    encoder.calibrate_int8(&PackedBatch::from_encodings(&encodings))
+}
+
+/// `text` as the tokenizer is to see it: lowercased for uncased models.
+fn cased(do_lower_case: bool, text: &str) -> std::borrow::Cow<'_, str> {
+    if do_lower_case {
+        text.to_lowercase().into()
+    } else {
+        text.into()
     }
-    encoder.calibrate_int8(&batch)
+}
+
+/// `texts` tokenized for the model, with special tokens and truncation.
+fn tokenize<S: AsRef<str>>(
+    tokenizer: &Tokenizer,
+    do_lower_case: bool,
+    texts: &[S],
+) -> Result<Vec<Encoding>> {
+    let inputs: Vec<std::borrow::Cow<'_, str>> = texts
+        .iter()
+        .map(|t| cased(do_lower_case, t.as_ref()))
+        .collect();
+    let inputs: Vec<&str> = inputs.iter().map(|t| t.as_ref()).collect();
+    tokenizer
+        .encode_batch_fast(inputs, true)
+        .map_err(|e| InferenceError::Tokenizer(e.to_string()))
 }
 
 /// Settings that override what the model folder says.
@@ -640,7 +652,7 @@ impl Embedder {
     pub fn count_tokens(&self, text: &str) -> Result<usize> {
         let enc = self
             .counter
-            .encode_fast(self.cased(text).as_ref(), false)
+            .encode_fast(cased(self.do_lower_case, text).as_ref(), false)
             .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
         Ok(enc.len())
     }
@@ -681,7 +693,7 @@ impl Embedder {
     /// boundaries and still quotes the original text. Ranges lie on char
     /// boundaries of `text`; tokens made from one character share its range.
     pub fn token_spans(&self, text: &str) -> Result<Vec<std::ops::Range<usize>>> {
-        let input = self.cased(text);
+        let input = cased(self.do_lower_case, text);
         let enc = self
             .counter
             .encode(input.as_ref(), false)
@@ -866,23 +878,6 @@ impl Embedder {
         Ok(Embeddings { data, dim })
     }
 
-    fn cased<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
-        if self.do_lower_case {
-            text.to_lowercase().into()
-        } else {
-            text.into()
-        }
-    }
-
-    fn tokenize<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Encoding>> {
-        let inputs: Vec<std::borrow::Cow<'_, str>> =
-            texts.iter().map(|t| self.cased(t.as_ref())).collect();
-        let inputs: Vec<&str> = inputs.iter().map(|t| t.as_ref()).collect();
-        self.tokenizer
-            .encode_batch_fast(inputs, true)
-            .map_err(|e| InferenceError::Tokenizer(e.to_string()))
-    }
-
     fn budget(&self) -> std::sync::MutexGuard<'_, AdaptiveBudget> {
         // The budget is plain numbers, valid whatever a panicking holder did.
         self.budget.lock().unwrap_or_else(|e| e.into_inner())
@@ -907,7 +902,7 @@ impl Embedder {
         max_rows: usize,
         on_batch: &mut dyn FnMut(usize),
     ) -> Result<()> {
-        let encodings = self.tokenize(texts)?;
+        let encodings = tokenize(&self.tokenizer, self.do_lower_case, texts)?;
         self.embed_encodings_in_batches_of(&encodings, out, max_rows, on_batch)
     }
 

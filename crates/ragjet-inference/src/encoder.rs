@@ -14,6 +14,7 @@ use std::path::Path;
 
 use candle_core::{CpuStorage, DType, Device, InplaceOp2, InplaceOp3, Layout, Tensor};
 use rayon::prelude::*;
+use tokenizers::Encoding;
 
 use crate::attention::Head;
 use crate::config::{BertConfig, HiddenAct};
@@ -41,6 +42,16 @@ impl PackedBatch {
             positions: Vec::with_capacity(tokens),
             offsets,
         }
+    }
+
+    /// The batch of `encodings`, in their order.
+    pub fn from_encodings(encodings: &[&Encoding]) -> Self {
+        let tokens = encodings.iter().map(|e| e.len()).sum();
+        let mut batch = Self::with_capacity(encodings.len(), tokens);
+        for enc in encodings {
+            batch.push(enc.get_ids(), enc.get_type_ids());
+        }
+        batch
     }
 
     pub fn push(&mut self, ids: &[u32], type_ids: &[u32]) {
